@@ -19,8 +19,16 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Finetune language models with the optimizer that pretrained them, and measure what the
+    finetune forgot."""
+
+
 # Left to right along the pipeline; a box without commands yet is skipped.
-_BOXES = ("optim", "data", "models", "train", "sweep", "analysis", "report")
+_BOXES = ("optim", "data", "models", "train", "sweep", "analysis", "report", "recommend")
 
 
 def _register_all() -> None:
