@@ -1,0 +1,6 @@
+"""Drop-ins for the trainers people already use (Hugging Face `Trainer`, TRL `SFTTrainer`)."""
+
+from forgetless.integrations.callback import ForgettingCallback, reference_batches
+from forgetless.integrations.optimizer import create_optimizer, resolve_family
+
+__all__ = ["ForgettingCallback", "create_optimizer", "reference_batches", "resolve_family"]
