@@ -1,0 +1,245 @@
+"""CLI: `forgetless spectrum`, `activations`, `fingerprint`, `memorization` (see docs/analysis.md).
+
+    forgetless spectrum runs/adamw-micro runs/muon-micro
+    forgetless activations runs/adamw-micro runs/muon-micro --tokens 32768 --out out/acts
+    forgetless fingerprint runs/muon-micro
+    forgetless fingerprint --calibration
+    forgetless memorization --optimizers adamw,muon,sgd --out out/mem
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .plots import ORDER
+
+console = Console()
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _load(path: str, device: str):
+    from forgetless.models import load_model, resolve_checkpoint
+
+    try:
+        model, _ = load_model(path)
+    except (OSError, ValueError) as err:
+        raise typer.BadParameter(f"cannot load {path!r}: {err}", param_hint="CHECKPOINTS") from err
+    return model.to(_device(device)).eval(), resolve_checkpoint(path)
+
+
+def _labels(checkpoints: list[str], labels: list[str] | None) -> list[str]:
+    if labels and len(labels) != len(checkpoints):
+        raise typer.BadParameter(f"{len(labels)} labels for {len(checkpoints)} checkpoints; give one "
+                                 "--label per checkpoint or none", param_hint="--label")
+    return labels or [Path(c).name or c for c in checkpoints]
+
+
+def _kind_table(title: str, by_label: dict[str, dict[str, dict]], key: str, pct: bool = False) -> Table:
+    """Rows: module kinds; columns: checkpoints; cells: mean (± std when the row has `key`_std)."""
+    table = Table(title=title)
+    table.add_column("kind")
+    for label in by_label:
+        table.add_column(label, justify="right")
+    kinds = [k for k in ORDER if any(k in rows for rows in by_label.values())]
+    for kind in kinds:
+        cells = []
+        for rows in by_label.values():
+            row = rows.get(kind, {})
+            v, s = row.get(key, math.nan), row.get(key + "_std")
+            fmt = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.3f}")
+            cells.append("-" if math.isnan(v) else fmt(v) + (f" ± {fmt(s)}" if s is not None else ""))
+        table.add_row(kind, *cells)
+    return table
+
+
+def _windows(ckpt_source: str, corpus: str, tokens: int, seq_len: int):
+    """A fixed sample of the corpus's validation split, tokenised by the checkpoint's tokenizer."""
+    from forgetless.data import prepare_pretraining_data
+
+    from .activations import token_windows
+
+    data = prepare_pretraining_data(corpus, tokenizer=ckpt_source, progress=False)
+    return token_windows(data.val, tokens, seq_len)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("spectrum")
+    def spectrum_cmd(
+        checkpoints: list[str] = typer.Argument(..., help="Checkpoints or run dirs (or HF names)."),
+        label: list[str] = typer.Option(None, "--label", help="Column label per checkpoint."),
+        all_matrices: bool = typer.Option(False, "--all", help="Also the output head and embeddings."),
+        device: str = typer.Option("auto", help="Where the SVDs run: auto, cpu, cuda, cuda:N."),
+        out: Path | None = typer.Option(None, help="Directory for spectrum-<label>.json (per matrix)."),
+    ) -> None:
+        """Stable rank, effective rank and singular-value density per module kind (paper Table 2)."""
+        from .spectrum import summarize_spectra, weight_spectra
+
+        by_label = {}
+        for ckpt, name in zip(checkpoints, _labels(checkpoints, label), strict=True):
+            model, _ = _load(ckpt, device)
+            spectra = weight_spectra(model, hidden_only=not all_matrices)
+            by_label[name] = summarize_spectra(spectra)
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                doc = {"checkpoint": ckpt, "by_kind": by_label[name], "matrices": [m.to_dict() for m in spectra]}
+                (out / f"spectrum-{name}.json").write_text(json.dumps(doc, indent=1))
+        for key, title in (("stable_rank", "stable rank ‖W‖²_F/‖W‖²₂"),
+                           ("stable_rank_ratio", "stable rank / min(d_out, d_in)"),
+                           ("effective_rank", "effective rank exp H(σ/‖σ‖₁)"),
+                           ("density", "singular density ‖σ‖₁/(√r‖σ‖₂)")):
+            console.print(_kind_table(f"{title}, mean ± std over matrices", by_label, key))
+
+    @app.command("activations")
+    def activations_cmd(
+        checkpoints: list[str] = typer.Argument(..., help="Checkpoints or run dirs (or HF names)."),
+        label: list[str] = typer.Option(None, "--label", help="Column label per checkpoint."),
+        corpus: str = typer.Option("stdlib", help="Corpus of the token sample (its validation split)."),
+        tokens: int = typer.Option(32768, min=1, help="Token budget of the sample."),
+        seq_len: int = typer.Option(128, min=2, help="Tokens per sequence."),
+        batch_size: int = typer.Option(8, min=1, help="Sequences per forward pass."),
+        threshold: float = typer.Option(0.01, help="Entry counts as zero below threshold × the token's max |x|."),
+        metric: str = typer.Option("sparsity", help="Shown and plotted: sparsity, l1_l2 or hoyer."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+        out: Path | None = typer.Option(None, help="Directory for activations.json and the bar chart."),
+    ) -> None:
+        """Sparsity of every linear layer's input and output activations (paper Figs. 4, 5, 10, 11)."""
+        from .activations import METRICS, probe_activations
+        from .plots import activation_bars
+
+        if metric not in METRICS:
+            raise typer.BadParameter(f"{metric!r} is unknown; allowed: {', '.join(METRICS)}", param_hint="--metric")
+        by_label, docs = {}, {}
+        for ckpt, name in zip(checkpoints, _labels(checkpoints, label), strict=True):
+            model, source = _load(ckpt, device)
+            windows = _windows(source, corpus, tokens, seq_len)
+            report = probe_activations(model, windows, batch_size, threshold)
+            by_label[name], docs[name] = report.by_kind(), {"checkpoint": ckpt, **report.to_dict()}
+        for side in ("input", "output"):
+            console.print(_kind_table(f"{side} {metric} (threshold {threshold}), mean ± std over tokens",
+                                      by_label, f"{side}_{metric}", pct=metric == "sparsity"))
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "activations.json").write_text(json.dumps(docs, indent=1))
+            png = activation_bars(by_label, out / f"activations-{metric}.png", metric)
+            typer.echo(f"wrote {out / 'activations.json'} and {png}")
+
+    @app.command("fingerprint")
+    def fingerprint_cmd(
+        checkpoints: list[str] = typer.Argument(None, help="Checkpoints whose optimizer to infer."),
+        reference: Path | None = typer.Option(None, help="Reference file (default: the shipped one)."),
+        no_activations: bool = typer.Option(False, "--no-activations", help="Spectrum features only."),
+        corpus: str = typer.Option("stdlib", help="Corpus of the activation token sample."),
+        tokens: int | None = typer.Option(None, min=1, help="Token budget of the activation sample "
+                                          "(default: the reference's, 4096)."),
+        calibration: bool = typer.Option(False, "--calibration", help="Show the calibration set and its accuracy."),
+        calibrate: bool = typer.Option(False, "--calibrate", help="Pretrain references and fit a new file (--out)."),
+        out: Path | None = typer.Option(None, help="With --calibrate: the reference file to write."),
+        runs_dir: Path | None = typer.Option(None, help="With --calibrate: where reference runs go."),
+        presets: str = typer.Option("nano,micro", help="With --calibrate: model presets."),
+        optimizers: str = typer.Option("adamw,signsgd,muon,coltop1,rowtop1", help="With --calibrate: optimizers."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    ) -> None:
+        """Infer the optimizer family that pretrained a checkpoint, with calibrated probabilities."""
+        from . import fingerprint as fp
+
+        if calibrate:
+            from .calibration import run_calibration
+
+            if out is None:
+                raise typer.BadParameter("--calibrate needs --out PATH for the reference file", param_hint="--out")
+            run_calibration(out, runs_dir or out.with_suffix("").with_name(out.stem + "-runs"),
+                            tuple(presets.split(",")), tuple(optimizers.split(",")), device=device,
+                            log=typer.echo)
+            calibration = True
+            reference = out
+        if calibration:
+            _show_calibration(reference)
+        if not checkpoints:
+            if not calibration:
+                raise typer.BadParameter("give CHECKPOINTS, --calibration or --calibrate")
+            return
+        # The activation sample is measured as the references were (same budget and window length).
+        settings = fp.load_references(reference)[1].get("settings", {})
+        tokens = tokens or settings.get("probe_tokens", 4096)
+        seq_len = settings.get("seq_len", 64)
+        table = Table(title="optimizer fingerprint")
+        for col in ("checkpoint", "verdict", "probabilities", "distance / unknown above", "features"):
+            table.add_column(col)
+        for ckpt in checkpoints:
+            model, source = _load(ckpt, device)
+            windows = None if no_activations else _windows(source, corpus, tokens, seq_len)
+            pred = fp.fingerprint(fp.model_features(model, windows), reference)
+            probs = ", ".join(f"{k} {v:.0%}" for k, v in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]))
+            table.add_row(ckpt, pred.family, probs, f"{pred.distance:.2f} / {pred.unknown_distance:.2f}",
+                          pred.feature_set)
+        console.print(table)
+
+    @app.command("memorization")
+    def memorization_cmd(
+        optimizers: str = typer.Option("adamw,muon,sgd", help="Comma-separated optimizer names."),
+        lrs: str = typer.Option("3e-3", help="Comma-separated lr grid; per optimizer the best clean accuracy is kept."),
+        preset: str = typer.Option("nano", help="Model preset."),
+        corpus: str = typer.Option("stdlib", help="Corpus whose first --tokens training tokens are used."),
+        tokens: int = typer.Option(32768, min=64, help="Corpus size in tokens (small: it must be memorisable)."),
+        block_len: int = typer.Option(64, min=2, help="Block length; each training sequence is one block."),
+        p: float = typer.Option(0.5, help="Share of blocks whose tokens are permuted."),
+        steps: int = typer.Option(1500, min=1, help="Optimizer steps."),
+        batch_size: int = typer.Option(16, min=1, help="Blocks per step."),
+        eval_every: int = typer.Option(150, min=1, help="Steps between evaluations."),
+        pairs: str = typer.Option("8:8,16:16,32:32", help="(prompt:gen) lengths, comma-separated."),
+        n_eval: int = typer.Option(64, min=1, help="Evaluation blocks per split (clean, corrupted)."),
+        seed: int = typer.Option(0, min=0),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+        out: Path = typer.Option(Path("memorization"), help="Output directory."),
+    ) -> None:
+        """The memorisation test (paper §4.2): exact match on clean vs corrupted blocks over training."""
+        from .memorization_run import MemorizationConfig, run_memorization
+
+        try:
+            pair_list = [tuple(int(x) for x in s.split(":")) for s in pairs.split(",")]
+            cfg = MemorizationConfig(
+                optimizers=optimizers.split(","), lrs=[float(x) for x in lrs.split(",")], preset=preset,
+                corpus=corpus, n_tokens=tokens, block_len=block_len, p=p, steps=steps, batch_size=batch_size,
+                eval_every=eval_every, pairs=pair_list, n_eval=n_eval, seed=seed, device=_device(device))
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
+        result = run_memorization(cfg, out, log=typer.echo)
+        from .memorization_run import table3
+
+        typer.echo(table3(result["selected"], cfg.pairs))
+        typer.echo(f"wrote {out}/table.md, figure7.png, figure7_token.png, results.json, history.jsonl")
+
+
+def _show_calibration(reference: Path | None) -> None:
+    from . import fingerprint as fp
+
+    refs, doc = fp.load_references(reference)
+    table = Table(title=f"fingerprint calibration set ({len(refs)} references)")
+    for col in ("reference", "optimizer", "family", "preset", "lr", "tokens", "val loss", "stable rank/r (q,k,v)"):
+        table.add_column(col)
+    for r in refs:
+        table.add_row(r.name, r.optimizer, r.family, r.preset, f"{r.lr:g}", str(r.tokens), f"{r.val_loss:.3f}",
+                      f"{r.features.get('attn_in_stable_rank_ratio', math.nan):.3f}")
+    console.print(table)
+    for set_name, res in fp.evaluate(refs).items():  # recomputed from the references, not copied
+        loo = res["loo"]
+        typer.echo(f"[{set_name} features] leave-one-out accuracy {loo['accuracy']:.1%} "
+                   f"({round(loo['accuracy'] * loo['n'])}/{loo['n']}), temperature {loo['temperature']:.3g}, "
+                   f"unknown beyond distance {loo['unknown_distance']:.2f}")
+        for held in res.get("held_out", []):
+            typer.echo(f"[{set_name} features] calibrated without preset {held['preset']}, tested on it: "
+                       f"{held['accuracy']:.1%} ({round(held['accuracy'] * held['n'])}/{held['n']}), "
+                       f"{held['unknown']} called unknown")

@@ -1,0 +1,218 @@
+"""The memorisation experiment: train with each optimizer on a partly corrupted corpus and track
+exact match / token accuracy of continuations on clean and corrupted blocks (paper §4.2, A.2).
+
+Small-scale defaults follow DESIGN.md's pilot: a corpus small enough to be memorised (32k tokens),
+many epochs, a graded measure beside exact match, and the optimizers compared both at matched
+steps and at matched training loss (Muon lowers the loss faster, so equal steps flatter it).
+
+Each training example is one whole block (seq_len = block_len, blocks shuffled every epoch), so
+the evaluation prompt — the first P tokens of a block — is exactly what the model saw in training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from .memorization import block_losses, block_view, evaluate_blocks
+
+
+class MemorizationConfig(BaseModel):
+    optimizers: list[str] = Field(default_factory=lambda: ["adamw", "muon", "sgd"])
+    lrs: list[float] = Field(default_factory=lambda: [3e-3], description="grid; best clean accuracy kept")
+    preset: str = "nano"
+    corpus: str = "stdlib"
+    vocab_size: int = 4096
+    n_tokens: int = 32768
+    block_len: int = 64
+    p: float = Field(0.5, description="share of blocks whose tokens are permuted")
+    batch_size: int = 16
+    steps: int = 1500
+    eval_every: int = 150
+    warmup: float = 0.05
+    weight_decay: float = 0.0
+    pairs: list[tuple[int, int]] = Field(default_factory=lambda: [(8, 8), (16, 16), (32, 32)])
+    n_eval: int = 64
+    seed: int = 0
+    device: str = "cpu"
+
+    @field_validator("p")
+    @classmethod
+    def _p(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"p must be in (0, 1) so both clean and corrupted blocks exist, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _pairs_fit(self) -> MemorizationConfig:
+        if not self.pairs:
+            raise ValueError("pairs must hold at least one (prompt_len, gen_len)")
+        bad = [(p, g) for p, g in self.pairs if p < 1 or g < 1 or p + g > self.block_len]
+        if bad:
+            raise ValueError(f"pairs {bad} must have prompt_len, gen_len >= 1 and prompt_len + gen_len "
+                             f"<= block_len={self.block_len}")
+        return self
+
+
+def _schedule(step: int, total: int, warmup: float) -> float:
+    """Linear warm-up over `warmup`·total steps, then cosine to zero."""
+    w = max(1, int(warmup * total))
+    if step < w:
+        return (step + 1) / w
+    return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
+
+
+def prepare_corpus(cfg: MemorizationConfig) -> dict:
+    """First `n_tokens` training tokens of the corpus, a share p of blocks permuted."""
+    from forgetless.data import corrupt_blocks, prepare_pretraining_data
+
+    data = prepare_pretraining_data(cfg.corpus, vocab_size=cfg.vocab_size, progress=False)
+    if len(data.train) < cfg.n_tokens:
+        raise ValueError(f"n_tokens={cfg.n_tokens} exceeds the {len(data.train)} training tokens of {cfg.corpus!r}")
+    raw = np.asarray(data.train[: cfg.n_tokens], dtype=np.int64)
+    tokens, mask = corrupt_blocks(raw, cfg.block_len, cfg.p, cfg.seed)
+    blocks, corrupted = block_view(np.asarray(tokens), np.asarray(mask), cfg.block_len)
+    rng = np.random.default_rng(cfg.seed)
+    clean_idx, bad_idx = np.flatnonzero(~corrupted), np.flatnonzero(corrupted)
+    n_eval = min(cfg.n_eval, len(clean_idx), len(bad_idx))
+    if n_eval == 0:
+        raise ValueError(f"n_tokens={cfg.n_tokens}, block_len={cfg.block_len}, p={cfg.p} leave no clean or no corrupted block")
+    return {
+        "blocks": blocks, "corrupted": corrupted, "vocab_size": data.vocab_size,
+        "eval_clean": blocks[np.sort(rng.choice(clean_idx, n_eval, replace=False))],
+        "eval_corrupted": blocks[np.sort(rng.choice(bad_idx, n_eval, replace=False))],
+    }
+
+
+def eval_point(model, corpus: dict, cfg: MemorizationConfig, step: int) -> dict:
+    losses = block_losses(model, corpus["blocks"].to(cfg.device))
+    flags = torch.as_tensor(corpus["corrupted"], device=losses.device)
+    point = {"step": step, "tokens": step * cfg.batch_size * cfg.block_len,
+             "train_loss": float(losses.mean()), "clean_loss": float(losses[~flags].mean()),
+             "corrupted_loss": float(losses[flags].mean())}
+    for split in ("clean", "corrupted"):
+        res = evaluate_blocks(model, corpus[f"eval_{split}"].to(cfg.device), cfg.pairs)
+        point.update({f"{split}_{k}": v for k, v in res.items()})
+    return point
+
+
+def train_one(cfg: MemorizationConfig, corpus: dict, optimizer: str, lr: float,
+              on_point: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train one model from scratch; evaluate at step 0 and every `eval_every` steps."""
+    from forgetless.models import build_model
+    from forgetless.optim import build
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.preset, corpus["vocab_size"]).to(cfg.device)
+    opt = build(model, optimizer, lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, cfg.steps, cfg.warmup))
+    blocks = corpus["blocks"]
+    rng = np.random.default_rng((cfg.seed, 1))
+    order, cursor = rng.permutation(len(blocks)), 0
+    history, start = [], time.time()
+    for step in range(cfg.steps + 1):
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            point = {"optimizer": optimizer, "lr": lr, **eval_point(model, corpus, cfg, step),
+                     "wall_time": round(time.time() - start, 2)}
+            history.append(point)
+            if on_point:
+                on_point(point)
+            if not math.isfinite(point["train_loss"]):
+                break  # diverged: later points would be NaN too
+        if step == cfg.steps:
+            break
+        if cursor + cfg.batch_size > len(order):  # next epoch, reshuffled
+            order, cursor = rng.permutation(len(blocks)), 0
+        x = blocks[order[cursor : cursor + cfg.batch_size]].to(cfg.device)
+        cursor += cfg.batch_size
+        model.train()
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    return history
+
+
+def _score(history: list[dict], cfg: MemorizationConfig) -> float:
+    """Selection score of a run (paper: best accuracy on clean data): final mean clean exact
+    match over the pairs, token accuracy breaking ties."""
+    last = history[-1]
+    exact = np.mean([last[f"clean_exact_{p}_{g}"] for p, g in cfg.pairs])
+    token = np.mean([last[f"clean_token_{p}_{g}"] for p, g in cfg.pairs])
+    return float(exact + 1e-3 * token) if math.isfinite(last["train_loss"]) else -math.inf
+
+
+def run_memorization(cfg: MemorizationConfig, out_dir: str | Path | None = None,
+                     log: Callable[[str], None] = print) -> dict:
+    """Every optimizer × lr; keeps per optimizer the lr with the best clean accuracy.
+
+    Returns {"config", "runs": {f"{opt}@{lr}": history}, "selected": {opt: history}}; with
+    `out_dir`, writes history.jsonl, results.json, table.md and figure7.png there.
+    """
+    corpus = prepare_corpus(cfg)
+    log(f"corpus: {len(corpus['blocks'])} blocks of {cfg.block_len} tokens, "
+        f"{int(corpus['corrupted'].sum())} corrupted; eval {len(corpus['eval_clean'])} blocks per split")
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.jsonl").write_text("")
+
+    def record(point: dict) -> None:
+        if out:
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(point) + "\n")
+        pair = cfg.pairs[-1]
+        log(f"{point['optimizer']:>8} lr {point['lr']:.0e} step {point['step']:>5}  loss {point['train_loss']:.3f}  "
+            f"clean/corrupted exact {pair[0]}→{pair[1]}: {point[f'clean_exact_{pair[0]}_{pair[1]}']:.1%} / "
+            f"{point[f'corrupted_exact_{pair[0]}_{pair[1]}']:.1%}")
+
+    runs = {f"{o}@{lr:g}": train_one(cfg, corpus, o, lr, record) for o in cfg.optimizers for lr in cfg.lrs}
+    selected = {o: max((runs[f"{o}@{lr:g}"] for lr in cfg.lrs), key=lambda h: _score(h, cfg))
+                for o in cfg.optimizers}
+    result = {"config": cfg.model_dump(), "runs": runs, "selected": selected}
+    if out:
+        from .plots import memorization_curves
+
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+        (out / "table.md").write_text(table3(selected, cfg.pairs))
+        memorization_curves(selected, cfg.pairs, out / "figure7.png", "exact")
+        memorization_curves(selected, cfg.pairs, out / "figure7_token.png", "token")
+    return result
+
+
+def matched_loss_points(selected: dict[str, list[dict]]) -> tuple[float, dict[str, dict]]:
+    """The lowest train loss every optimizer reached, and each one's first eval point at or below
+    it (so optimizers are compared after fitting the corpus equally well)."""
+    target = max(min(p["train_loss"] for p in h) for h in selected.values())
+    return target, {o: next(p for p in h if p["train_loss"] <= target) for o, h in selected.items()}
+
+
+def table3(selected: dict[str, list[dict]], pairs: list[tuple[int, int]]) -> str:
+    """The paper's Table 3 layout (clean pairs | corrupted pairs | train loss), as markdown: at the
+    last step, and at matched train loss; exact match and token accuracy."""
+    target, matched = matched_loss_points(selected)
+    views = [("final step", {o: h[-1] for o, h in selected.items()}),
+             (f"matched train loss (first eval with loss ≤ {target:.3f})", matched)]
+    heads = " | ".join(f"({p},{g})" for p, g in pairs)
+    lines = []
+    for metric, name in (("exact", "Exact match"), ("token", "Teacher-forced token accuracy")):
+        for view, points in views:
+            lines += [f"### {name}, {view}", "",
+                      f"| Optimizer | step | Clean {heads} | Corrupted {heads} | Train loss |",
+                      "|---|---|" + "---|" * (2 * len(pairs)) + "---|"]
+            for o, pt in points.items():
+                clean = " | ".join(f"{pt[f'clean_{metric}_{p}_{g}']:.1%}" for p, g in pairs)
+                bad = " | ".join(f"{pt[f'corrupted_{metric}_{p}_{g}']:.1%}" for p, g in pairs)
+                lines.append(f"| {o} (lr {pt['lr']:g}) | {pt['step']} | {clean} | {bad} | {pt['train_loss']:.3f} |")
+            lines.append("")
+    lines.append("Columns are (prompt length, generation length); blocks are from the training corpus.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""Weight spectra: how many directions each matrix really uses (the paper's Table 2).
+
+For W of shape (d_out, d_in) with singular values s_1 >= ... >= s_r, r = min(d_out, d_in):
+
+- stable rank       ‖W‖²_F / ‖W‖²₂ = Σ s_i² / s_1²                      (1 <= . <= r)
+- effective rank    exp(H(p)), p_i = s_i / Σ_j s_j, H(p) = -Σ p_i log p_i  (Roy & Vetterli 2007)
+- singular density  ‖s‖₁ / (√r ‖s‖₂)                                       (1/√r <= . <= 1)
+
+All three are larger for a flatter spectrum; Muon's full-rank updates give flatter spectra than
+AdamW's. The `_ratio` variants divide the ranks by r so that widths can be compared.
+
+Singular values come from `torch.linalg.svdvals`, batched over stacks of same-shape matrices
+(all q_proj of a model, all up_proj, ...), chunked so a stack stays under `max_batch_elems`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .modules import HIDDEN_KINDS, MatrixRef, iter_matrices
+
+METRICS = ("stable_rank", "effective_rank", "density", "stable_rank_ratio", "effective_rank_ratio")
+
+
+@dataclass
+class MatrixSpectrum:
+    name: str
+    kind: str
+    layer: int | None
+    d_out: int
+    d_in: int
+    stable_rank: float
+    effective_rank: float
+    density: float
+    s_max: float
+    frobenius: float
+
+    @property
+    def rank_bound(self) -> int:
+        return min(self.d_out, self.d_in)
+
+    @property
+    def stable_rank_ratio(self) -> float:
+        return self.stable_rank / self.rank_bound
+
+    @property
+    def effective_rank_ratio(self) -> float:
+        return self.effective_rank / self.rank_bound
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["stable_rank_ratio"] = self.stable_rank_ratio
+        out["effective_rank_ratio"] = self.effective_rank_ratio
+        return out
+
+
+def spectral_stats(s: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Stable rank, effective rank and density from singular values `s` of shape (..., r).
+
+    A zero matrix has no spectrum: its figures are NaN.
+    """
+    s = s.double().clamp_min(0)
+    r = s.shape[-1]
+    total = s.sum(-1)
+    fro2 = (s * s).sum(-1)
+    s_max = s.amax(-1)
+    p = s / total.unsqueeze(-1)
+    plogp = torch.where(p > 0, p * p.log(), torch.zeros_like(p))  # 0 log 0 = 0
+    nan = torch.full_like(total, math.nan)
+    ok = total > 0
+    return {
+        "stable_rank": torch.where(ok, fro2 / s_max.square(), nan),
+        "effective_rank": torch.where(ok, torch.exp(-plogp.sum(-1)), nan),
+        "density": torch.where(ok, total / (math.sqrt(r) * fro2.sqrt()), nan),
+        "s_max": s_max,
+        "frobenius": fro2.sqrt(),
+    }
+
+
+def _chunks(refs: list[MatrixRef], max_elems: int) -> list[list[MatrixRef]]:
+    d_out, d_in = refs[0].weight().shape
+    per = max(1, max_elems // (d_out * d_in))
+    return [refs[i : i + per] for i in range(0, len(refs), per)]
+
+
+@torch.no_grad()
+def weight_spectra(
+    model: nn.Module,
+    device: str | torch.device | None = None,
+    hidden_only: bool = True,
+    kinds: tuple[str, ...] | None = None,
+    max_batch_elems: int = 1 << 26,
+) -> list[MatrixSpectrum]:
+    """Spectrum figures of every matrix of `model`: hidden ones, plus head and embeddings unless
+    `hidden_only`. Linear layers of unknown role are kept as kind "other".
+
+    `device` is where the SVDs run (default: where the weights are); weights are cast to float32.
+    `kinds` restricts to some module kinds (e.g. ("q", "up")). Unknown linear layers are "other".
+    """
+    groups: dict[tuple[int, int], list[MatrixRef]] = defaultdict(list)
+    for ref in iter_matrices(model, include_embed=not hidden_only):
+        if hidden_only and ref.kind in ("head", "embed"):
+            continue
+        if kinds is not None and ref.kind not in kinds:
+            continue
+        groups[tuple(ref.weight().shape)].append(ref)
+    out: list[MatrixSpectrum] = []
+    for (d_out, d_in), refs in groups.items():
+        for chunk in _chunks(refs, max_batch_elems):
+            dev = device if device is not None else chunk[0].module.weight.device
+            stack = torch.stack([r.weight().to(dev, torch.float32) for r in chunk])
+            stats = spectral_stats(torch.linalg.svdvals(stack))
+            for i, ref in enumerate(chunk):
+                figures = {k: float(v[i]) for k, v in stats.items()}
+                out.append(MatrixSpectrum(ref.name, ref.kind, ref.layer, d_out, d_in, **figures))
+    order = {ref.name: i for i, ref in enumerate(iter_matrices(model, include_embed=True))}
+    out.sort(key=lambda m: order.get(m.name, 0))
+    return out
+
+
+def summarize_spectra(spectra: list[MatrixSpectrum]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of each figure per module kind, plus "hidden" (all of q..down).
+
+    Returns {kind: {"n": count, metric: mean, metric + "_std": std}}.
+    """
+    by_kind: dict[str, list[MatrixSpectrum]] = defaultdict(list)
+    for m in spectra:
+        by_kind[m.kind].append(m)
+        if m.kind in HIDDEN_KINDS:
+            by_kind["hidden"].append(m)
+    summary: dict[str, dict[str, float]] = {}
+    for kind, items in by_kind.items():
+        row: dict[str, float] = {"n": len(items)}
+        for metric in METRICS:
+            values = torch.tensor([getattr(m, metric) for m in items], dtype=torch.float64)
+            values = values[~values.isnan()]
+            row[metric] = float(values.mean()) if len(values) else math.nan
+            row[metric + "_std"] = float(values.std(unbiased=False)) if len(values) else math.nan
+        summary[kind] = row
+    return summary

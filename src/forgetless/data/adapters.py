@@ -1,0 +1,107 @@
+"""The paper's three finetuning datasets, with their real column names and prompt templates.
+
+    MetaMathQA   query, response (ends "The answer is: N")  -> Alpaca template without input
+    Alpaca       instruction, input, output                  -> the Alpaca template
+    Magicoder    instruction, response                       -> the Magicoder template
+
+Loaded from a local .json/.jsonl/.parquet in the same schema, or from the Hugging Face hub. The
+hub releases have one split; the validation split is a fixed hash-chosen 2% of the prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import key_fraction
+from .local import read_records
+from .sft import SFTRecord
+
+VAL_FRACTION = 0.02
+
+# Alpaca's templates (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT), byte for byte.
+ALPACA_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+# Magicoder's template (ise-uiuc/magicoder, README "Inference").
+MAGICODER = (
+    "You are an exceptionally intelligent coding assistant that consistently delivers accurate "
+    "and reliable responses to user instructions.\n\n@@ Instruction\n{instruction}\n\n@@ Response\n")
+
+
+def alpaca_prompt(instruction: str, input: str = "") -> str:
+    if input and input.strip():
+        return ALPACA_INPUT.format(instruction=instruction, input=input)
+    return ALPACA_NO_INPUT.format(instruction=instruction)
+
+
+def _metamathqa(row: dict) -> SFTRecord:
+    from .task_arith import extract_answer
+
+    return SFTRecord(alpaca_prompt(row["query"]), row["response"], extract_answer(row["response"]))
+
+
+def _alpaca(row: dict) -> SFTRecord:
+    return SFTRecord(alpaca_prompt(row["instruction"], row.get("input") or ""), row["output"])
+
+
+def _magicoder(row: dict) -> SFTRecord:
+    return SFTRecord(MAGICODER.format(instruction=row["instruction"]), row["response"])
+
+
+@dataclass(frozen=True)
+class Adapter:
+    hub_name: str
+    columns: tuple[str, ...]  # required
+    to_record: object  # row -> SFTRecord
+
+
+ADAPTERS = {
+    "metamathqa": Adapter("meta-math/MetaMathQA", ("query", "response"), _metamathqa),
+    "alpaca": Adapter("tatsu-lab/alpaca", ("instruction", "input", "output"), _alpaca),
+    "magicoder": Adapter("ise-uiuc/Magicoder-Evol-Instruct-110K", ("instruction", "response"),
+                         _magicoder),
+}
+
+
+def _rows(name: str, path: str | Path | None):
+    adapter = ADAPTERS[name]
+    if path is not None:
+        path = Path(path).expanduser()
+        if path.suffix not in (".json", ".jsonl", ".parquet"):
+            raise ValueError(f"{path}: a {name} file must be .json, .jsonl or .parquet")
+        return read_records(path), str(path)
+    from .hub import load_hub_dataset
+
+    hint = (f": load_task({name!r}, path='FILE') with a .json/.jsonl/.parquet holding the "
+            f"columns {', '.join(adapter.columns)}")
+    return iter(load_hub_dataset(adapter.hub_name, "train", local_hint=hint)), adapter.hub_name
+
+
+def load_dataset_task(name: str, split: str, n: int | None, seed: int,
+                      path: str | Path | None) -> list[SFTRecord]:
+    adapter = ADAPTERS[name]
+    rows, where = _rows(name, path)
+    records: list[SFTRecord] = []
+    for i, row in enumerate(rows):
+        missing = [c for c in adapter.columns if c not in row]
+        if missing:
+            raise KeyError(f"{where} record {i + 1} lacks column(s) {missing} of the {name} schema "
+                           f"(needs {list(adapter.columns)}; has {sorted(row)}). Rename the "
+                           "columns or pick the matching task name.")
+        rec = adapter.to_record(row)
+        in_val = key_fraction(f"{name}|{rec.prompt}") < VAL_FRACTION
+        if in_val == (split == "validation"):
+            records.append(rec)
+    if not records:
+        raise ValueError(f"{where} gave no {split} records for {name!r}; a file needs at least "
+                         f"~{int(1 / VAL_FRACTION)} records to have a validation part")
+    if n is not None and n < len(records):
+        keep = sorted(random.Random(f"{name}-{seed}").sample(range(len(records)), n))
+        records = [records[i] for i in keep]
+    return records

@@ -1,0 +1,131 @@
+"""Load any causal LM: a Hugging Face checkpoint directory, a hub name, or a forgetless run directory.
+
+A forgetless run directory (it has `checkpoints/step-*/`) resolves to its newest checkpoint, so
+`load_model("runs/muon-small")` works; a directory holding only a PEFT adapter is loaded on its base
+model and merged. Nothing is downloaded unless the name is not a local path (and then only by
+`transformers` itself, from the hub the user configured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest `checkpoints/step-NNNNNN` directory of a run directory, or None."""
+    steps = sorted(Path(run_dir).glob("checkpoints/step-*"), key=lambda p: _step_of(p))
+    steps = [p for p in steps if (p / "config.json").is_file() or (p / "adapter_config.json").is_file()]
+    return steps[-1] if steps else None
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def resolve_checkpoint(path_or_name: str | Path) -> str:
+    """A path to a model directory (a run directory becomes its newest checkpoint), or the hub name."""
+    path = Path(path_or_name)
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise FileNotFoundError(
+                f"{path} holds no model: expected a Hugging Face checkpoint (config.json) or a forgetless "
+                "run directory with checkpoints/step-*/"
+            )
+        return str(ckpt)
+    return str(path_or_name)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") for
+    the duration, restoring the user's setting after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in allowed:
+        raise ValueError(f"dtype {dtype!r} is unknown; allowed: {', '.join(allowed)}")
+    return allowed[dtype]
+
+
+def load_model(
+    path_or_name: str | Path, *, dtype: torch.dtype | str = torch.float32, **config_overrides: Any
+) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
+    """(model, tokenizer) of a causal LM, in `dtype` (fp32 by default: the master weights of training).
+
+    `config_overrides` go to `from_pretrained` (e.g. `attention_dropout=0.1`). The sdpa attention
+    kernel is used where the architecture supports it.
+    """
+    with quiet():
+        return _load(resolve_checkpoint(path_or_name), _as_dtype(dtype), config_overrides)
+
+
+def _load(source: str, dtype: torch.dtype, config_overrides: dict[str, Any]):
+    adapter_cfg = Path(source) / "adapter_config.json"
+    if adapter_cfg.is_file() and not (Path(source) / "config.json").is_file():
+        import peft
+
+        model = peft.AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype).merge_and_unload()
+        tok_source = source if _has_tokenizer(source) else json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
+    else:
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, attn_implementation="sdpa", **config_overrides
+            )
+        except ValueError as err:
+            if "sdpa" not in str(err).lower():
+                raise
+            # An architecture without an sdpa kernel: fall back to its own attention.
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **config_overrides)
+        tok_source = source
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"no tokenizer found with the model at {tok_source}: {err}") from err
+    return model, tokenizer
+
+
+def _has_tokenizer(path: str) -> bool:
+    return any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Set every dropout probability of a model to p (in place).
+
+    HF Llama has one dropout, on the attention probabilities, read from each attention module's
+    `attention_dropout` attribute at forward time; other architectures use `nn.Dropout` modules.
+    Both are set, and the config too so that a saved checkpoint records it.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
+    config = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if config is not None and isinstance(getattr(config, key, None), float):
+            setattr(config, key, p)

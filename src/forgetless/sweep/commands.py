@@ -1,0 +1,189 @@
+"""`forgetless sweep | status | frontier | export`: a study from YAML file or preset to figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+STUDY_HELP = "a study YAML file, or a preset: quick, cpu-full, gpt2, llama2-7b"
+OUT_HELP = "sweep directory (default: the study's out_dir, else runs/<name>)"
+
+
+def _load(study: str):
+    from forgetless.sweep.study import StudyError, load_study
+
+    try:
+        return load_study(study)
+    except StudyError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+
+
+def _root(st, out: Path | None) -> Path:
+    return Path(out) if out else st.resolved_out_dir()
+
+
+def _open_store(st, out: Path | None):
+    from forgetless.sweep.runner import STORE_NAME
+    from forgetless.sweep.store import Store, StoreVersionError
+
+    path = _root(st, out) / STORE_NAME
+    if not path.exists():
+        typer.echo(f"{path}: no results yet; run `forgetless sweep` on this study first", err=True)
+        raise typer.Exit(1)
+    try:
+        return Store(path)
+    except StoreVersionError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+
+
+def default_workers() -> int:
+    """One worker per GPU; on CPU one per two cores (each with two threads), at least one."""
+    import torch
+
+    from forgetless.sweep.runner import cpu_cores
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, cpu_cores() // 2)
+
+
+def sweep_cmd(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    workers: int = typer.Option(None, "--workers", "-w", min=0,
+                                help="cells run at once, each in its own process (default: one per GPU, "
+                                     "or cores // 2 on CPU; 0 runs them in this process)"),
+    out: Path = typer.Option(None, "--out", help=OUT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="the overall progress bar"),
+) -> None:
+    """Run (or resume) every cell of a study; safe to interrupt and to run twice at once."""
+    from forgetless.sweep.runner import run_sweep
+    from forgetless.sweep.study import StudyError
+
+    st = _load(study)
+    n = default_workers() if workers is None else workers
+    typer.echo(f"study {st.name}: {_root(st, out)} with {n} worker(s)")
+    try:
+        counts = run_sweep(st, workers=n, out_dir=out, progress=progress)
+    except StudyError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo("finished: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if counts.get("failed"):
+        typer.echo(f"some cells failed; see `forgetless status {study}`", err=True)
+        raise typer.Exit(1)
+
+
+def status_cmd(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    out: Path = typer.Option(None, "--out", help=OUT_HELP),
+    errors: bool = typer.Option(False, "--errors", help="print the whole error text of failed cells"),
+) -> None:
+    """Every cell of a study: done / running / pending / diverged / failed, with its error."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from forgetless.sweep.runner import STORE_NAME
+    from forgetless.sweep.store import Store
+    from forgetless.sweep.study import expand
+
+    st = _load(study)
+    cells = expand(st)
+    path = _root(st, out) / STORE_NAME
+    rows, last = {}, {}
+    if path.exists():
+        with Store(path) as store:
+            rows = {r["cell_id"]: r for r in store.runs()}
+            for r in store.db.execute("SELECT run_id, MAX(step), COUNT(*) FROM points GROUP BY run_id"):
+                last[r[0]] = (r[1], r[2])
+    table = Table("status", "cell", "id", "tries", "last step", "points", "error", title=f"study {st.name}")
+    colour = {"done": "green", "running": "cyan", "pending": "white", "diverged": "yellow", "failed": "red"}
+    counts: dict[str, int] = {}
+    console = Console()
+    for c in cells:
+        r = rows.get(c["cell_id"], {})
+        status = r.get("status", "pending")
+        counts[status] = counts.get(status, 0) + 1
+        step, npts = last.get(c["cell_id"], ("", ""))
+        err = (r.get("error") or "").splitlines()
+        table.add_row(f"[{colour[status]}]{status}", c["label"], c["cell_id"], str(r.get("attempts", 0)),
+                      str(step), str(npts), err[0] if err else "")
+    console.print(table)
+    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" of {len(cells)} cells")
+    if errors:
+        for c in cells:
+            r = rows.get(c["cell_id"], {})
+            if r.get("error"):
+                console.rule(c["label"])
+                console.print(r["error"], markup=False)
+
+
+def frontier_cmd(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    eps: float = typer.Option(0.01, "--eps", min=0, help="robust-frontier margin on the forgetting axis (paper A.1)"),
+    eps_learning: float = typer.Option(None, "--eps-learning", min=0, help="margin on the learning axis (default: --eps)"),
+    metric: str = typer.Option("loss", "--metric", help="learning axis: loss, or accuracy (where measured)"),
+    reference: str = typer.Option(None, "--reference", help="hypervolume reference 'forgetting,learning' "
+                                                            "(default: the worst value of each axis in the panel)"),
+    best_lr: bool = typer.Option(False, "--best-lr", help="draw only each method's best learning rate (paper B.1)"),
+    fig: Path = typer.Option(None, "--out", help="figure file (default: <sweep dir>/frontier.png)"),
+    sweep_dir: Path = typer.Option(None, "--dir", help=OUT_HELP),
+) -> None:
+    """Pareto frontiers per (base, task): tables, and a figure like the paper's Figures 2, 3, 6."""
+    from forgetless.sweep import frontier as fr
+
+    if metric not in ("loss", "accuracy"):
+        typer.echo(f"--metric must be loss or accuracy; got {metric!r}", err=True)
+        raise typer.Exit(2)
+    ref = None
+    if reference:
+        try:
+            ref = [float(v) for v in reference.split(",")]
+            assert len(ref) == 2
+        except (ValueError, AssertionError):
+            typer.echo(f"--reference must be two numbers 'forgetting,learning'; got {reference!r}", err=True)
+            raise typer.Exit(2) from None
+    st = _load(study)
+    with _open_store(st, sweep_dir) as store:
+        pts = store.points(study=st.name)
+    pans = fr.panels(pts, metric)
+    if not pans:
+        typer.echo(f"no finetuning points with a {metric} yet; see `forgetless status {study}`", err=True)
+        raise typer.Exit(1)
+    eps_pair = (eps, eps if eps_learning is None else eps_learning)
+    sums = [fr.summarize(p, eps_pair, ref) for p in pans]
+    for p, s in zip(pans, sums, strict=True):
+        fr.print_tables(p, s)
+    path = fr.plot(pans, sums, fig or _root(st, sweep_dir) / "frontier.png", best_lr_only=best_lr)
+    typer.echo(f"figure: {path}")
+
+
+def export_cmd(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    csv: Path = typer.Option(None, "--csv", help="write every eval point to this CSV file"),
+    parquet: Path = typer.Option(None, "--parquet", help="... or to this parquet file (needs pandas + pyarrow)"),
+    sweep_dir: Path = typer.Option(None, "--dir", help=OUT_HELP),
+) -> None:
+    """Every eval point of a study (with its run's method, lr, base and task) as CSV or parquet."""
+    if csv is None and parquet is None:
+        typer.echo("give --csv FILE and/or --parquet FILE", err=True)
+        raise typer.Exit(2)
+    st = _load(study)
+    with _open_store(st, sweep_dir) as store:
+        if csv is not None:
+            typer.echo(f"{store.export_csv(csv, study=st.name)} points -> {csv}")
+        if parquet is not None:
+            try:
+                typer.echo(f"{store.export_parquet(parquet, study=st.name)} points -> {parquet}")
+            except RuntimeError as err:
+                typer.echo(str(err), err=True)
+                raise typer.Exit(2) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_cmd)
+    app.command("status")(status_cmd)
+    app.command("frontier")(frontier_cmd)
+    app.command("export")(export_cmd)

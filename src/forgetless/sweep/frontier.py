@@ -1,0 +1,198 @@
+"""Frontiers of a study: the store's points grouped into panels, summarised, and drawn.
+
+A panel is one (base model, task): the paper's Figures 2, 3 and 6 draw one per base optimizer
+and task. Inside a panel each method (e.g. full-adamw, lora8-adamw) has a point cloud: every
+eval checkpoint of every learning rate and seed of that method. The numbers come from
+`forgetless.analysis.pareto`; this module only gathers, tabulates and plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forgetless.analysis import pareto
+
+DELTAS = (0.1, 0.25, 0.5, 1.0, 2.0)  # forgetting budgets above the base (DESIGN.md pilot notes)
+
+
+@dataclass
+class MethodCloud:
+    points: np.ndarray  # (n, 2): forgetting, learning (loss or accuracy)
+    lrs: np.ndarray
+    steps: np.ndarray
+    runs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Panel:
+    base: str
+    base_optimizer: str
+    task: str
+    methods: dict[str, MethodCloud]
+    maximize: tuple[bool, bool] = (False, False)
+    base_point: tuple[float, float] = (float("nan"), float("nan"))  # step 0: the base model
+
+    @property
+    def title(self) -> str:
+        return f"base {self.base} ({self.base_optimizer}) · {self.task}"
+
+
+def panels(points: list[dict], metric: str = "loss") -> list[Panel]:
+    """Finetune points (from `Store.points(study=...)`) grouped into panels.
+
+    metric "loss": learning = task loss (lower is better); "accuracy": learning = exact-match
+    accuracy of greedy answers (higher is better; only points where it was measured).
+    """
+    if metric not in ("loss", "accuracy"):
+        raise ValueError(f"metric must be 'loss' or 'accuracy'; got {metric!r}")
+    key = "learning" if metric == "loss" else "accuracy"
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    info: dict[tuple, dict] = {}
+    for p in points:
+        meta = p.get("meta") or {}
+        if p["kind"] != "finetune" or p.get(key) is None:
+            continue
+        k = (meta.get("base"), meta.get("task"))
+        info.setdefault(k, meta)
+        groups.setdefault(k, {}).setdefault(p["method"], []).append(p)
+    out = []
+    for k, by_method in groups.items():
+        methods = {}
+        for name, pts in by_method.items():
+            methods[name] = MethodCloud(
+                points=np.array([[q["forgetting"], q[key]] for q in pts], dtype=float),
+                lrs=np.array([q["lr"] for q in pts], dtype=float),
+                steps=np.array([q["step"] for q in pts]),
+                runs=[q["run_id"] for q in pts])
+        step0 = np.concatenate([m.points[m.steps == 0] for m in methods.values()])
+        base_point = tuple(np.median(step0, axis=0)) if len(step0) else (float("nan"),) * 2
+        out.append(Panel(base=str(k[0]), base_optimizer=str(info[k].get("base_optimizer")), task=str(k[1]),
+                         methods=dict(sorted(methods.items())), maximize=(False, metric == "accuracy"),
+                         base_point=base_point))
+    return sorted(out, key=lambda pn: (pn.task, pn.base))
+
+
+def learning_levels(panel: Panel, n: int = 4) -> list[float]:
+    """n learning levels from the base's value towards the best reached: 25%, 50%, ... of the way."""
+    best = [m.points[np.isfinite(m.points).all(axis=1), 1] for m in panel.methods.values()]
+    best = np.concatenate(best)
+    start = panel.base_point[1]
+    if not len(best) or not np.isfinite(start):
+        return []
+    end = best.max() if panel.maximize[1] else best.min()
+    return [float(f"{start + (end - start) * k / n:.3g}") for k in range(1, n + 1)]
+
+
+def summarize(panel: Panel, eps=0.01, reference=None) -> dict:
+    """Per-method frontier figures, pairwise dominance shares and the two readable tables."""
+    mx = panel.maximize
+    clouds = {name: m.points for name, m in panel.methods.items()}
+    ref = np.asarray(reference, float) if reference is not None else pareto.default_reference(*clouds.values(), maximize=mx)
+    levels = learning_levels(panel)
+    rows = {}
+    for name, m in panel.methods.items():
+        best = pareto.best_lr_mask(m.points, m.lrs, maximize=mx)
+        fin = best & np.isfinite(m.points).all(axis=1)
+        if fin.any():
+            y = m.points[fin, 1]
+            i = np.flatnonzero(fin)[int(np.argmax(y) if mx[1] else np.argmin(y))]
+            best_lr, best_point = float(m.lrs[i]), m.points[i]
+        else:
+            best_lr, best_point = float("nan"), np.array([np.nan, np.nan])
+        rows[name] = {
+            "runs": len(set(m.runs)), "points": len(m.points),
+            "pareto": len(pareto.pareto_set(m.points, maximize=mx)),
+            "robust": pareto.robust_frontier(m.points, eps, maximize=mx),
+            "hypervolume": pareto.hypervolume(m.points, ref, maximize=mx),
+            "best_lr": best_lr, "best_lr_point": best_point, "best_lr_mask": best,
+            "within_delta": pareto.learning_within_forgetting(m.points, panel.base_point[0], DELTAS, maximize=mx),
+            "at_levels": pareto.forgetting_at_learning(m.points, levels, maximize=mx),
+        }
+    shares = {a: {b: pareto.dominated_share(clouds[a], clouds[b], maximize=mx) for b in clouds if b != a}
+              for a in clouds}
+    return {"methods": rows, "dominance": shares, "reference": ref, "levels": levels,
+            "deltas": DELTAS, "eps": eps}
+
+
+def print_tables(panel: Panel, summary: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    acc = panel.maximize[1]
+    learn = "task accuracy" if acc else "task loss"
+    ref = summary["reference"]
+    console.rule(f"[bold]{panel.title}")
+    console.print(f"base model: forgetting {panel.base_point[0]:.4f}, {learn} {panel.base_point[1]:.4f}; "
+                  f"hypervolume reference ({ref[0]:.4f}, {ref[1]:.4f}); robust frontier eps {summary['eps']}")
+    t = Table("method", "runs", "points", "Pareto", "robust", "hypervolume", "best lr",
+              f"its best {learn}", "its forgetting", title="frontiers (best lr: Biderman et al. view)")
+    for name, r in summary["methods"].items():
+        t.add_row(name, str(r["runs"]), str(r["points"]), str(r["pareto"]), str(len(r["robust"])),
+                  f"{r['hypervolume']:.4f}", f"{r['best_lr']:g}", f"{r['best_lr_point'][1]:.4f}",
+                  f"{r['best_lr_point'][0]:.4f}")
+    console.print(t)
+    names = list(summary["methods"])
+    t = Table("A \\ B", *names, title="share of B's points dominated by some point of A")
+    for a in names:
+        t.add_row(a, *("—" if a == b else f"{summary['dominance'][a][b]:.2f}" for b in names))
+    console.print(t)
+    word = "highest" if acc else "lowest"
+    t = Table("method", *(f"Δ≤{d:g}" for d in summary["deltas"]),
+              title=f"{word} {learn} with forgetting within Δ of the base")
+    for name, r in summary["methods"].items():
+        t.add_row(name, *_cells(r["within_delta"]))
+    console.print(t)
+    if summary["levels"]:
+        op = "≥" if acc else "≤"
+        t = Table("method", *(f"{learn} {op} {v:g}" for v in summary["levels"]),
+                  title="lowest forgetting reaching each learning level")
+        for name, r in summary["methods"].items():
+            t.add_row(name, *_cells(r["at_levels"]))
+        console.print(t)
+
+
+def _cells(values) -> list[str]:
+    return ["—" if not np.isfinite(v) else f"{v:.4f}" for v in values]
+
+
+def plot(panel_list: list[Panel], summaries: list[dict], out: str | Path, best_lr_only: bool = False) -> Path:
+    """One subplot per panel: each method's points faint, its robust frontier as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(panel_list)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)
+    names = sorted({m for pn in panel_list for m in pn.methods})
+    colour = {m: plt.cm.tab10(i % 10) for i, m in enumerate(names)}
+    for ax, pn, s in zip(axes.flat, panel_list, summaries, strict=False):
+        for name, m in pn.methods.items():
+            r = s["methods"][name]
+            pts = m.points[r["best_lr_mask"]] if best_lr_only else m.points
+            ax.scatter(pts[:, 0], pts[:, 1], s=12, alpha=0.25, color=colour[name], linewidths=0)
+            idx = (pareto.robust_frontier(pts, s["eps"], maximize=pn.maximize) if best_lr_only else r["robust"])
+            front = pts[idx]
+            ax.plot(front[:, 0], front[:, 1], "-o", ms=3.5, lw=1.6, color=colour[name], label=name)
+        if np.isfinite(pn.base_point).all():
+            ax.plot(*pn.base_point, marker="*", ms=11, color="black", ls="none", label="base")
+        ax.set_title(pn.title + (" (best lr only)" if best_lr_only else ""), fontsize=9)
+        ax.set_xlabel("forgetting: held-out pretraining loss (lower is better)", fontsize=8)
+        ax.set_ylabel("learning: " + ("task accuracy (higher is better)" if pn.maximize[1]
+                                      else "task loss (lower is better)"), fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out

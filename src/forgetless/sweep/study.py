@@ -1,0 +1,335 @@
+"""The typed study file: what to pretrain, what to finetune, over which grid.
+
+A study expands into cells. A cell is one training run with a fully resolved config; its id is
+the first 16 hex digits of sha256 over that config as canonical JSON, so the same study run twice
+(or two studies sharing a run) does no work twice. Names (of methods, bases) are labels only and
+are left out of the id, so renaming a method does not re-run it.
+
+    name: quick
+    data: {corpus: stdlib, vocab_size: 4096}
+    pretrain:                       # from-scratch bases: model preset x optimizer x budget x seeds
+      - {name: adamw, model: micro, optimizer: adamw, tokens: 300k, lr: 3e-3, seeds: [0]}
+    bases:                          # existing checkpoints (no pretraining cell)
+      - {name: llama2-7b, checkpoint: meta-llama/Llama-2-7b-hf, optimizer: adamw}
+    finetune:                       # one grid, or a list of grids (e.g. one per task)
+      - tasks: [arith]
+        bases: [adamw]              # default: every base
+        steps: 60
+        eval_every: 10
+        seeds: [0]
+        methods:
+          - {kind: full, optimizer: adamw, lrs: [1e-4, 3e-4]}
+          - {kind: lora, rank: 8, optimizer: adamw, lrs: [1e-3, 3e-3]}
+
+`settings` mappings (on a pretraining run, a grid, a method or a task) pass extra fields through
+to the training box's `PretrainConfig` / `FinetuneConfig` (seq_len, batch_size, warmup, ...);
+a method's settings override its grid's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRESET_DIR = "presets"
+
+
+class StudyError(ValueError):
+    """A study file that cannot be run; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _parse_count(value: Any) -> int:
+    """200k, 1.5M, 8B (or a plain integer) -> an int."""
+    if isinstance(value, bool):
+        raise ValueError("expected a token count such as 300000, 300k, 1.5M or 8B")
+    if isinstance(value, int | float):
+        n = float(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMbBgG]?)\s*", str(value))
+        if not m:
+            raise ValueError(f"expected a token count such as 300000, 300k, 1.5M or 8B; got {value!r}")
+        n = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}[m.group(2).lower()]
+    if n <= 0 or n != int(n):
+        raise ValueError(f"must be a positive whole number of tokens; got {value!r}")
+    return int(n)
+
+
+def _check_optimizer(name: str) -> str:
+    from forgetless.optim import OPTIMIZERS
+
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    return name
+
+
+def _check_lr(lr: float) -> float:
+    if not (lr > 0 and lr < float("inf")):
+        raise ValueError(f"learning rates must be positive and finite; got {lr!r}")
+    return lr
+
+
+class DataSpec(_Strict):
+    corpus: str = "stdlib"
+    tokenizer: str | None = None  # None: a BPE trained on the corpus
+    vocab_size: int = Field(8192, gt=0)
+
+
+class PretrainSpec(_Strict):
+    name: str | None = None  # label of the base; default: the optimizer's name
+    model: str  # a preset of forgetless.models (checked with the training config: importing
+    #             the models box costs seconds, and `status`/`frontier` do not need it)
+    optimizer: str
+    tokens: int
+    lr: float = 3e-3
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    _tokens = field_validator("tokens", mode="before")(_parse_count)
+    _opt = field_validator("optimizer")(_check_optimizer)
+    _lr = field_validator("lr")(_check_lr)
+
+
+
+class BaseSpec(_Strict):
+    name: str
+    checkpoint: str  # a local path or a Hugging Face hub name
+    optimizer: str  # the optimizer that pretrained it, as documented
+
+    _opt = field_validator("optimizer")(_check_optimizer)
+
+
+class TaskSpec(_Strict):
+    name: str  # a task of forgetless.data (a dataset may carry its file: "alpaca:/data/a.json")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, name: str) -> str:
+        from forgetless.data import TASKS
+
+        if name.split(":", 1)[0] not in TASKS:
+            raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
+        return name
+
+
+class MethodSpec(_Strict):
+    name: str | None = None  # default "full-adamw", "lora8-adamw"
+    kind: Literal["full", "lora"]
+    optimizer: str
+    rank: int | None = Field(None, gt=0)
+    alpha: float | None = Field(None, gt=0)  # LoRA alpha; None: the training box's default (2 x rank)
+    lrs: list[float] = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    _opt = field_validator("optimizer")(_check_optimizer)
+
+    @field_validator("lrs")
+    @classmethod
+    def _lrs(cls, lrs: list[float]) -> list[float]:
+        for lr in lrs:
+            _check_lr(lr)
+        if len(set(lrs)) != len(lrs):
+            raise ValueError(f"learning rates repeat: {lrs}")
+        return lrs
+
+    @model_validator(mode="after")
+    def _rank(self) -> MethodSpec:
+        if self.kind == "lora" and self.rank is None:
+            raise ValueError("rank: a lora method needs a rank (e.g. rank: 16)")
+        if self.kind == "full" and (self.rank is not None or self.alpha is not None):
+            raise ValueError("rank/alpha: only a lora method takes a rank and alpha")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return f"full-{self.optimizer}" if self.kind == "full" else f"lora{self.rank}-{self.optimizer}"
+
+
+class GridSpec(_Strict):
+    tasks: list[TaskSpec] = Field(min_length=1)
+    bases: list[str] | None = None  # names from pretrain/bases; None: all of them
+    methods: list[MethodSpec] = Field(min_length=1)
+    steps: int = Field(gt=0)
+    eval_every: int = Field(gt=0)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_names(cls, tasks: Any) -> Any:
+        if isinstance(tasks, list):
+            return [{"name": t} if isinstance(t, str) else t for t in tasks]
+        return tasks
+
+    @model_validator(mode="after")
+    def _interval(self) -> GridSpec:
+        if self.eval_every > self.steps:
+            raise ValueError(f"eval_every ({self.eval_every}) is larger than steps ({self.steps})")
+        labels = [m.label for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"methods: two methods share a name: {labels}")
+        return self
+
+
+class Study(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    out_dir: str | None = None  # default: runs/<name>, relative to the working directory
+    data: DataSpec = Field(default_factory=DataSpec)
+    pretrain: list[PretrainSpec] = Field(default_factory=list)
+    bases: list[BaseSpec] = Field(default_factory=list)
+    finetune: list[GridSpec] = Field(default_factory=list)
+    # A run whose optimised loss (eval) exceeds this multiple of its first eval is stopped as diverged.
+    divergence_factor: float = Field(4.0, gt=1.0)
+
+    @field_validator("finetune", mode="before")
+    @classmethod
+    def _one_or_many(cls, grids: Any) -> Any:
+        return [grids] if isinstance(grids, dict) else grids
+
+    @model_validator(mode="after")
+    def _references(self) -> Study:
+        names = [p.name or p.optimizer for p in self.pretrain] + [b.name for b in self.bases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pretrain/bases: two bases share a name: {names} (set `name:`)")
+        if not self.pretrain and not self.bases:
+            raise ValueError("pretrain/bases: the study has no base model (give `pretrain:` or `bases:`)")
+        for g, grid in enumerate(self.finetune):
+            for k, ref in enumerate(grid.bases or []):
+                if ref not in names:
+                    raise ValueError(f"finetune[{g}].bases[{k}]: no base named {ref!r}; "
+                                     f"defined: {', '.join(names)}")
+        return self
+
+    def base_names(self) -> list[str]:
+        return [p.name or p.optimizer for p in self.pretrain] + [b.name for b in self.bases]
+
+    def resolved_out_dir(self) -> Path:
+        return Path(self.out_dir or Path("runs") / self.name)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid study"]
+    for e in err.errors():
+        loc = ""
+        for part in e["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def preset_names() -> list[str]:
+    files = resources.files("forgetless.sweep").joinpath(PRESET_DIR).iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def load_study(source: str | Path | dict) -> Study:
+    """A Study from a YAML file, a preset name (`quick`, `gpt2`, ...) or a dict; StudyError if bad."""
+    if isinstance(source, dict):
+        raw, label = source, "study"
+    else:
+        path = Path(source)
+        if path.is_file():
+            text, label = path.read_text(), str(path)
+        elif str(source) in preset_names():
+            text = resources.files("forgetless.sweep").joinpath(PRESET_DIR, f"{source}.yaml").read_text()
+            label = f"preset {source}"
+        else:
+            raise StudyError(f"study: {source!r} is neither a file nor a preset; presets: "
+                             f"{', '.join(preset_names())}")
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise StudyError(f"{label}: not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise StudyError(f"{label}: a study file is a YAML mapping with at least `name:`")
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as err:
+        raise StudyError(_format_error(err, label)) from None
+
+
+# ---------------------------------------------------------------------- expansion into cells
+
+
+def cell_id(config: dict) -> str:
+    """sha256 of the canonical JSON of a resolved config, first 16 hex digits."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand(study: Study) -> list[dict]:
+    """The study's cells, bases first; each a dict with cell_id, kind, base_id, label, method,
+    lr, config (hashed) and meta (labels for tables and plots, not hashed)."""
+    data = study.data.model_dump()
+    cells: list[dict] = []
+    bases: dict[str, list[tuple[str | None, dict]]] = {}  # base name -> [(cell id or None, meta)]
+    for p in study.pretrain:
+        name = p.name or p.optimizer
+        for seed in p.seeds:
+            config = {"kind": "pretrain", "data": data, "model": p.model, "optimizer": p.optimizer,
+                      "tokens": p.tokens, "lr": p.lr, "seed": seed, "settings": p.settings,
+                      "divergence_factor": study.divergence_factor}
+            cid = cell_id(config)
+            label = name if len(p.seeds) == 1 else f"{name}/s{seed}"
+            meta = {"base": label, "base_optimizer": p.optimizer, "base_seed": seed}
+            cells.append({"cell_id": cid, "kind": "pretrain", "base_id": None, "label": label,
+                          "method": None, "lr": p.lr, "config": config, "meta": meta})
+            bases.setdefault(name, []).append((cid, meta))
+    for b in study.bases:
+        bases[b.name] = [(None, {"base": b.name, "base_optimizer": b.optimizer, "base_seed": None,
+                                 "checkpoint": b.checkpoint})]
+    for grid in study.finetune:
+        for base_name in grid.bases or study.base_names():
+            for base_cid, base_meta in bases[base_name]:
+                for task in grid.tasks:
+                    for m in grid.methods:
+                        for lr in m.lrs:
+                            for seed in grid.seeds:
+                                cells.append(_finetune_cell(study, grid, base_cid, base_meta, task, m, lr, seed))
+    return dedupe(cells)
+
+
+def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta: dict,
+                   task: TaskSpec, m: MethodSpec, lr: float, seed: int) -> dict:
+    base = {"cell": base_cid} if base_cid else {"checkpoint": base_meta["checkpoint"]}
+    config = {"kind": "finetune", "data": study.data.model_dump(), "base": base,
+              "task": task.name, "task_settings": task.settings, "method": m.kind,
+              "optimizer": m.optimizer, "rank": m.rank, "alpha": m.alpha, "lr": lr, "seed": seed,
+              "steps": grid.steps, "eval_every": grid.eval_every,
+              "settings": {**grid.settings, **m.settings},
+              "divergence_factor": study.divergence_factor}
+    label = f"{base_meta['base']}/{task.name}/{m.label}/lr={lr:g}"
+    if len(grid.seeds) > 1:
+        label += f"/s{seed}"
+    meta = {**base_meta, "task": task.name, "method": m.label, "seed": seed}
+    return {"cell_id": cell_id(config), "kind": "finetune", "base_id": base_cid, "label": label,
+            "method": m.label, "lr": lr, "config": config, "meta": meta}
+
+
+def dedupe(cells: list[dict]) -> list[dict]:
+    """Drop repeated cells (two grid entries resolving to the same run), keeping the first."""
+    seen: set[str] = set()
+    out = []
+    for c in cells:
+        if c["cell_id"] not in seen:
+            seen.add(c["cell_id"])
+            out.append(c)
+    return out

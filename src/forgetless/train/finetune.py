@@ -1,0 +1,146 @@
+"""`finetune`: supervised finetuning (full or LoRA) of a base model, measuring forgetting and learning.
+
+At step 0 (the base) and every eval interval:
+    forgetting = mean token loss on a fixed sample of the base's pretraining held-out split
+                 (for an outside checkpoint: `forget_corpus`, tokenised by the model's tokenizer);
+    learning   = mean loss over response tokens of the task's held-out records;
+    accuracy   = exact match of greedy answers (when asked: generation costs more).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import peft
+import yaml
+from safetensors.torch import load_file
+
+from forgetless.data import SFTCollator, check_answer, load_task, prepare_pretraining_data
+from forgetless.models import apply_lora, load_model, merge_lora, resolve_checkpoint, set_dropout
+from forgetless.train import runtime
+from forgetless.train.config import FinetuneConfig
+from forgetless.train.evaluate import (
+    autocast_for,
+    forgetting_batches,
+    greedy_answers,
+    mean_loss,
+    prompt_ids,
+    shift_sft_batch,
+)
+from forgetless.train.loop import Job, run_job
+from forgetless.train.rundir import RunResult
+
+
+def describe_base(base: str) -> dict[str, Any]:
+    """What is known of a base: its checkpoint, and for a forgetless run its preset, optimizer,
+    pretraining corpus and tokenizer settings and sequence length (a finetune run's base is
+    followed back to its pretraining)."""
+    config = Path(base) / "config.yaml"
+    if config.is_file():
+        saved = yaml.safe_load(config.read_text()) or {}
+        if "base" in saved:  # a finetune run: its pretraining facts are its base's
+            info = describe_base(saved["base"])
+        else:
+            info = {k: saved.get(k) for k in ("model", "optimizer", "corpus", "tokenizer", "vocab_size", "seq_len")}
+        info["checkpoint"] = resolve_checkpoint(base)
+        return info
+    checkpoint = resolve_checkpoint(base)
+    return {"model": None, "optimizer": None, "corpus": None, "tokenizer": checkpoint,
+            "vocab_size": None, "seq_len": None, "checkpoint": checkpoint}
+
+
+def sft_order(n_records: int, seed: int, start: int, count: int) -> list[int]:
+    """Record indices at positions start..start+count−1 of an endless stream of epochs, each
+    epoch a permutation drawn from default_rng((seed, epoch)): a pure function of the position,
+    so a resumed run reads the same records."""
+    out = []
+    for j in range(start, start + count):
+        epoch, pos = divmod(j, n_records)
+        out.append(int(_permutation(n_records, seed, epoch)[pos]))
+    return out
+
+
+_PERMS: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    key = (n, seed, epoch)
+    if key not in _PERMS:
+        _PERMS.clear()  # only the current epoch is needed
+        _PERMS[key] = np.random.default_rng((seed, epoch)).permutation(n)
+    return _PERMS[key]
+
+
+def finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Finetune `cfg.base` on `cfg.task`; returns the run's status and its eval points."""
+    with runtime.torch_threads(cfg.threads):
+        return _finetune(cfg, on_eval)
+
+
+def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None) -> RunResult:
+    info = describe_base(cfg.base)
+    cfg = cfg.resolved(info)
+    device, run = runtime.start(cfg)
+    train_records = load_task(cfg.task, "train", n=cfg.train_n, seed=cfg.task_seed)
+    eval_records = load_task(cfg.task, "validation", n=cfg.eval_n, seed=cfg.task_seed)
+    acc_records = [r for r in eval_records if r.answer is not None][: cfg.accuracy_n]
+    if cfg.accuracy and not acc_records:
+        raise ValueError(f"accuracy: task {cfg.task!r} has no records with a checkable answer; "
+                         "turn accuracy off")
+    resume_from = runtime.open_run(run, cfg)
+    lora = cfg.method == "lora"
+    runtime.seed_everything(cfg.seed)
+    model, tokenizer = load_model(resume_from if resume_from is not None and not lora else info["checkpoint"])
+    runtime.set_token_ids(model, tokenizer)
+    set_dropout(model, cfg.dropout)
+    if lora:
+        model = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        if resume_from is not None:
+            adapter = resume_from / "adapter" if (resume_from / "adapter").is_dir() else resume_from
+            peft.set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
+    model.to(device)
+    optimizer = runtime.make_optimizer(model, cfg)
+    autocast = autocast_for(device, cfg.precision)
+
+    forget = prepare_pretraining_data(cfg.forget_corpus, cfg.forget_tokenizer, cfg.forget_vocab_size,
+                                      progress=cfg.progress)
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(forget.tokenizer) > vocab:
+        raise ValueError(f"forget_corpus {cfg.forget_corpus!r} was tokenised with {len(forget.tokenizer)} "
+                         f"token ids but the model has {vocab}; give forget_tokenizer the model's tokenizer")
+    forget_batches = forgetting_batches(forget.val, cfg.forget_seq_len, cfg.eval_tokens, cfg.eval_batch_size)
+    collator = SFTCollator(tokenizer, cfg.seq_len)
+    step_b = cfg.eval_batch_size
+    learn_batches = [shift_sft_batch(collator(eval_records[i:i + step_b])) for i in range(0, len(eval_records), step_b)]
+    prompts = [p for i in range(0, len(acc_records), step_b) for p in prompt_ids(collator(acc_records[i:i + step_b]))]
+
+    def batches(step: int):
+        first = step * cfg.grad_accum * cfg.batch_size
+        out = []
+        for i in range(cfg.grad_accum):
+            idx = sft_order(len(train_records), cfg.seed, first + i * cfg.batch_size, cfg.batch_size)
+            out.append(shift_sft_batch(collator([train_records[j] for j in idx])))
+        return out
+
+    def evaluate() -> dict[str, Any]:
+        point = {"forgetting": mean_loss(model, forget_batches, device, autocast),
+                 "learning": mean_loss(model, learn_batches, device, autocast), "accuracy": None}
+        if cfg.accuracy:
+            texts = greedy_answers(model, tokenizer, prompts, cfg.max_new_tokens, device, step_b)
+            point["accuracy"] = sum(check_answer(cfg.task, r, t) for r, t in zip(acc_records, texts, strict=True)) / len(texts)
+        return point
+
+    def write_model(path: Path) -> None:
+        if lora and cfg.merge:
+            merge_lora(model).save_pretrained(path)
+            model.save_pretrained(path / "adapter")
+        else:
+            model.save_pretrained(path)  # full model, or the adapter files alone
+        tokenizer.save_pretrained(path)
+
+    job = Job(cfg=cfg, run=run, model=model, optimizer=optimizer, batches=batches, evaluate=evaluate,
+              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval)
+    return run_job(job)

@@ -1,0 +1,173 @@
+"""The one training loop of pretraining and finetuning (nanoGPT's shape, Hugging Face models).
+
+Per optimizer step k (0-based) over the micro-batches b = 1..A of that step:
+    loss_k = Σ_b Σ_t ℓ_bt / Σ_b n_b            (token-weighted over the whole step, so gradient
+                                                accumulation equals one big batch exactly)
+    g ← clip(∇ loss_k, grad_clip)              (global-norm clipping)
+    lr_k = lr · s(k),  s(k) = (k+1)/W for k < W, else r + (1−r)·½(1 + cos(π (k−W)/(K−W)))
+                                               (linear warm-up over W = warmup·K steps, cosine to
+                                                r = min_lr_ratio; a LambdaLR on every param group)
+Everything a step draws from is a function of (seed, k) or saved in checkpoints, so a resumed run
+repeats an uninterrupted one bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from forgetless.models import quiet
+from forgetless.train.checkpoint import (
+    load_trainer_state,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
+from forgetless.train.config import TrainConfig
+from forgetless.train.evaluate import IGNORE, Batch, autocast_for, lm_loss_sum
+from forgetless.train.rundir import RunDir, RunResult
+from forgetless.train.runtime import setup_compile_cache
+from forgetless.train.trackers import open_trackers
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float,
+                    min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to min_ratio·lr (see the module docstring)."""
+    warm = round(warmup * steps)
+
+    def factor(k: int) -> float:
+        if k < warm:
+            return (k + 1) / warm
+        progress = min(1.0, (k - warm) / max(1, steps - warm))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class Job:
+    """One run of the loop; `pretrain` and `finetune` fill it in."""
+
+    cfg: TrainConfig
+    run: RunDir
+    model: torch.nn.Module                       # what is trained (a PEFT model for LoRA)
+    optimizer: torch.optim.Optimizer
+    batches: Callable[[int], list[Batch]]        # the micro-batches of optimizer step k
+    evaluate: Callable[[], dict[str, Any]]       # forgetting / learning / accuracy of the weights now
+    write_model: Callable[[Path], None]          # the Hugging Face files of a checkpoint
+    device: torch.device
+    resume_from: Path | None = None
+    on_eval: Callable[[dict[str, Any]], None] | None = None
+
+
+class Diverged(Exception):
+    pass
+
+
+def run_job(job: Job) -> RunResult:
+    cfg, run, model, opt = job.cfg, job.run, job.model, job.optimizer
+    steps = int(cfg.steps)
+    scheduler = cosine_schedule(opt, steps, cfg.warmup, cfg.min_lr_ratio)
+    autocast = autocast_for(job.device, cfg.precision)
+    step, tokens, wall_before, first_loss = 0, 0, 0.0, None
+    if job.resume_from is not None:
+        state = load_trainer_state(job.resume_from)
+        opt.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        step, tokens, wall_before, first_loss = state["step"], state["tokens"], state["wall_time"], state["first_loss"]
+    train_model = model
+    if cfg.compile:
+        setup_compile_cache()
+        train_model = torch.compile(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trackers = open_trackers(cfg.trackers, run.path, cfg.model_dump(mode="json"))
+    t_start = time.perf_counter()
+    wall = lambda: round(wall_before + time.perf_counter() - t_start, 3)  # noqa: E731
+    last_ckpt = job.resume_from
+
+    def eval_point(k: int) -> None:
+        point = {"kind": "eval", "step": k, "tokens": tokens, **job.evaluate(),
+                 "lr": scheduler.get_last_lr()[0], "wall_time": wall()}
+        run.append_metrics(point)
+        for tracker in trackers:
+            tracker.log({f"eval/{key}": v for key, v in point.items() if isinstance(v, (int, float))}, k)
+        if job.on_eval is not None:
+            job.on_eval(point)
+
+    def save(k: int) -> Path:
+        state = {"step": k, "tokens": tokens, "wall_time": wall(), "first_loss": first_loss,
+                 "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        with quiet():
+            return write_checkpoint(run.checkpoints, k, job.write_model, state, cfg.keep_checkpoints)
+
+    run.write_status("running", step=step, steps=steps)
+    bar = tqdm(total=steps, initial=step, disable=None if cfg.progress else True, dynamic_ncols=True,
+               desc=run.path.name)
+    try:
+        if step == 0:
+            eval_point(0)
+        model.train()
+        window_tokens, window_start = 0, time.perf_counter()
+        while step < steps:
+            micro = job.batches(step)
+            n_total = sum(int((y != IGNORE).sum()) for _, y in micro)
+            loss_sum = torch.zeros((), device=job.device)
+            for x, y in micro:
+                x, y = x.to(job.device, non_blocking=True), y.to(job.device, non_blocking=True)
+                with autocast():
+                    loss, _ = lm_loss_sum(train_model, x, y)
+                (loss / max(n_total, 1)).backward()
+                loss_sum += loss.detach()
+                window_tokens += x.numel()
+                tokens += x.numel()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            # Reading the loss syncs the device: every step on CPU (free), every log_every on GPU.
+            if job.device.type == "cpu" or step == 1 or step % cfg.log_every == 0 or step == steps:
+                value = float(loss_sum) / max(n_total, 1)
+                first_loss = value if first_loss is None else first_loss
+                if not math.isfinite(value) or (cfg.diverge_factor and value > cfg.diverge_factor * first_loss):
+                    raise Diverged(f"training loss {value:.4g} at step {step} (first loss {first_loss:.4g})")
+                if step % cfg.log_every == 0 or step == steps:
+                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                    line = {"kind": "train", "step": step, "tokens": tokens, "loss": value,
+                            "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(rate, 1), "wall_time": wall()}
+                    run.append_metrics(line)
+                    for tracker in trackers:
+                        tracker.log({"train/loss": value, "train/lr": line["lr"], "train/tokens_per_s": rate}, step)
+                    bar.set_postfix(loss=f"{value:.3f}", lr=f"{line['lr']:.2e}", tok_s=f"{rate:,.0f}")
+                    window_tokens, window_start = 0, time.perf_counter()
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == steps:
+                eval_point(step)
+                window_start = time.perf_counter()  # the next rate excludes evaluation time
+            if step % cfg.save_every == 0 or step == steps:
+                last_ckpt = save(step)
+    except Diverged as why:
+        run.append_metrics({"kind": "status", "status": "diverged", "step": step, "reason": str(why)})
+        run.write_status("diverged", step=step, reason=str(why), final_checkpoint=last_ckpt)
+        return RunResult(run.path, "diverged", run.points(), last_ckpt)
+    except KeyboardInterrupt:
+        run.write_status("interrupted", step=step, final_checkpoint=last_ckpt)
+        raise
+    except Exception as err:
+        run.write_status("failed", step=step, error=f"{type(err).__name__}: {err}", final_checkpoint=last_ckpt)
+        raise
+    finally:
+        bar.close()
+        for tracker in trackers:
+            tracker.close()
+    run.write_status("done", step=step, final_checkpoint=last_ckpt, wall_time=wall())
+    return RunResult(run.path, "done", run.points(), last_ckpt)

@@ -1,0 +1,67 @@
+"""`pretrain`: a model preset trained from scratch on a corpus, validation loss measured as it goes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from forgetless.data import prepare_pretraining_data, sample_batch
+from forgetless.models import build_model, quiet, set_dropout
+from forgetless.train import runtime
+from forgetless.train.config import PretrainConfig
+from forgetless.train.evaluate import autocast_for, forgetting_batches, mean_loss
+from forgetless.train.loop import Job, run_job
+from forgetless.train.rundir import RunResult
+
+
+def pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train `cfg.model` from scratch on `cfg.corpus`; returns the run's status and eval points.
+
+    Each eval point's `forgetting` (also `val_loss`) is the mean token loss on a fixed sample of
+    the corpus's held-out split, the quantity a later finetune's forgetting is measured by.
+    Step k's batch is `sample_batch(train, B, T, seed, k·A + i)` for micro-batch i of A.
+    """
+    with runtime.torch_threads(cfg.threads):
+        return _pretrain(cfg, on_eval)
+
+
+def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | None) -> RunResult:
+    cfg = cfg.resolved()
+    device, run = runtime.start(cfg)
+    resume_from = runtime.open_run(run, cfg)
+    data = prepare_pretraining_data(cfg.corpus, cfg.tokenizer, cfg.vocab_size, progress=cfg.progress)
+    tokenizer = data.tokenizer
+    runtime.seed_everything(cfg.seed)
+    if resume_from is not None:
+        with quiet():
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                resume_from, dtype=torch.float32, attn_implementation="sdpa")
+    else:
+        model = build_model(cfg.model, vocab_size=len(tokenizer), **cfg.model_overrides)
+        runtime.set_token_ids(model, tokenizer)
+    set_dropout(model, cfg.dropout)
+    model.to(device)
+    optimizer = runtime.make_optimizer(model, cfg)
+    autocast = autocast_for(device, cfg.precision)
+    val_batches = forgetting_batches(data.val, cfg.seq_len, cfg.eval_tokens, cfg.eval_batch_size)
+
+    def batches(step: int):
+        first = step * cfg.grad_accum
+        return [sample_batch(data.train, cfg.batch_size, cfg.seq_len, cfg.seed, first + i)
+                for i in range(cfg.grad_accum)]
+
+    def evaluate() -> dict[str, Any]:
+        loss = mean_loss(model, val_batches, device, autocast)
+        return {"forgetting": loss, "val_loss": loss, "learning": None, "accuracy": None}
+
+    def write_model(path: Path) -> None:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+    job = Job(cfg=cfg, run=run, model=model, optimizer=optimizer, batches=batches, evaluate=evaluate,
+              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval)
+    return run_job(job)

@@ -1,0 +1,97 @@
+"""The run directory: config.yaml, metrics.jsonl, status.json and checkpoints/.
+
+metrics.jsonl holds one JSON object per line with a `kind`:
+    "eval"   step, tokens, forgetting, learning, accuracy (or null), wall_time, ... (the points)
+    "train"  step, tokens, loss, lr, tokens_per_s, wall_time (every log_every steps)
+    "status" status ("diverged"), step, reason (the last line of a run that did not finish)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgetless.models import latest_checkpoint
+
+
+@dataclass
+class RunResult:
+    """What `pretrain` and `finetune` return."""
+
+    out_dir: Path
+    status: str  # "done" | "diverged"
+    points: list[dict] = field(default_factory=list)  # the eval points, oldest first
+    final_checkpoint: Path | None = None
+
+
+class RunDir:
+    """Files of one run; every write that a reader may see half-done goes through a rename."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.status_path = self.path / "status.json"
+        self.checkpoints = self.path / "checkpoints"
+
+    def prepare(self, config_yaml: str, resume: bool) -> Path | None:
+        """Create or reopen the directory; return the checkpoint to resume from (or None).
+
+        Refuses to overwrite a finished or started run unless `resume` is set; when resuming,
+        metrics written after the checkpoint (by the killed run) are dropped, since they will be
+        measured again.
+        """
+        started = self.status_path.exists() or self.metrics_path.exists()
+        if started and not resume:
+            raise FileExistsError(
+                f"{self.path} already holds a run; pass resume=True (--resume) to continue it, "
+                "or choose another out_dir (--out)"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(exist_ok=True)
+        for tmp in self.checkpoints.glob(".tmp-*"):  # a checkpoint write cut by a kill
+            shutil.rmtree(tmp, ignore_errors=True)
+        ckpt = latest_checkpoint(self.path) if resume else None
+        if resume and ckpt is None:
+            self.metrics_path.unlink(missing_ok=True)  # nothing to continue: start over
+        if ckpt is not None:
+            step = int(ckpt.name.split("-")[1])
+            kept = [r for r in self.read_metrics() if r.get("kind") != "status" and r.get("step", 0) <= step]
+            self._rewrite_metrics(kept)
+        self.write_atomic(self.path / "config.yaml", config_yaml)
+        return ckpt
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def points(self) -> list[dict[str, Any]]:
+        return [r for r in self.read_metrics() if r.get("kind") == "eval"]
+
+    def _rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        self.write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+
+    # -- status ----------------------------------------------------------------------------------
+    def write_status(self, status: str, **info: Any) -> None:
+        record = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        self.write_atomic(self.status_path, json.dumps(record, indent=2, default=str) + "\n")
+
+    def read_status(self) -> dict[str, Any]:
+        return json.loads(self.status_path.read_text()) if self.status_path.exists() else {}
+
+    @staticmethod
+    def write_atomic(path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)

@@ -1,0 +1,95 @@
+"""finetune: step-0 forgetting equals the base's validation loss computed independently; full and LoRA
+runs learn; LoRA's merged checkpoint loads with plain transformers and reproduces the adapter's numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from forgetless.data import SFTCollator, load_task, prepare_pretraining_data, sample_batch
+from forgetless.train import FinetuneConfig, finetune
+from forgetless.train.evaluate import EVAL_SEED
+
+FT = dict(task="arith", steps=8, eval_every=4, batch_size=8, seq_len=96, eval_n=16, train_n=64,
+          eval_tokens=1024, progress=False, threads=1)
+
+
+def _forgetting_by_hand(checkpoint, corpus_dir, tiny) -> float:
+    """Base validation loss with a plain HF forward (labels=input_ids) on the same held-out windows."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    val = prepare_pretraining_data(str(corpus_dir), vocab_size=tiny["vocab_size"], progress=False).val
+    x, y = sample_batch(val, tiny["eval_tokens"] // tiny["seq_len"], tiny["seq_len"], EVAL_SEED, 0)
+    seq = torch.cat([x, y[:, -1:]], dim=1)
+    with torch.no_grad():
+        return float(torch.stack([model(input_ids=s[None], labels=s[None]).loss for s in seq]).mean())
+
+
+def _learning_by_hand(checkpoint, n: int) -> float:
+    """Response-token loss of the held-out task records, HF labels (which are -100 off the response)."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    batch = SFTCollator(tok, FT["seq_len"])(load_task("arith", "validation", n=n, seed=0))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+            k = int((labels[1:] != -100).sum())  # HF averages over the k shifted response labels
+            total += float(model(input_ids=ids[None], labels=labels[None]).loss) * k
+            count += k
+    return total / count
+
+
+def test_full_finetune_step0_is_the_base(base_run, corpus_dir, tmp_path, tiny) -> None:
+    result = finetune(FinetuneConfig(base=str(base_run.out_dir), out_dir=tmp_path / "ft", lr=1e-3, **FT))
+    assert result.status == "done"
+    points = result.points
+    assert [p["step"] for p in points] == [0, 4, 8]
+    base_ckpt = base_run.final_checkpoint
+    assert points[0]["forgetting"] == pytest.approx(_forgetting_by_hand(base_ckpt, corpus_dir, tiny), abs=1e-5)
+    assert points[0]["learning"] == pytest.approx(_learning_by_hand(base_ckpt, FT["eval_n"]), abs=1e-5)
+    assert points[-1]["learning"] < points[0]["learning"] - 0.2  # it learned the task
+    # The finetune's own checkpoint gives the recorded numbers through plain transformers.
+    assert points[-1]["learning"] == pytest.approx(_learning_by_hand(result.final_checkpoint, FT["eval_n"]), abs=1e-5)
+    # Settings the base determined: its optimizer, corpus and context length.
+    saved = FinetuneConfig.from_yaml(tmp_path / "ft" / "config.yaml")
+    assert (saved.optimizer, saved.forget_corpus, saved.forget_seq_len) == ("adamw", str(corpus_dir), tiny["seq_len"])
+
+
+def test_lora_finetune_merged_checkpoint(base_run, tmp_path) -> None:
+    result = finetune(FinetuneConfig(base=str(base_run.out_dir), out_dir=tmp_path / "lora", method="lora",
+                                     lora_rank=4, optimizer="muon", lr=3e-3, accuracy=True, accuracy_n=4,
+                                     max_new_tokens=8, **FT))
+    assert result.status == "done"
+    first, last = result.points[0], result.points[-1]
+    assert 0.0 <= last["accuracy"] <= 1.0 and first["accuracy"] is not None
+    assert last["learning"] < first["learning"]
+    ckpt = result.final_checkpoint
+    base = load_file(str(base_run.final_checkpoint / "model.safetensors"))
+    merged = load_file(str(ckpt / "model.safetensors"))
+    adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_A" in k or "lora_B" in k for k in adapter)
+    changed = [k for k in base if not torch.equal(base[k], merged[k])]
+    assert changed and all(k.endswith("proj.weight") for k in changed)  # only LoRA targets moved
+    assert "model.embed_tokens.weight" not in changed
+    # The merged model, loaded plainly, gives the learning loss the adapter model recorded.
+    assert last["learning"] == pytest.approx(_learning_by_hand(ckpt, FT["eval_n"]), abs=1e-4)
+
+
+def test_finetune_resume_is_bit_identical(base_run, tmp_path) -> None:
+    cfg = dict(base=str(base_run.out_dir), method="lora", lora_rank=2, save_every=2, **{**FT, "eval_every": 2})
+    whole = finetune(FinetuneConfig(**cfg, out_dir=tmp_path / "a"))
+
+    class Killed(Exception):
+        pass
+
+    def kill(point):
+        if point["step"] == 6:
+            raise Killed
+
+    with pytest.raises(Killed):  # killed after measuring step 6, before its checkpoint: resumes at 4
+        finetune(FinetuneConfig(**cfg, out_dir=tmp_path / "b"), on_eval=kill)
+    finetune(FinetuneConfig(**cfg, out_dir=tmp_path / "b", resume=True))
+    a = load_file(str(tmp_path / "a/checkpoints/step-000008/adapter/adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b/checkpoints/step-000008/adapter/adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
