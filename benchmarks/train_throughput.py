@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from forgetless.data import prepare_pretraining_data, sample_batch
+from forgetless.data import cache_dir, prepare_pretraining_data, sample_batch
 from forgetless.models import PRESETS
 from forgetless.train import PretrainConfig, pretrain
 
@@ -157,6 +157,8 @@ def small_corpus(root: Path, max_bytes: int = 3_000_000) -> str:
     and this keeps tokenising the corpus to seconds."""
     import sysconfig
 
+    if root.is_dir() and any(root.iterdir()):
+        return str(root)
     src, size = Path(sysconfig.get_paths()["stdlib"]), 0
     root.mkdir(parents=True, exist_ok=True)
     for path in sorted(src.glob("*.py")):
@@ -186,7 +188,7 @@ def main() -> None:
     print(f"batch {BATCH} x seq {SEQ} = {BATCH * SEQ} tokens/step, {args.steps} steps, first {args.warmup} not timed")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        corpus = small_corpus(work / "corpus")
+        corpus = small_corpus(cache_dir() / "bench-corpus")  # fixed path: its shards are cached
         rows = []
         for preset in args.presets.split(","):
             vocab = PretrainConfig(out_dir=work, model=preset).resolved().vocab_size

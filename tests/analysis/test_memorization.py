@@ -96,10 +96,14 @@ def test_matched_loss_and_table_layout():
     }
     target, points = matched_loss_points(selected)
     assert target == 2.5  # lowest loss that both reached
-    assert points["fast"]["step"] == 10 and points["slow"]["step"] == 20
+    # fast crosses 2.5 between (0, 5.0, 0.0) and (10, 2.0, 0.1): w = (5 - 2.5) / (5 - 2) = 5/6
+    assert points["fast"]["step"] == pytest.approx(50 / 6)
+    assert points["fast"]["clean_exact_2_2"] == pytest.approx(0.1 * 5 / 6)
+    assert points["fast"]["train_loss"] == pytest.approx(2.5)
+    assert points["slow"]["step"] == 20 and points["slow"]["clean_exact_2_2"] == 0.2
     text = table3(selected, [(2, 2)])
     assert "| fast (lr 0.001) | 20 | 50.0% | 50.0% | 1.000 |" in text
-    assert "| fast (lr 0.001) | 10 | 10.0% | 10.0% | 2.000 |" in text
+    assert "| fast (lr 0.001) | 8 | 8.3% | 8.3% | 2.500 |" in text
 
 
 def test_config_names_bad_fields():

@@ -89,7 +89,9 @@ def test_finetune_resume_is_bit_identical(base_run, tmp_path) -> None:
 
     with pytest.raises(Killed):  # killed after measuring step 6, before its checkpoint: resumes at 4
         finetune(FinetuneConfig(**cfg, out_dir=tmp_path / "b"), on_eval=kill)
-    finetune(FinetuneConfig(**cfg, out_dir=tmp_path / "b", resume=True))
+    resumed = finetune(FinetuneConfig(**cfg, out_dir=tmp_path / "b", resume=True))
+    strip = [{k: v for k, v in p.items() if k != "wall_time"} for p in whole.points]
+    assert [{k: v for k, v in p.items() if k != "wall_time"} for p in resumed.points] == strip
     a = load_file(str(tmp_path / "a/checkpoints/step-000008/adapter/adapter_model.safetensors"))
     b = load_file(str(tmp_path / "b/checkpoints/step-000008/adapter/adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

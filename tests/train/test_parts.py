@@ -78,3 +78,26 @@ def test_trainer_state_round_trip_without_pickle(tmp_path) -> None:
             assert torch.equal(back["optimizer"]["state"][idx][key], value)
     raw = (tmp_path / "trainer_state.safetensors").read_bytes()
     assert raw[8:9] == b"{"  # safetensors: 8-byte length, then a JSON header (no pickle)
+
+
+def test_batched_greedy_generation_equals_one_by_one() -> None:
+    """Left-padded batches (with the attention mask) must not change any prompt's greedy answer."""
+    from forgetless.train.evaluate import greedy_answers
+
+    tok = _tokenizer()
+    torch.manual_seed(1)
+    model = build_model("nano", vocab_size=7, num_hidden_layers=1, eos_token_id=1, pad_token_id=0)
+    prompts = [[2, 3, 4], [5], [6, 2]]
+    batched = greedy_answers(model, tok, prompts, max_new_tokens=5, device=torch.device("cpu"), batch_size=3)
+    alone = [greedy_answers(model, tok, [p], max_new_tokens=5, device=torch.device("cpu"))[0] for p in prompts]
+    assert batched == alone and any(batched)
+
+
+def test_missing_tracker_package_is_a_clear_error(monkeypatch) -> None:
+    import importlib.util
+
+    from forgetless.train.trackers import check_trackers
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="tracker 'wandb' needs the wandb package: pip install wandb"):
+        check_trackers(["wandb"])

@@ -37,7 +37,7 @@ def token_stats(x: torch.Tensor, threshold: float = 0.01) -> tuple[torch.Tensor,
     a = x.detach().reshape(-1, x.shape[-1]).float().abs()
     d = a.shape[-1]
     peak = a.amax(-1, keepdim=True)
-    sparsity = (a < threshold * peak).float().mean(-1)
+    sparsity = (a < threshold * peak).sum(-1) / d  # bool sum: no float copy of the mask
     l1 = a.sum(-1)
     l2 = torch.linalg.vector_norm(a, dim=-1)
     valid = l2 > 0
@@ -56,7 +56,7 @@ class Running:
     s2: torch.Tensor | float = 0.0
 
     def add(self, values: torch.Tensor, valid: torch.Tensor) -> None:
-        v = values.double()[valid]
+        v = values.double() * valid.unsqueeze(-1)  # masked, not indexed: no host sync
         self.n = self.n + valid.sum().double()
         self.s = self.s + v.sum(0)
         self.s2 = self.s2 + (v * v).sum(0)
@@ -148,6 +148,7 @@ class ActivationProbe:
         self.modules: list[ModuleActivations] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.n_tokens = 0
+        self._last: tuple | None = None  # (input tensor, its figures) of the latest hook call
 
     def __enter__(self) -> ActivationProbe:
         by_module: dict[int, tuple[nn.Module, list[ModuleActivations], list[tuple[int, int]]]] = {}
@@ -165,7 +166,13 @@ class ActivationProbe:
 
     def _hook(self, recs: list[ModuleActivations], rows: list[tuple[int, int]]):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            values, valid = token_stats(inputs[0], self.threshold)
+            x = inputs[0]
+            # q, k, v (and gate, up) read the very same tensor: compute its figures once.
+            if self._last is not None and self._last[0] is x:
+                values, valid = self._last[1]
+            else:
+                values, valid = token_stats(x, self.threshold)
+                self._last = (x, (values, valid))
             for rec in recs:  # the parts of a fused projection share their input
                 rec.stats["input"].add(values, valid)
             for rec, (r0, r1) in zip(recs, rows, strict=True):
@@ -179,6 +186,7 @@ class ActivationProbe:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._last = None
 
     def report(self) -> ActivationReport:
         return ActivationReport(self.modules, self.threshold, self.n_tokens)

@@ -40,6 +40,8 @@ _LMO: dict[str, Callable[[Tensor], Tensor]] = {
     "rownorm": lmo.rownorm,
     "sgd": lmo.frobenius,
 }
+# Largest stacked batch (elements) one LMO call sees: 2^26 floats = 256 MB in fp32.
+_MAX_BATCH_NUMEL = 2**26
 _NS_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
               "float16": torch.float16}
 
@@ -150,14 +152,8 @@ class SteepestDescent(torch.optim.Optimizer):
             if not state:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             bufs.append(state["momentum_buffer"])
-        if rule == "lion":
-            beta1, beta2 = group["betas"]
-            updates = torch._foreach_lerp(bufs, grads, 1 - beta1)
-            torch._foreach_lerp_(bufs, grads, 1 - beta2)
-        else:
-            beta = group["momentum"]
-            torch._foreach_lerp_(bufs, grads, 1 - beta)
-            updates = torch._foreach_lerp(grads, bufs, beta) if group["nesterov"] else bufs
+        if rule != "lion":  # Lion reads its momentum before updating it, below
+            torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
         if wd != 0:
             torch._foreach_mul_(params, 1 - lr * wd)
 
@@ -166,22 +162,40 @@ class SteepestDescent(torch.optim.Optimizer):
         # The column/row rules instead need columns = inputs: a transposed group is flipped.
         muon = rule == "muon"
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, u in enumerate(updates):
-            shape = tuple(u.shape) if u.ndim == 2 else (1, u.numel())
+        for i, p in enumerate(params):
+            shape = tuple(p.shape) if p.ndim == 2 else (1, p.numel())
             by_shape[tuple(sorted(shape)) if muon else shape].append(i)
-        for shape, idx in by_shape.items():
-            flip = [muon and updates[i].shape[0] > updates[i].shape[1] for i in idx]
-            stacked = torch.stack([updates[i].mT if f else updates[i].reshape(shape)
-                                   for i, f in zip(idx, flip, strict=True)])
-            if group["transposed"] and not muon:
-                stacked = stacked.mT
-            direction, alpha = self._direction(group, stacked)
-            if group["transposed"] and not muon:
-                direction = direction.mT
-            targets = [params[i] for i in idx]
-            deltas = [d.mT if f else d.view_as(t)
-                      for d, t, f in zip(direction.unbind(0), targets, flip, strict=True)]
-            torch._foreach_add_(targets, deltas, alpha=-lr * alpha)
+        for shape, all_idx in by_shape.items():
+            # bounded batches keep the extra memory small even for 7B-sized matrices
+            per_batch = max(1, _MAX_BATCH_NUMEL // math.prod(shape))
+            for start in range(0, len(all_idx), per_batch):
+                idx = all_idx[start:start + per_batch]
+                flip = [muon and params[i].shape[0] > params[i].shape[1] for i in idx]
+                stacked = params[idx[0]].new_empty((len(idx), *shape))
+                for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
+                    self._fill(group, stacked[k].mT if f else stacked[k].view(params[i].shape),
+                               grads[i], bufs[i])
+                if group["transposed"] and not muon:
+                    stacked = stacked.mT
+                direction, alpha = self._direction(group, stacked)
+                if group["transposed"] and not muon:
+                    direction = direction.mT
+                targets = [params[i] for i in idx]
+                deltas = [d.mT if f else d.view_as(t)
+                          for d, t, f in zip(direction.unbind(0), targets, flip, strict=True)]
+                torch._foreach_add_(targets, deltas, alpha=-lr * alpha)
+        if rule == "lion":
+            torch._foreach_lerp_(bufs, grads, 1 - group["betas"][1])
+
+    @staticmethod
+    def _fill(group: dict[str, Any], out: Tensor, grad: Tensor, buf: Tensor) -> None:
+        """Write the matrix the LMO sees into `out` (a view into the stacked batch)."""
+        if group["rule"] == "lion":  # c = beta1 m + (1 - beta1) g
+            torch.lerp(buf, grad, 1 - group["betas"][0], out=out)
+        elif group["nesterov"]:  # (1 - beta) g + beta m
+            torch.lerp(grad, buf, group["momentum"], out=out)
+        else:
+            out.copy_(buf)
 
     @staticmethod
     def _direction(group: dict[str, Any], m: Tensor) -> tuple[Tensor, float]:

@@ -26,6 +26,7 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[tuple[Path, str]] = field(default_factory=list)  # (png path, caption)
+    markdown: list[str] = field(default_factory=list)  # ready Markdown: as is in .md, <pre> in .html
 
 
 _STATUS_COLOURS = {"holds": "#1a7f37", "does not hold": "#cf222e", "inconclusive": "#9a6700",
@@ -58,6 +59,8 @@ def to_markdown(title: str, sections: list[Section], out_dir: Path) -> str:
         lines += [f"## {section.title}", ""]
         for paragraph in section.paragraphs:
             lines += [paragraph, ""]
+        for block in section.markdown:
+            lines += [block, ""]
         for table in section.tables:
             if table.caption:
                 lines += [f"**{table.caption}**", ""]
@@ -89,6 +92,8 @@ def to_html(title: str, sections: list[Section]) -> str:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         for paragraph in section.paragraphs:
             parts.append(f"<p>{html.escape(paragraph)}</p>")
+        for block in section.markdown:
+            parts.append(f"<pre>{html.escape(block)}</pre>")
         for table in section.tables:
             parts.append("<table>")
             if table.caption:

@@ -55,7 +55,7 @@ def _build(cls, given: dict[str, Any], config_file: Path | None):
 def _run(fn, cfg) -> None:
     try:
         result = fn(cfg)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad values, paths, names: user errors
         _fail(str(err))
     except KeyboardInterrupt:
         _err.print(f"interrupted; continue with the same command and --resume (run dir {cfg.out_dir})")

@@ -83,10 +83,10 @@ def run_job(job: Job) -> RunResult:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, tokens, wall_before, first_loss = state["step"], state["tokens"], state["wall_time"], state["first_loss"]
-    train_model = model
-    if cfg.compile:
+    loss_fn = lm_loss_sum
+    if cfg.compile:  # forward and loss together, so inductor fuses the softmax into the head
         setup_compile_cache()
-        train_model = torch.compile(model)
+        loss_fn = torch.compile(lm_loss_sum)
     params = [p for p in model.parameters() if p.requires_grad]
     trackers = open_trackers(cfg.trackers, run.path, cfg.model_dump(mode="json"))
     t_start = time.perf_counter()
@@ -123,7 +123,7 @@ def run_job(job: Job) -> RunResult:
             for x, y in micro:
                 x, y = x.to(job.device, non_blocking=True), y.to(job.device, non_blocking=True)
                 with autocast():
-                    loss, _ = lm_loss_sum(train_model, x, y)
+                    loss, _ = loss_fn(model, x, y)
                 (loss / max(n_total, 1)).backward()
                 loss_sum += loss.detach()
                 window_tokens += x.numel()
@@ -134,8 +134,10 @@ def run_job(job: Job) -> RunResult:
             opt.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            # Reading the loss syncs the device: every step on CPU (free), every log_every on GPU.
-            if job.device.type == "cpu" or step == 1 or step % cfg.log_every == 0 or step == steps:
+            # Reading the loss syncs the device: every step on CPU (free); on GPU every log_every
+            # steps and before every eval and checkpoint, so no diverged weights are saved.
+            boundary = step % cfg.eval_every == 0 or step % cfg.save_every == 0 or step == steps
+            if job.device.type == "cpu" or step == 1 or step % cfg.log_every == 0 or boundary:
                 value = float(loss_sum) / max(n_total, 1)
                 first_loss = value if first_loss is None else first_loss
                 if not math.isfinite(value) or (cfg.diverge_factor and value > cfg.diverge_factor * first_loss):

@@ -1,0 +1,44 @@
+"""`forgetless reproduce`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+_COLOURS = {"holds": "green", "does not hold": "red", "inconclusive": "yellow", "not measured": "dim"}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def reproduce(
+        preset: str = typer.Option("quick", "--preset", help="quick (CPU, ≤10 min), cpu-full (CPU, "
+                                   "~1 h), gpt2 or llama2-7b (GPU machines), or a study YAML file."),
+        seeds: int = typer.Option(None, "--seeds", min=1, help="pretraining seeds per base "
+                                  "(default: the preset's); more seeds measure the verdicts' noise."),
+        workers: int = typer.Option(None, "--workers", min=0, help="finetunes run at once (default: "
+                                    "by the machine)"),
+        out: Path = typer.Option(None, "--out", help="sweep and report folder (default runs/<study>)"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    ) -> None:
+        """Run the paper's study end to end and write report.html / report.md with a verdict per claim."""
+        from forgetless.report.reproduce import PRESETS, reproduce as run
+        from forgetless.sweep.study import StudyError
+
+        if preset not in PRESETS and not Path(preset).is_file():
+            raise typer.BadParameter(f"{preset!r} is neither a preset ({', '.join(PRESETS)}) nor a "
+                                     "study file", param_hint="--preset")
+        console = Console()
+        try:
+            result = run(preset, seeds=seeds, workers=workers, out_dir=out, progress=not quiet,
+                         log=console.print)
+        except StudyError as err:
+            raise typer.BadParameter(str(err), param_hint="--preset") from None
+        table = Table("claim", "statement", "verdict", "ours", title="Verdicts", show_lines=True)
+        for v in result.verdicts:
+            table.add_row(str(v.claim), v.title, f"[{_COLOURS[v.status]}]{v.status}[/]", v.ours)
+        console.print(table)
+        console.print(f"report: {result.report_html}  (and {result.report_md.name}); "
+                      f"{result.seconds:.0f} s")

@@ -1,0 +1,166 @@
+"""The reproduce report: sections built from the measurement tables, rendered by `render`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from forgetless.report.render import Section, Table, write_report
+from forgetless.report.verdicts import Verdict
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def verdict_section(verdicts: list[Verdict]) -> Section:
+    rows = [[v.claim, v.title, v.status, v.ours, v.paper] for v in verdicts]
+    details = [f"Claim {v.claim}: " + "; ".join(v.details) for v in verdicts if v.details]
+    return Section(
+        "Verdicts",
+        paragraphs=["Each claim of the paper, decided from our measurements: 'holds' when the effect "
+                    "has the claimed sign and exceeds the noise (the spread across pretraining seeds, "
+                    "never less than a fixed margin), 'does not hold' when it has the opposite sign "
+                    "beyond the noise, 'inconclusive' otherwise. Small models on a CPU show the shape "
+                    "of the paper's results at best, not its values."] + details,
+        tables=[Table(["claim", "statement", "verdict", "ours", "paper"], rows)],
+    )
+
+
+def pretrain_section(pretrain: list[dict]) -> Section:
+    tasks = sorted({t for r in pretrain for t in r["task_losses"]})
+    rows = [[r["label"], r["optimizer"], r["seed"], _num(r["val_loss"])]
+            + [_num(r["task_losses"].get(t)) for t in tasks] for r in pretrain]
+    return Section("Pretraining (claim 1; paper Table 1)",
+                   paragraphs=["Validation loss on held-out pretraining data at the end of "
+                               "pretraining, and each base model's loss on the tasks' held-out "
+                               "responses before any finetuning."],
+                   tables=[Table(["base", "optimizer", "seed", "validation loss"]
+                                 + [f"{t} loss" for t in tasks], rows)])
+
+
+def frontier_sections(points: list[dict], store_points: list[dict], fig_dir: Path) -> list[Section]:
+    from forgetless.sweep import frontier as fr
+
+    from .figures import forgetting_sources, points_by_lr
+    from .tables import forgetting_by_source
+
+    panels = fr.panels(store_points, "loss")
+    if not panels:
+        return [Section("Frontiers", paragraphs=["No finetuning points were recorded."])]
+    summaries = [fr.summarize(p) for p in panels]
+    figure = fr.plot(panels, summaries, fig_dir / "frontiers.png")
+    best = fr.plot(panels, summaries, fig_dir / "frontiers_best_lr.png", best_lr_only=True)
+    tables = []
+    for panel, s in zip(panels, summaries, strict=True):
+        names = list(s["methods"])
+        rows = [[n, r["runs"], r["points"], len(r["robust"]), _num(r["hypervolume"], ".4f"),
+                 f"{r['best_lr']:g}", _num(r["best_lr_point"][1]), _num(r["best_lr_point"][0])]
+                + [_num(v) for v in r["within_delta"]] for n, r in s["methods"].items()]
+        tables.append(Table(["method", "runs", "points", "robust frontier", "hypervolume", "best lr",
+                             "best lr: learning", "best lr: forgetting"]
+                            + [f"learning, forgetting ≤ base+{d:g}" for d in s["deltas"]], rows,
+                            caption=f"{panel.title}: base forgetting {panel.base_point[0]:.3f}, "
+                                    f"task loss {panel.base_point[1]:.3f}"))
+        dom = [[a] + ["—" if a == b else f"{s['dominance'][a][b]:.2f}" for b in names] for a in names]
+        tables.append(Table(["A \\ B"] + names, dom,
+                            caption=f"{panel.title}: share of B's points dominated by a point of A"))
+    sections = [Section("Learning–forgetting frontiers (claims 2, 3, 6; paper Figures 2, 3, 6)",
+                        paragraphs=["Each point is one checkpoint (forgetting = loss on held-out "
+                                    "pretraining data, learning = loss on held-out task responses; "
+                                    "lower is better on both); lines are each method's robust "
+                                    "frontier (paper appendix A.1, ε = 0.01)."],
+                        tables=tables,
+                        figures=[(figure, "Frontiers per base model and task"),
+                                 (best, "Only each method's best learning rate (paper appendix B.1)")])]
+    sections.append(Section("Points by learning rate (paper Figure 9)",
+                            figures=[(points_by_lr(points, fig_dir / "points_by_lr.png"),
+                                      "Every checkpoint of every method, coloured by learning rate")]))
+    by_source = forgetting_by_source(points)
+    if by_source:
+        srcs = sorted({s for m in by_source.values() for s in m})
+        rows = [[m] + [_num(by_source[m].get(s)) for s in srcs] for m in sorted(by_source)]
+        sections.append(Section(
+            "Forgetting by source of the held-out data",
+            paragraphs=["The rise of held-out loss over the base model, split by where the held-out "
+                        "text comes from, averaged over every checkpoint after step 0."],
+            tables=[Table(["method"] + srcs, rows)],
+            figures=[(forgetting_sources(by_source, fig_dir / "forgetting_by_source.png"),
+                      "Forgetting per held-out source")]))
+    return sections
+
+
+def analysis_sections(pretrain: list[dict], probes: dict[str, dict], fig_dir: Path) -> list[Section]:
+    if not probes:
+        return []
+    from forgetless.analysis.plots import activation_bars
+
+    labels = {r["cell_id"]: r["label"] for r in pretrain}
+    spec_rows = []
+    for cid, probe in probes.items():
+        for kind, stats in sorted(probe["spectrum"].items()):
+            spec_rows.append([labels.get(cid, cid), kind, stats.get("n"), _num(stats.get("stable_rank"), ".2f"),
+                              _num(stats.get("effective_rank"), ".2f"), _num(stats.get("density"))])
+    act_rows = []
+    for cid, probe in probes.items():
+        for kind, stats in probe["activations"].items():
+            act_rows.append([labels.get(cid, cid), kind, _num(stats.get("input_sparsity")),
+                             _num(stats.get("output_sparsity")), _num(stats.get("input_hoyer")),
+                             _num(stats.get("output_hoyer"))])
+    bars = activation_bars({labels.get(c, c): p["activations"] for c, p in probes.items()},
+                           fig_dir / "activation_sparsity.png")
+    return [
+        Section("Weight spectra (claim 4; paper Table 2)",
+                paragraphs=["Per module kind of each pretrained base: stable rank ‖W‖²_F/‖W‖²₂, "
+                            "effective rank and singular-value density; 'hidden' pools q…down."],
+                tables=[Table(["base", "kind", "matrices", "stable rank", "effective rank", "density"],
+                              spec_rows)]),
+        Section("Activation sparsity (claim 5; paper Figures 4, 5)",
+                paragraphs=["Share of entries below 1% of each token's largest entry, at the inputs "
+                            "and outputs of every linear layer, pooled per module kind."],
+                tables=[Table(["base", "kind", "input sparsity", "output sparsity", "input Hoyer",
+                               "output Hoyer"], act_rows)],
+                figures=[(bars, "Input (top) and output (bottom) sparsity per module kind")]),
+    ]
+
+
+def memorization_section(mem_dir: Path | None) -> list[Section]:
+    if mem_dir is None:
+        return []
+    table_md = (mem_dir / "table.md").read_text() if (mem_dir / "table.md").is_file() else ""
+    figures = [(mem_dir / f, c) for f, c in (("figure7.png", "Exact match over training (paper Figure 7)"),
+                                            ("figure7_token.png", "Teacher-forced token accuracy"))
+               if (mem_dir / f).is_file()]
+    return [Section("Memorisation (claim 7; paper Table 3, Figure 7)",
+                    paragraphs=["Greedy continuations of blocks of the training corpus, clean and "
+                                "token-permuted; the verdict uses exact match at the shortest "
+                                "(prompt, generation) pair at the final step."],
+                    markdown=[table_md] if table_md else [], figures=figures)]
+
+
+def build_report(study, root: Path, tables: dict, verdicts: list[Verdict], probes: dict,
+                 pretrain: list[dict], runs: list[dict], mem_dir: Path | None, elapsed: float,
+                 machine: str) -> tuple[Path, Path]:
+    from forgetless.sweep.runner import store_path
+    from forgetless.sweep.store import Store
+
+    fig_dir = root / "figures"
+    with Store(store_path(study, root)) as store:
+        store_points = store.points(study=study.name)
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    problems = [[r["label"], r["status"], (r.get("error") or "").splitlines()[0] if r.get("error") else ""]
+                for r in runs if r["status"] in ("diverged", "failed")]
+    overview = Section("Run", paragraphs=[
+        f"Study '{study.name}': {study.description}",
+        f"Cells: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}. "
+        f"This report took {elapsed:.0f} s to produce on {machine} (cached stages cost nothing).",
+        "Paper: Optimizer-Model Consistency: Full Finetuning with the Same Optimizer as Pretraining "
+        "Forgets Less. Its numbers are quoted beside ours for shape, not value."],
+        tables=[Table(["cell", "status", "error"], problems, caption="Diverged or failed cells")] if problems else [])
+    sections = [overview, verdict_section(verdicts), pretrain_section(pretrain)]
+    sections += frontier_sections(tables["points"], store_points, fig_dir)
+    sections += analysis_sections(pretrain, probes, fig_dir)
+    sections += memorization_section(mem_dir)
+    return write_report(f"forgetless reproduce — {study.name}", sections, root)

@@ -1,0 +1,127 @@
+"""`forgetless reproduce`: the paper's study end to end, and a report with a verdict per claim.
+
+Stages (each resumable or cached, so a second run with the same preset only rebuilds the report):
+1. the sweep (pretraining runs, then the finetuning grid) through the sweep runner and its store;
+2. probes of every pretrained base: weight spectra and activation sparsity (cached JSON);
+3. the memorisation test on a corrupted corpus (cached results.json);
+4. tables, verdicts, figures, and report.md + report.html in the sweep directory.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from forgetless.report.verdicts import Verdict, all_verdicts
+
+# Per preset: the sweep study (a preset of forgetless.sweep), the probe budget and the
+# memorisation test's settings (None: the preset has no pretraining of its own to test).
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"study": "quick", "probe_tokens": 8192, "memorization": {
+        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "nano", "vocab_size": 4096,
+        "n_tokens": 8192, "block_len": 32, "pairs": [[8, 8], [16, 16]], "steps": 300,
+        "eval_every": 100, "n_eval": 32, "batch_size": 16}},
+    "cpu-full": {"study": "cpu-full", "probe_tokens": 32768, "memorization": {
+        "optimizers": ["adamw", "muon", "sgd"], "lrs": [1e-3, 3e-3], "preset": "nano",
+        "n_tokens": 16384, "block_len": 64, "pairs": [[8, 8], [16, 16], [32, 32]],
+        "steps": 1500, "eval_every": 150}},
+    "gpt2": {"study": "gpt2", "probe_tokens": 262144, "memorization": {
+        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "gpt2-small",
+        "corpus": "hf:openwebtext", "vocab_size": 50257, "n_tokens": 4_000_000, "block_len": 128,
+        "pairs": [[16, 16], [32, 32], [64, 64]], "steps": 20000, "eval_every": 1000,
+        "batch_size": 64, "device": "cuda"}},
+    "llama2-7b": {"study": "llama2-7b", "probe_tokens": 65536, "memorization": None},
+}
+
+
+@dataclass
+class ReproduceResult:
+    out_dir: Path
+    report_md: Path
+    report_html: Path
+    verdicts: list[Verdict]
+    counts: dict[str, int]
+    seconds: float
+
+
+def _study(preset: str, seeds: int | None):
+    from forgetless.sweep.study import load_study
+
+    spec = PRESETS.get(preset, {}).get("study", preset)
+    study = load_study(spec)
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        for p in study.pretrain:  # several pretraining seeds: the verdicts' noise is measured
+            p.seeds = list(range(seeds))
+    return study
+
+
+def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | None = None,
+              out_dir: str | Path | None = None, memorization: dict | None = None,
+              probe_tokens: int | None = None, progress: bool = True, log=print) -> ReproduceResult:
+    """Run (or resume) preset `preset` (a name of PRESETS, a study preset or a study YAML path)."""
+    from forgetless.analysis.memorization_run import MemorizationConfig, run_memorization
+    from forgetless.sweep.runner import run_sweep, store_path
+    from forgetless.sweep.store import Store
+
+    from . import tables
+
+    start = time.time()
+    settings = PRESETS.get(preset, {})
+    study = _study(preset, seeds)
+    root = Path(out_dir or study.resolved_out_dir())
+    if workers is None:
+        from forgetless.sweep.commands import default_workers
+
+        workers = default_workers()
+    log(f"[1/4] sweep '{study.name}' -> {root} ({workers} worker(s))")
+    counts = run_sweep(study, workers=workers, out_dir=root, progress=progress)
+    store = Store(store_path(study, root))
+    try:
+        pretrain = tables.pretrain_rows(store, study.name)
+        points = tables.finetune_rows(store, study.name)
+        runs = store.runs(study.name)
+    finally:
+        store.close()
+
+    log(f"[2/4] probing {len(pretrain)} pretrained base(s): spectra and activations")
+    budget = probe_tokens or settings.get("probe_tokens", 16384)
+    probes = {}
+    for row in pretrain:
+        if row["checkpoint"]:
+            probes[row["cell_id"]] = tables.probe_checkpoint(row["checkpoint"], study.data.corpus,
+                                                             root / "probes", n_tokens=budget)
+    spectra, activations = tables.analysis_rows(pretrain, probes)
+
+    mem_settings = memorization if memorization is not None else settings.get("memorization")
+    mem_result, mem_dir = None, root / "memorization"
+    if mem_settings:
+        cfg = MemorizationConfig(**mem_settings)
+        cached = mem_dir / "results.json"
+        if cached.is_file() and json.loads(cached.read_text())["config"] == cfg.model_dump(mode="json"):
+            log("[3/4] memorisation test: cached")
+            mem_result = json.loads(cached.read_text())
+        else:
+            log(f"[3/4] memorisation test: {', '.join(cfg.optimizers)} on a corrupted corpus")
+            run_memorization(cfg, out_dir=mem_dir, log=log)
+            mem_result = json.loads(cached.read_text())  # as written: JSON types, like the cache
+    else:
+        log("[3/4] memorisation test: not part of this preset")
+
+    log("[4/4] verdicts and report")
+    table_set = {"pretrain": pretrain, "points": points, "spectra": spectra,
+                 "activations": activations,
+                 "memorization": tables.memorization_rows(mem_result) if mem_result else []}
+    verdicts = all_verdicts(table_set)
+    (root / "verdicts.json").write_text(json.dumps([asdict(v) for v in verdicts], indent=1))
+    from .document import build_report
+
+    md, html = build_report(study, root, table_set, verdicts, probes, pretrain, runs,
+                            mem_dir if mem_result else None, elapsed=time.time() - start,
+                            machine=f"{platform.machine()} {platform.system()}, python {platform.python_version()}")
+    return ReproduceResult(root, md, html, verdicts, counts, time.time() - start)

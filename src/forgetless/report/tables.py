@@ -1,0 +1,144 @@
+"""Measurement tables for the verdicts, read from a finished sweep and its base checkpoints.
+
+The sweep store holds every eval point; the pretraining runs' checkpoints are probed here for
+weight spectra and activation sparsity (results cached as JSON beside the store, keyed by the
+checkpoint, so a second `reproduce` only rebuilds the report).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from forgetless.sweep.store import Store
+
+
+def pretrain_rows(store: Store, study: str) -> list[dict]:
+    """One row per finished pretraining run: its validation loss and its base task losses.
+
+    The validation loss is the run's last eval point (loss on held-out pretraining data); a
+    base's task loss is the learning loss at step 0 of its finetunes (the untouched base model,
+    the same for every finetune of that base and task).
+    """
+    runs = {r["cell_id"]: r for r in store.runs(study)}
+    points = store.points(study=study)
+    rows: dict[str, dict] = {}
+    for cid, run in runs.items():
+        if run["kind"] != "pretrain" or run["status"] != "done":
+            continue
+        own = [p for p in points if p["run_id"] == cid and math.isfinite(p["forgetting"])]
+        if not own:
+            continue
+        meta = run.get("meta") or {}
+        rows[cid] = {"cell_id": cid, "label": run["label"], "optimizer": meta.get("base_optimizer"),
+                     "seed": meta.get("base_seed"), "val_loss": own[-1]["forgetting"],
+                     "checkpoint": run.get("checkpoint") or run.get("out_dir"), "task_losses": {}}
+    for p in points:
+        if p["kind"] == "finetune" and p["step"] == 0 and p["base_id"] in rows:
+            task = (p.get("meta") or {}).get("task")
+            if task and math.isfinite(p["learning"]):
+                rows[p["base_id"]]["task_losses"].setdefault(task, p["learning"])
+    return list(rows.values())
+
+
+def finetune_rows(store: Store, study: str) -> list[dict]:
+    """Every finetuning eval point, in the verdicts' row format."""
+    runs = {r["cell_id"]: r for r in store.runs(study)}
+    out = []
+    for p in store.points(study=study):
+        if p["kind"] != "finetune":
+            continue
+        meta = p.get("meta") or {}
+        config = runs[p["run_id"]]["config"] if p["run_id"] in runs else {}
+        out.append({
+            "run_id": p["run_id"], "base": meta.get("base"), "base_optimizer": meta.get("base_optimizer"),
+            "base_seed": meta.get("base_seed"), "task": meta.get("task"), "method": p["method"],
+            "kind": config.get("method"), "optimizer": config.get("optimizer"), "rank": config.get("rank"),
+            "lr": p["lr"], "seed": meta.get("seed"), "step": p["step"], "forgetting": p["forgetting"],
+            "learning": p["learning"], "accuracy": p.get("accuracy"), "sources": p.get("sources"),
+        })
+    return out
+
+
+def probe_checkpoint(checkpoint: str, corpus: str, cache: Path, n_tokens: int = 16384,
+                     seq_len: int = 128) -> dict:
+    """Spectrum and activation summaries of one checkpoint, cached in `cache` (JSON)."""
+    key = Path(checkpoint).resolve()
+    stamp = max((f.stat().st_mtime for f in key.glob("*.safetensors")), default=0.0)
+    cache.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(f"{key}|{stamp}|{n_tokens}|{seq_len}".encode()).hexdigest()[:16]
+    path = cache / f"{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from forgetless.analysis.activations import probe_activations, token_windows
+    from forgetless.analysis.spectrum import summarize_spectra, weight_spectra
+    from forgetless.data import prepare_pretraining_data
+    from forgetless.models import load_model
+
+    model, _ = load_model(str(key))
+    model.eval()
+    data = prepare_pretraining_data(corpus, tokenizer=str(key), progress=False)
+    windows = token_windows(data.val, n_tokens, seq_len)
+    result = {"checkpoint": str(key), "spectrum": summarize_spectra(weight_spectra(model)),
+              "activations": probe_activations(model, windows).by_kind()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    return result
+
+
+def analysis_rows(pretrain: list[dict], probes: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    """(spectrum rows, activation rows) for the verdicts, from each base's probe results."""
+    spectra, activations = [], []
+    for row in pretrain:
+        probe = probes.get(row["cell_id"])
+        if probe is None:
+            continue
+        hidden = probe["spectrum"].get("hidden", {})
+        spectra.append({"optimizer": row["optimizer"], "seed": row["seed"], "label": row["label"],
+                        "stable_rank": hidden.get("stable_rank", float("nan")),
+                        "effective_rank": hidden.get("effective_rank", float("nan")),
+                        "density": hidden.get("density", float("nan"))})
+        for kind, stats in probe["activations"].items():
+            if kind == "hidden":
+                continue
+            activations.append({"optimizer": row["optimizer"], "seed": row["seed"], "kind": kind,
+                                "input_sparsity": stats.get("input_sparsity", float("nan")),
+                                "output_sparsity": stats.get("output_sparsity", float("nan"))})
+    return spectra, activations
+
+
+def memorization_rows(result: dict) -> list[dict]:
+    """Final clean/corrupted exact match per optimizer, at the shortest (prompt, gen) pair (the
+    one with most signal at small scale; the report shows every pair)."""
+    pairs = [tuple(p) for p in result["config"]["pairs"]]
+    prompt, gen = pairs[0]
+    rows = []
+    for opt, history in result["selected"].items():
+        last = history[-1]
+        rows.append({"optimizer": opt, "seed": result["config"].get("seed", 0),
+                     "clean": last[f"clean_exact_{prompt}_{gen}"],
+                     "corrupted": last[f"corrupted_exact_{prompt}_{gen}"],
+                     "train_loss": last["train_loss"]})
+    return rows
+
+
+def forgetting_by_source(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean forgetting increase over the base, per held-out source (code, prose), per method."""
+    out: dict[str, dict[str, list[float]]] = {}
+    base: dict[tuple, dict] = {}
+    for r in rows:
+        if r["step"] == 0 and r.get("sources"):
+            base[(r["base"], r["task"])] = r["sources"]
+    for r in rows:
+        src, ref = r.get("sources"), base.get((r["base"], r["task"]))
+        if r["step"] == 0 or not src or not ref:
+            continue
+        for name, value in src.items():
+            if name in ref and math.isfinite(value):
+                out.setdefault(r["method"], {}).setdefault(name, []).append(value - ref[name])
+    return {m: {s: float(np.mean(v)) for s, v in by.items()} for m, by in out.items()}

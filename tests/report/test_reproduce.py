@@ -1,0 +1,94 @@
+"""`reproduce` end to end on a test-size study: sweep, probes, memorisation, verdicts, report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from forgetless.cli import app
+from forgetless.report.reproduce import reproduce
+from forgetless.sweep.store import Store
+
+MEMORIZATION = {"optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "nano",
+                "vocab_size": 512, "n_tokens": 2048, "block_len": 16, "pairs": [[4, 4]],
+                "steps": 12, "eval_every": 6, "n_eval": 8, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    out = tmp_path_factory.mktemp("corpus")
+    for pkg in ("json", "email", "logging"):
+        for f in sorted((stdlib / pkg).glob("*.py")):
+            if f.stat().st_size > 200:
+                shutil.copy(f, out / f"{pkg}_{f.name}")
+    return str(out)
+
+
+def study_file(tmp_path: Path, corpus: str) -> Path:
+    pre = {"seq_len": 32, "batch_size": 8, "eval_tokens": 512, "eval_every": 8}
+    ft = {"seq_len": 256, "batch_size": 4, "eval_tokens": 512}
+    study = {
+        "name": "tiny-reproduce", "out_dir": str(tmp_path / "out"),
+        "data": {"corpus": corpus, "vocab_size": 512},
+        "pretrain": [{"name": o, "model": "nano", "optimizer": o, "tokens": "4k", "settings": pre}
+                     for o in ("adamw", "muon")],
+        "finetune": [
+            {"tasks": [{"name": t, "settings": {"train_n": 16, "eval_n": 8}} for t in ("arith", "instruct")],
+             "steps": 4, "eval_every": 2, "settings": ft,
+             "methods": [{"kind": "full", "optimizer": "adamw", "lrs": [3e-4]},
+                         {"kind": "full", "optimizer": "muon", "lrs": [3e-4]}]},
+            {"tasks": [{"name": "arith", "settings": {"train_n": 16, "eval_n": 8}}], "bases": ["adamw"],
+             "steps": 4, "eval_every": 2, "settings": ft,
+             "methods": [{"kind": "lora", "rank": 2, "optimizer": "adamw", "lrs": [1e-3]},
+                         {"kind": "lora", "rank": 4, "optimizer": "adamw", "lrs": [1e-3]}]},
+        ],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def test_reproduce_end_to_end(tmp_path, corpus):
+    path = study_file(tmp_path, corpus)
+    result = reproduce(str(path), workers=0, memorization=MEMORIZATION, probe_tokens=256,
+                       progress=False, log=lambda _m: None)
+    assert [v.claim for v in result.verdicts] == list(range(1, 8))
+    # Every claim has what it needs in this study: none is "not measured" except where the
+    # study lacks the models (claim 5's q = 1 part needs a q = 1 optimizer: inconclusive at most).
+    by_claim = {v.claim: v for v in result.verdicts}
+    for claim in (1, 2, 3, 4, 6, 7):
+        assert by_claim[claim].status != "not measured", by_claim[claim]
+    # The report's numbers come from the store: the pretraining validation losses it prints are
+    # the last eval points of the pretraining runs.
+    with Store(result.out_dir / "results.sqlite") as store:
+        runs = {r["cell_id"]: r for r in store.runs("tiny-reproduce")}
+        last = {}
+        for p in store.points(study="tiny-reproduce"):
+            if runs[p["run_id"]]["kind"] == "pretrain":
+                last[runs[p["run_id"]]["label"]] = p["forgetting"]
+    md = result.report_md.read_text()
+    for label, loss in last.items():
+        assert re.search(rf"\| {label} \| {label} \| 0 \| {loss:.3f} \|", md), (label, loss)
+    html = result.report_html.read_text()
+    assert html.count("data:image/png;base64,") >= 4  # frontiers, lr colours, activations, memorisation
+    saved = json.loads((result.out_dir / "verdicts.json").read_text())
+    assert [v["status"] for v in saved] == [v.status for v in result.verdicts]
+
+    # A second run does no training: every stage is cached, the verdicts are identical.
+    again = reproduce(str(path), workers=0, memorization=MEMORIZATION, probe_tokens=256,
+                      progress=False, log=lambda _m: None)
+    assert [v.status for v in again.verdicts] == [v.status for v in result.verdicts]
+    assert [v.ours for v in again.verdicts] == [v.ours for v in result.verdicts]
+
+
+def test_cli_refuses_unknown_preset():
+    result = CliRunner().invoke(app, ["reproduce", "--preset", "nope"])
+    assert result.exit_code == 2 and "quick" in result.output
