@@ -171,17 +171,15 @@ def register(app: typer.Typer) -> None:
             if not calibration:
                 raise typer.BadParameter("give CHECKPOINTS, --calibration or --calibrate")
             return
-        # The activation sample is measured as the references were (same budget and window length).
-        settings = fp.load_references(reference)[1].get("settings", {})
-        tokens = tokens or settings.get("probe_tokens", 4096)
-        seq_len = settings.get("seq_len", 64)
         table = Table(title="optimizer fingerprint")
         for col in ("checkpoint", "verdict", "probabilities", "distance / unknown above", "features"):
             table.add_column(col)
         for ckpt in checkpoints:
-            model, source = _load(ckpt, device)
-            windows = None if no_activations else _windows(source, corpus, tokens, seq_len)
-            pred = fp.fingerprint(fp.model_features(model, windows), reference)
+            try:
+                pred = fp.fingerprint_checkpoint(ckpt, corpus, reference, activations=not no_activations,
+                                                 device=_device(device), tokens=tokens)
+            except (OSError, ValueError) as err:
+                raise typer.BadParameter(f"cannot load {ckpt!r}: {err}", param_hint="CHECKPOINTS") from err
             probs = ", ".join(f"{k} {v:.0%}" for k, v in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]))
             table.add_row(ckpt, pred.family, probs, f"{pred.distance:.2f} / {pred.unknown_distance:.2f}",
                           pred.feature_set)

@@ -254,3 +254,25 @@ def fingerprint(features: dict[str, float], path: str | Path | None = None) -> P
     set_name = "full" if has_acts and all(set(ACTIVATION_FEATURES) <= set(r.features) for r in refs) else "spectrum"
     clf, _ = calibrate(refs, FEATURE_SETS[set_name])
     return clf.predict(features, set_name)
+
+
+def fingerprint_checkpoint(checkpoint: str, corpus: str = "stdlib", reference: str | Path | None = None,
+                           activations: bool = True, device: str = "cpu",
+                           tokens: int | None = None) -> Prediction:
+    """Load `checkpoint` (a folder or hub name) and classify it; the activation sample is drawn as
+    the references' was (same token budget and window length) from `corpus`'s validation split,
+    tokenised by the checkpoint's own tokenizer."""
+    from forgetless.data import prepare_pretraining_data
+    from forgetless.models import load_model, resolve_checkpoint
+
+    from .activations import token_windows
+
+    model, _ = load_model(checkpoint)
+    model = model.to(device).eval()
+    windows = None
+    if activations:
+        settings = load_references(reference)[1].get("settings", {})
+        data = prepare_pretraining_data(corpus, tokenizer=resolve_checkpoint(checkpoint), progress=False)
+        windows = token_windows(data.val, tokens or settings.get("probe_tokens", 4096),
+                                settings.get("seq_len", 64))
+    return fingerprint(model_features(model, windows), reference)

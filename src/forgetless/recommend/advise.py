@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from forgetless.optim import OPTIMIZERS, describe, same_family
+from forgetless.optim import OPTIMIZERS, describe, family_members, same_family
 from forgetless.recommend.provenance import lookup, model_facts
 
 TASK_KINDS = ("instruction", "reasoning", "code", "other")
@@ -113,28 +113,17 @@ def recommend(
         )
         sources.append(prov.source)
     if infer or pretrain_opt is None:
-        result = _fingerprint(model, reasoning)
-        if result is None:
-            pass
-        elif result.known:
-            reasoning.append(
-                f"The weight and activation fingerprint says {result.optimizer} "
-                f"(family {result.family}) with probability {result.confidence:.2f}."
-            )
+        inferred = _fingerprint(model, reasoning)
+        if inferred is not None:
+            opt, fam, prob = inferred
+            reasoning.append(f"The weight and activation fingerprint says family {fam} "
+                             f"(probability {prob:.2f}).")
             sources.append("forgetless fingerprint, calibrated on reference checkpoints it pretrains")
-            if pretrain_opt is None or infer:
-                if pretrain_opt is not None and not same_family(pretrain_opt, result.optimizer):
-                    cautions.append(
-                        f"The fingerprint ({result.optimizer}) disagrees with the documented "
-                        f"provenance ({pretrain_opt}); the documented provenance is kept."
-                    )
-                else:
-                    pretrain_opt, how, confidence = result.optimizer, "fingerprint", result.confidence
-        else:
-            reasoning.append(
-                "The fingerprint could not tell: the checkpoint is unlike the reference models "
-                "it was calibrated on."
-            )
+            if pretrain_opt is not None and not same_family(pretrain_opt, opt):
+                cautions.append(f"The fingerprint ({fam}) disagrees with the documented provenance "
+                                f"({pretrain_opt}); the documented provenance is kept.")
+            elif pretrain_opt is None:
+                pretrain_opt, how, confidence = opt, "fingerprint", prob
 
     n_params = count_parameters(facts.config)
     full_grid, lora_grid, grid_source = _grid_for(n_params)
@@ -147,8 +136,8 @@ def recommend(
     if pretrain_opt is None:
         choice = optimizer or "adamw"
         reasoning.append(
-            "Its pretraining optimizer is unknown; AdamW is the pretraining optimizer of nearly "
-            "every open model, so it is the default guess. Run with --infer to use the fingerprint."
+            "Its pretraining optimizer is unknown (no documented provenance, and the fingerprint "
+            "could not tell); AdamW pretrained nearly every open model, so it is the default guess."
         )
     else:
         choice = optimizer or pretrain_opt
@@ -182,14 +171,22 @@ def recommend(
 
 
 def _fingerprint(model: str | Path, reasoning: list[str]):
-    """The analysis box's fingerprint, or None (with the reason noted) when it cannot run."""
+    """(optimizer, family, probability) from the analysis box's fingerprint, or None (with the
+    reason noted) when it cannot run or cannot tell."""
     try:
-        from forgetless.analysis.fingerprint import fingerprint
+        from forgetless.analysis.fingerprint import fingerprint_checkpoint
 
-        return fingerprint(str(model))
+        pred = fingerprint_checkpoint(str(model))
     except (ImportError, OSError, ValueError, RuntimeError) as err:
         reasoning.append(f"The fingerprint could not be computed for this checkpoint: {err}")
         return None
+    if pred.family == "unknown":
+        reasoning.append(
+            "The fingerprint could not tell: the checkpoint is unlike the reference models it was "
+            f"calibrated on (distance {pred.distance:.2f} > {pred.unknown_distance:.2f})."
+        )
+        return None
+    return family_members(pred.family)[0], pred.family, pred.probabilities[pred.family]
 
 
 def _grid_for(n_params: int | None) -> tuple[list[float], list[float], str]:

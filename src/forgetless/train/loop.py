@@ -154,9 +154,10 @@ def run_job(job: Job) -> RunResult:
             bar.update(1)
             if step % cfg.eval_every == 0 or step == steps:
                 eval_point(step)
-                window_start = time.perf_counter()  # the next rate excludes evaluation time
             if step % cfg.save_every == 0 or step == steps:
                 last_ckpt = save(step)
+            if boundary:
+                window_start = time.perf_counter()  # the next rate excludes evaluation and saving
     except Diverged as why:
         run.append_metrics({"kind": "status", "status": "diverged", "step": step, "reason": str(why)})
         run.write_status("diverged", step=step, reason=str(why), final_checkpoint=last_ckpt)
