@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgetless-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,14 +19,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/forgetless demo
+	$(BIN)/forgetless reproduce --preset quick
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m pytest
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/optim_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -74,3 +74,13 @@ def test_cli_json_and_text(tmp_path):
     assert result.exit_code == 0 and "adamw" in result.output and "Sources" in result.output
     result = runner.invoke(app, ["recommend", str(folder), "--optimizer", "nope"])
     assert result.exit_code == 2 and "allowed" in result.output
+
+
+def test_unknown_family_without_weights_falls_back_honestly(tmp_path):
+    phi = {"_name_or_path": "microsoft/Phi-3-mini-4k-instruct", "architectures": ["Phi3ForCausalLM"],
+           "model_type": "phi3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000}
+    rec = recommend(_folder(tmp_path, "phi", phi))
+    assert rec.pretrain_optimizer is None and rec.how_known == "unknown"
+    assert rec.optimizer == "adamw"  # the stated default guess, not a claim of provenance
+    assert any("fingerprint could not be computed" in r for r in rec.reasoning)
