@@ -1,7 +1,12 @@
 """Sweep wall time with 1 worker against 2 workers, and the share of wall time spent evaluating.
 
-    .venv/bin/python benchmarks/sweep_walltime.py                 # the `quick` preset, 1 then 2 workers
+    .venv/bin/python benchmarks/sweep_walltime.py                 # part of `quick`, 1 then 2 workers
+    .venv/bin/python benchmarks/sweep_walltime.py --study quick   # the whole preset
     .venv/bin/python benchmarks/sweep_walltime.py --study cpu-full --workers 1 2 4
+
+The default study is the `quick` preset cut to one base: its AdamW pretraining run and its first
+finetuning grid on that base (full AdamW and Muon at two learning rates: 5 cells), with the
+preset's own settings and eval interval.
 
 Each configuration runs the whole study from scratch in its own directory (the tokenizer and
 token shards are prepared once beforehand, outside the timings, as a second `forgetless sweep`
@@ -66,7 +71,7 @@ def timed_executor(cell, out_dir, base_dir, on_eval):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", default="quick", help="a study file or preset (default: quick)")
+    ap.add_argument("--study", default=None, help="a study file or preset (default: part of quick)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--keep", default=None, help="keep the sweep directories under this folder")
     args = ap.parse_args()
@@ -76,7 +81,14 @@ def main() -> None:
     from forgetless.sweep.runner import cpu_cores, run_sweep
     from forgetless.sweep.study import expand, load_study
 
-    study = load_study(args.study)
+    if args.study:
+        study = load_study(args.study)
+    else:  # the quick preset cut to its AdamW base and first grid
+        raw = load_study("quick").model_dump(mode="json")
+        raw["name"] = "quick-adamw"
+        raw["pretrain"] = [p for p in raw["pretrain"] if p["name"] == "adamw"]
+        raw["finetune"] = [{**raw["finetune"][0], "bases": ["adamw"]}]
+        study = load_study(raw)
     check_study(study)
     prepare_pretraining_data(study.data.corpus, study.data.tokenizer, study.data.vocab_size, progress=False)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sweep-bench-"))

@@ -1,47 +1,51 @@
-"""Training throughput of the project's loop beside a hand-written nanoGPT-style loop, same batches.
+"""Training throughput of the project's training step beside a hand-written nanoGPT-style loop.
 
 For each preset (default micro and small, batch 32 x seq 128 = 4096 tokens per step):
   reference   a minimal GPT written here: pre-norm blocks (RMSNorm), fused qkv, RoPE, sdpa causal
               attention, SwiGLU (fused gate/up), tied embeddings, torch.optim.AdamW(foreach=True),
               global-norm clipping 1.0; the model a researcher would write, same sizes as the preset
-  ours        `forgetless.train.pretrain` itself (HF LlamaForCausalLM, forgetless.optim "adamw",
-              cosine schedule, clipping, progress off), eager and with torch.compile
-Both draw their batches with `forgetless.data.sample_batch(train, 32, 128, seed=0, step)` from the
-same token shards, in the same process, one after the other.
+  ours        `forgetless.train.loop.train_step`, the step `pretrain`/`finetune` run, on
+              `build_model(preset)` (HF LlamaForCausalLM) with `forgetless.optim.build` (adamw or
+              muon), the cosine schedule and clipping 1.0; eager and with torch.compile
+All draw batch k with `forgetless.data.sample_batch(train, 32, 128, seed=0, k)` from the same
+shards, in one process. After `--warmup` steps each (compilation happens there) the contenders
+take turns: `--rounds` rounds of `--per-round` steps each, so load changes on a shared machine
+hit all of them alike; medians over rounds are printed.
 
-Figures printed:
-  tokens/s    training tokens per second after `--warmup` steps (ours: from the loop's own
-              metrics.jsonl lines, which exclude evaluation and checkpoint time)
-  ratio       ours / reference
+  tokens/s    median over rounds of training tokens per second
+  vs ref      median over rounds of (ours / reference) in the same round
   MFU         6·N·(tokens/s) / peak, N = parameters (tied embedding once: it is the head's matmul),
-              peak = the best fp32 matmul rate this benchmark measures (2n³ flops, n in 512..2048)
-  muon/adamw  seconds per training step of ours with optimizer muon over ours with adamw
+              peak = best fp32 matmul rate measured here (2n³ flops, n in 512..2048, before and after)
+  muon/adamw  median over rounds of (muon step time / adamw step time), small preset
 Targets (issue 4): ours >= 1.1x reference on small, >= 50% MFU; muon step <= 1.10x adamw step on
-small at 4096 tokens per step. The machine may be shared: figures carry its load noise.
+small at 4096 tokens per step.
 
     python benchmarks/train_throughput.py                  # micro and small, eager and compiled
-    python benchmarks/train_throughput.py --quick          # small only, fewer steps, no compile
+    python benchmarks/train_throughput.py --quick          # small only, eager only
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from forgetless.data import cache_dir, prepare_pretraining_data, sample_batch
-from forgetless.models import PRESETS
-from forgetless.train import PretrainConfig, pretrain
+from forgetless.models import PRESETS, build_model, count_parameters
+from forgetless.train import PretrainConfig
+from forgetless.train.evaluate import lm_loss_sum
+from forgetless.train.loop import cosine_schedule, train_step
+from forgetless.train.runtime import make_optimizer, setup_compile_cache
 
 BATCH, SEQ = 32, 128
 
@@ -97,42 +101,44 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
-def reference_tokens_per_s(preset: str, vocab: int, train, steps: int, warmup: int, compile_: bool) -> tuple[float, int]:
+def reference_step(preset: str, vocab: int, train) -> tuple[Callable[[int], None], int]:
     p = PRESETS[preset]
     torch.manual_seed(0)
     model = GPT(vocab, p["hidden_size"], p["num_hidden_layers"], p["num_attention_heads"], p["intermediate_size"])
-    n_params = sum(q.numel() for q in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
-    step_fn = torch.compile(model) if compile_ else model
-    start = 0.0
-    for k in range(steps):
-        if k == warmup:
-            start = time.perf_counter()
+
+    def step(k: int) -> None:
         x, y = sample_batch(train, BATCH, SEQ, 0, k)
         for group in opt.param_groups:  # nanoGPT sets the scheduled lr by hand each step
-            group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * k / steps))
-        loss = step_fn(x, y)
-        loss.backward()
+            group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * k / 1000))
+        model(x, y).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return (steps - warmup) * BATCH * SEQ / (time.perf_counter() - start), n_params
+
+    return step, sum(q.numel() for q in model.parameters())
 
 
-# ---------------------------------------------------------------- the project's loop
-def ours_tokens_per_s(preset: str, corpus: str, vocab: int, optimizer: str, steps: int, warmup: int,
-                      compile_: bool, work: Path) -> tuple[float, int]:
-    out = work / f"{preset}-{optimizer}-{'compiled' if compile_ else 'eager'}"
-    cfg = PretrainConfig(model=preset, corpus=corpus, vocab_size=vocab, optimizer=optimizer, steps=steps,
-                         batch_size=BATCH, seq_len=SEQ, eval_every=steps, eval_tokens=BATCH * SEQ,
-                         log_every=1, compile=compile_, progress=False, out_dir=out)
-    pretrain(cfg)
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in lines if r["kind"] == "train"]
-    a, b = train[warmup - 1], train[-1]  # the window after step `warmup`, training time only
-    weights = load_file(str(out / "checkpoints" / f"step-{steps:06d}" / "model.safetensors"))
-    n_params = sum(q.numel() for q in weights.values())  # tied head not stored: counted once
-    return (b["tokens"] - a["tokens"]) / (b["wall_time"] - a["wall_time"]), n_params
+# ---------------------------------------------------------------- the project's step
+def ours_step(preset: str, vocab: int, train, optimizer: str, compile_: bool, work: Path) -> tuple[Callable[[int], None], int]:
+    torch.manual_seed(0)
+    model = build_model(preset, vocab)
+    cfg = PretrainConfig(out_dir=work, model=preset, optimizer=optimizer, steps=1000, batch_size=BATCH,
+                         seq_len=SEQ, compile=compile_).resolved()
+    opt = make_optimizer(model, cfg)
+    scheduler = cosine_schedule(opt, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if compile_:
+        setup_compile_cache()
+    loss_fn = torch.compile(lm_loss_sum) if compile_ else lm_loss_sum
+    model.train()
+
+    def step(k: int) -> None:
+        micro = [sample_batch(train, BATCH, SEQ, 0, k)]
+        train_step(model, loss_fn, micro, opt, scheduler, params, cfg.grad_clip, contextlib.nullcontext,
+                   torch.device("cpu"))
+
+    return step, count_parameters(model)
 
 
 # ---------------------------------------------------------------- peak
@@ -173,44 +179,61 @@ def small_corpus(root: Path, max_bytes: int = 3_000_000) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default="micro,small")
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--no-compile", action="store_true", help="skip the compiled runs")
-    ap.add_argument("--quick", action="store_true", help="small only, 20 steps, no compile")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-round", type=int, default=4)
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled contenders")
+    ap.add_argument("--quick", action="store_true", help="small only, eager only, 3 rounds")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.quick:
-        args.presets, args.steps, args.warmup, args.no_compile = "small", 20, 5, True
+        args.presets, args.rounds, args.no_compile = "small", 3, True
     if args.threads:
         torch.set_num_threads(args.threads)
     peak = matmul_peak()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
-    print(f"batch {BATCH} x seq {SEQ} = {BATCH * SEQ} tokens/step, {args.steps} steps, first {args.warmup} not timed")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ} = "
+          f"{BATCH * SEQ} tokens/step; {args.warmup} warm-up steps, then {args.rounds} rounds of "
+          f"{args.per_round} steps per contender", flush=True)
+    corpus = small_corpus(cache_dir() / "bench-corpus")  # fixed path: its shards are cached
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        corpus = small_corpus(cache_dir() / "bench-corpus")  # fixed path: its shards are cached
-        rows = []
         for preset in args.presets.split(","):
-            vocab = PretrainConfig(out_dir=work, model=preset).resolved().vocab_size
+            vocab = PretrainConfig(out_dir=tmp, model=preset).resolved().vocab_size
             train = prepare_pretraining_data(corpus, vocab_size=vocab, progress=False).train
-            ref, n = reference_tokens_per_s(preset, vocab, train, args.steps, args.warmup, False)
-            rows.append((preset, "reference (eager)", ref, n, ref))
             modes = [False] if args.no_compile else [False, True]
-            for compiled in modes:
-                tps, n_ours = ours_tokens_per_s(preset, corpus, vocab, "adamw", args.steps, args.warmup, compiled, work)
-                rows.append((preset, f"ours adamw ({'compiled' if compiled else 'eager'})", tps, n_ours, ref))
-            if preset == "small":
+            optimizers = ["adamw", "muon"] if preset == "small" else ["adamw"]
+            steps = {"reference (eager)": reference_step(preset, vocab, train)}
+            for opt_name in optimizers:
                 for compiled in modes:
-                    tps, n_ours = ours_tokens_per_s(preset, corpus, vocab, "muon", args.steps, args.warmup, compiled, work)
-                    rows.append((preset, f"ours muon ({'compiled' if compiled else 'eager'})", tps, n_ours, ref))
-        print(f"{'preset':<7} {'loop':<26} {'params':>10} {'tokens/s':>10} {'vs ref':>7} {'MFU':>6}")
-        for preset, name, tps, n, ref in rows:
-            print(f"{preset:<7} {name:<26} {n:>10,} {tps:>10,.0f} {tps / ref:>6.2f}x {6 * n * tps / peak:>6.1%}")
-        for mode in ("eager", "compiled"):
-            adamw = [r[2] for r in rows if r[0] == "small" and r[1] == f"ours adamw ({mode})"]
-            muon = [r[2] for r in rows if r[0] == "small" and r[1] == f"ours muon ({mode})"]
-            if adamw and muon:
-                print(f"small {mode}: muon step / adamw step = {adamw[0] / muon[0]:.3f}")
+                    name = f"ours {opt_name} ({'compiled' if compiled else 'eager'})"
+                    steps[name] = ours_step(preset, vocab, train, opt_name, compiled, Path(tmp))
+            for name, (fn, _) in steps.items():
+                t = time.perf_counter()
+                for k in range(args.warmup):
+                    fn(k)
+                print(f"  {preset} {name}: warm-up {time.perf_counter() - t:.1f} s", flush=True)
+            rates: dict[str, list[float]] = {name: [] for name in steps}
+            for r in range(args.rounds):
+                for name, (fn, _) in steps.items():
+                    t = time.perf_counter()
+                    for k in range(args.per_round):
+                        fn(args.warmup + r * args.per_round + k)
+                    rates[name].append(args.per_round * BATCH * SEQ / (time.perf_counter() - t))
+            ref = rates["reference (eager)"]
+            for name, (_, n) in steps.items():
+                ratio = statistics.median(a / b for a, b in zip(rates[name], ref, strict=True))
+                rows.append((preset, name, n, statistics.median(rates[name]), ratio, rates[name]))
+    peak = max(peak, matmul_peak())
+    print(f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (best of before and after)")
+    print(f"{'preset':<7} {'loop':<24} {'params':>10} {'tokens/s':>9} {'vs ref':>7} {'MFU':>6}")
+    for preset, name, n, tps, ratio, _ in rows:
+        print(f"{preset:<7} {name:<24} {n:>10,} {tps:>9,.0f} {ratio:>6.2f}x {6 * n * tps / peak:>6.1%}")
+    for mode in ("eager", "compiled"):
+        adamw = [r[5] for r in rows if r[0] == "small" and r[1] == f"ours adamw ({mode})"]
+        muon = [r[5] for r in rows if r[0] == "small" and r[1] == f"ours muon ({mode})"]
+        if adamw and muon:
+            ratio = statistics.median(a / m for a, m in zip(adamw[0], muon[0], strict=True))
+            print(f"small {mode}: muon step / adamw step = {ratio:.3f} (median over rounds)")
     sys.stdout.flush()
 
 

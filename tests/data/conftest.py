@@ -19,6 +19,11 @@ def make_text(rng: random.Random, sentences: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.fixture
+def words() -> list[str]:
+    return list(WORDS)
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"

@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from forgetless.sweep.export import export_csv, export_parquet
 from forgetless.sweep.store import SCHEMA_VERSION, Store, StoreVersionError
 
 
@@ -109,13 +110,13 @@ def test_export_csv_and_parquet(tmp_path):
             for step in (0, 10):
                 st.add_point(cid, {"step": step, "tokens": step * 16, "forgetting": 4 + step / 100,
                                    "learning": 3 - step / 100, "wall_time": 1.0})
-        assert st.export_csv(tmp_path / "o.csv", study="t") == 4
+        assert export_csv(st, tmp_path / "o.csv", study="t") == 4
         rows = list(csv.DictReader(open(tmp_path / "o.csv")))
         assert [(r["run_id"], int(r["step"]), float(r["forgetting"])) for r in rows] == [
             ("c1", 0, 4.0), ("c1", 10, 4.1), ("c2", 0, 4.0), ("c2", 10, 4.1)]
         assert rows[0]["task"] == "arith" and rows[0]["accuracy"] == ""
         pd = pytest.importorskip("pandas")
         pytest.importorskip("pyarrow")
-        assert st.export_parquet(tmp_path / "o.parquet", study="t") == 4
+        assert export_parquet(st, tmp_path / "o.parquet", study="t") == 4
         df = pd.read_parquet(tmp_path / "o.parquet")
         assert df["learning"].tolist() == [3.0, 2.9, 3.0, 2.9]

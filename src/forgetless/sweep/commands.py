@@ -40,21 +40,22 @@ def _open_store(st, out: Path | None):
 
 
 def default_workers() -> int:
-    """One worker per GPU; on CPU one per two cores (each with two threads), at least one."""
+    """One worker per GPU; on CPU one per core, each with one thread: small models gain little
+    from intra-op threads, and independent cells parallelise perfectly."""
     import torch
 
     from forgetless.sweep.runner import cpu_cores
 
     if torch.cuda.is_available():
         return torch.cuda.device_count()
-    return max(1, cpu_cores() // 2)
+    return max(1, cpu_cores())
 
 
 def sweep_cmd(
     study: str = typer.Argument(..., help=STUDY_HELP),
     workers: int = typer.Option(None, "--workers", "-w", min=0,
-                                help="cells run at once, each in its own process (default: one per GPU, "
-                                     "or cores // 2 on CPU; 0 runs them in this process)"),
+                                help="cells run at once, each in its own process with cores // N torch threads "
+                                     "(default: one per GPU, or one per CPU core; 0: in this process)"),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="the overall progress bar"),
 ) -> None:
@@ -170,13 +171,15 @@ def export_cmd(
     if csv is None and parquet is None:
         typer.echo("give --csv FILE and/or --parquet FILE", err=True)
         raise typer.Exit(2)
+    from forgetless.sweep.export import export_csv, export_parquet
+
     st = _load(study)
     with _open_store(st, sweep_dir) as store:
         if csv is not None:
-            typer.echo(f"{store.export_csv(csv, study=st.name)} points -> {csv}")
+            typer.echo(f"{export_csv(store, csv, study=st.name)} points -> {csv}")
         if parquet is not None:
             try:
-                typer.echo(f"{store.export_parquet(parquet, study=st.name)} points -> {parquet}")
+                typer.echo(f"{export_parquet(store, parquet, study=st.name)} points -> {parquet}")
             except RuntimeError as err:
                 typer.echo(str(err), err=True)
                 raise typer.Exit(2) from None

@@ -19,6 +19,7 @@ directory of the cell's base, None for an outside checkpoint) with `result.statu
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing as mp
 import os
 import threading
@@ -108,13 +109,16 @@ def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
     if executor is None:
         from forgetless.sweep.execute import train_executor as executor
     store.set_out_dir(cid, cell_dir)
+    stop = threading.Event()
+    beat = threading.Thread(target=_beat, args=(db_path, cid, stop), daemon=True)
+    beat.start()
     try:
         result = executor(cell, Path(cell_dir), base_dir, on_eval)
         if result.points:
             store.add_points(cid, list(result.points))  # the run's own record is the complete one
         status = "diverged" if result.status == "diverged" else "done"
         checkpoint = str(result.final_checkpoint) if result.final_checkpoint else None
-        error = "loss became NaN or inf" if status == "diverged" else None
+        error = _divergence_reason(Path(cell_dir)) if status == "diverged" else None
         store.finish(cid, status, error=error, checkpoint=checkpoint)
     except Diverged as err:
         status = "diverged"
@@ -123,8 +127,26 @@ def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
         status = "failed"
         tb = traceback.format_exc(limit=6)
         store.finish(cid, status, error=f"{type(err).__name__}: {err}\n{tb}")
+    finally:
+        stop.set()
     store.close()
     return status
+
+
+def _divergence_reason(cell_dir: Path) -> str:
+    """The training box's own words (status.json), else a generic line."""
+    try:
+        return str(json.loads((cell_dir / "status.json").read_text())["reason"])
+    except (OSError, ValueError, KeyError):
+        return "the training loss became NaN/inf or left its range"
+
+
+def _beat(db_path: str, cid: str, stop: threading.Event, every: float = 10.0) -> None:
+    """Keep the cell's heartbeat fresh while it runs (long cells, runners on other hosts)."""
+    store = Store(db_path)
+    while not stop.wait(every):
+        store.beat(cid)
+    store.close()
 
 
 # ---------------------------------------------------------------------- runner side

@@ -22,7 +22,7 @@ Schema (version 1; `meta.schema_version`):
            PK (run_id, step))                     an eval point; re-evaluating a step replaces it
 
 Times are seconds since the epoch. A store written by a newer forgetless (higher
-schema_version) is refused with a message instead of being modified.
+schema_version) is refused with a message instead of being modified. Export: export.py.
 """
 
 from __future__ import annotations
@@ -246,6 +246,9 @@ class Store:
             self._tx(f"UPDATE runs SET heartbeat=? WHERE owner=? AND status='running' AND cell_id IN ({marks})",
                      [time.time(), owner, *ids])
 
+    def beat(self, cell_id: str) -> None:
+        self._tx("UPDATE runs SET heartbeat=? WHERE cell_id=? AND status='running'", (time.time(), cell_id))
+
     def set_out_dir(self, cell_id: str, out_dir: str) -> None:
         self._tx("UPDATE runs SET out_dir=? WHERE cell_id=?", (out_dir, cell_id))
 
@@ -331,44 +334,6 @@ class Store:
                     d[key] = math.nan
             out.append(d)
         return out
-
-    # ------------------------------------------------------------------ export
-    def export_rows(self, study: str | None = None) -> list[dict]:
-        """Flat rows (one per eval point) with the run's columns, for CSV/parquet."""
-        rows = []
-        for p in self.points(study=study):
-            row = {k: p[k] for k in ("run_id", "kind", "label", "method", "lr", "base_id", "status",
-                                     *POINT_COLUMNS)}
-            meta = p["meta"] or {}
-            row.update(base=meta.get("base"), base_optimizer=meta.get("base_optimizer"),
-                       task=meta.get("task"), seed=meta.get("seed", meta.get("base_seed")))
-            row["sources"] = json.dumps(p["sources"], sort_keys=True) if p["sources"] else ""
-            rows.append(row)
-        return rows
-
-    def export_csv(self, out: str | Path, study: str | None = None) -> int:
-        import csv
-
-        rows = self.export_rows(study)
-        fields = ["run_id", "kind", "label", "method", "lr", "base_id", "status", *POINT_COLUMNS,
-                  "sources", "base", "base_optimizer", "task", "seed"]
-        with open(out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        return len(rows)
-
-    def export_parquet(self, out: str | Path, study: str | None = None) -> int:
-        try:
-            import pandas as pd
-            import pyarrow  # noqa: F401  (pandas' parquet engine)
-        except ImportError as err:
-            raise RuntimeError(
-                "parquet export needs pandas and pyarrow (`pip install pandas pyarrow`); "
-                "use --csv instead") from err
-        rows = self.export_rows(study)
-        pd.DataFrame(rows).to_parquet(out, index=False)
-        return len(rows)
 
 
 def _run_row(row: sqlite3.Row) -> dict:

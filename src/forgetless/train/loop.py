@@ -51,6 +51,31 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def train_step(model: torch.nn.Module, loss_fn: Callable, micro: list[Batch], opt: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[torch.Tensor],
+               grad_clip: float | None, autocast: Callable, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    """One optimizer step over the micro-batches `micro` (see the module docstring).
+
+    Returns (Σ token losses as a device tensor, number of target tokens, number of input tokens);
+    the loss is not read here, so a GPU is not synchronised."""
+    n_total = sum(int((y != IGNORE).sum()) for _, y in micro)
+    loss_sum = torch.zeros((), device=device)
+    n_tokens = 0
+    for x, y in micro:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast():
+            loss, _ = loss_fn(model, x, y)
+        (loss / max(n_total, 1)).backward()
+        loss_sum += loss.detach()
+        n_tokens += x.numel()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    scheduler.step()
+    return loss_sum, n_total, n_tokens
+
+
 @dataclass
 class Job:
     """One run of the loop; `pretrain` and `finetune` fill it in."""
@@ -117,22 +142,10 @@ def run_job(job: Job) -> RunResult:
         model.train()
         window_tokens, window_start = 0, time.perf_counter()
         while step < steps:
-            micro = job.batches(step)
-            n_total = sum(int((y != IGNORE).sum()) for _, y in micro)
-            loss_sum = torch.zeros((), device=job.device)
-            for x, y in micro:
-                x, y = x.to(job.device, non_blocking=True), y.to(job.device, non_blocking=True)
-                with autocast():
-                    loss, _ = loss_fn(model, x, y)
-                (loss / max(n_total, 1)).backward()
-                loss_sum += loss.detach()
-                window_tokens += x.numel()
-                tokens += x.numel()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            scheduler.step()
+            loss_sum, n_total, n_tokens = train_step(model, loss_fn, job.batches(step), opt, scheduler,
+                                                     params, cfg.grad_clip, autocast, job.device)
+            window_tokens += n_tokens
+            tokens += n_tokens
             step += 1
             # Reading the loss syncs the device: every step on CPU (free); on GPU every log_every
             # steps and before every eval and checkpoint, so no diverged weights are saved.

@@ -148,10 +148,9 @@ def big_vocab_tokenizer(tmp_path, words):
     return tmp_path / "bigtok", vocab
 
 
-def test_hf_tokenizer_by_path_and_uint32_shards(tmp_path, text_folder):
-    from conftest import WORDS
+def test_hf_tokenizer_by_path_and_uint32_shards(tmp_path, text_folder, words):
 
-    path, vocab = big_vocab_tokenizer(tmp_path, [w.lower().strip(".") for w in WORDS])
+    path, vocab = big_vocab_tokenizer(tmp_path, [w.lower().strip(".") for w in words])
     data = prepare_pretraining_data(str(text_folder), tokenizer=str(path), val_fraction=0.2,
                                     workers=1, progress=False)
     assert data.train.dtype == np.uint32 and data.meta["vocab_size"] == 70_000

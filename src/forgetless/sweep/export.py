@@ -1,0 +1,49 @@
+"""Export a study's eval points, one row per point with its run's columns, to CSV or parquet."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from forgetless.sweep.store import POINT_COLUMNS, Store
+
+
+def export_rows(store: Store, study: str | None = None) -> list[dict]:
+    """Flat rows (one per eval point) with the run's columns, for CSV/parquet."""
+    rows = []
+    for p in store.points(study=study):
+        row = {k: p[k] for k in ("run_id", "kind", "label", "method", "lr", "base_id", "status",
+                                 *POINT_COLUMNS)}
+        meta = p["meta"] or {}
+        row.update(base=meta.get("base"), base_optimizer=meta.get("base_optimizer"),
+                   task=meta.get("task"), seed=meta.get("seed", meta.get("base_seed")))
+        row["sources"] = json.dumps(p["sources"], sort_keys=True) if p["sources"] else ""
+        rows.append(row)
+    return rows
+
+
+def export_csv(store: Store, out: str | Path, study: str | None = None) -> int:
+    """Write the rows to `out`; returns their number. NaN losses are written as "nan"."""
+    rows = export_rows(store, study)
+    fields = ["run_id", "kind", "label", "method", "lr", "base_id", "status", *POINT_COLUMNS,
+              "sources", "base", "base_optimizer", "task", "seed"]
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def export_parquet(store: Store, out: str | Path, study: str | None = None) -> int:
+    """The same rows as parquet, through pandas + pyarrow when they are installed."""
+    try:
+        import pandas as pd
+        import pyarrow  # noqa: F401  (pandas' parquet engine)
+    except ImportError as err:
+        raise RuntimeError(
+            "parquet export needs pandas and pyarrow (`pip install pandas pyarrow`); "
+            "use --csv instead") from err
+    rows = export_rows(store, study)
+    pd.DataFrame(rows).to_parquet(out, index=False)
+    return len(rows)
