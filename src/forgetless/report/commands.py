@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
         """Run the paper's study end to end and write report.html / report.md with a verdict per claim."""
-        from forgetless.report.reproduce import PRESETS, reproduce as run
+        from forgetless.report.reproduce import PRESETS
+        from forgetless.report.reproduce import reproduce as run
         from forgetless.sweep.study import StudyError
 
         if preset not in PRESETS and not Path(preset).is_file():
