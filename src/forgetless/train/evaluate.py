@@ -43,6 +43,26 @@ def forgetting_batches(val_tokens: np.ndarray, seq_len: int, n_tokens: int, batc
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n_windows, batch_size)]
 
 
+def source_batches(data, seq_len: int, n_tokens: int, batch_size: int) -> dict[str, list[Batch]]:
+    """Forgetting samples per source of the held-out data (e.g. code, prose): each source's
+    validation documents are joined and sampled like `forgetting_batches`. Empty when the data
+    records no sources, or a source has too few tokens for one window."""
+    try:
+        starts, ids, names = data.documents("val")
+    except (AttributeError, FileNotFoundError, KeyError):
+        return {}
+    if len(names) < 2:
+        return {}
+    ends = np.append(starts[1:], len(data.val))
+    out = {}
+    for k, name in enumerate(names):
+        parts = [np.asarray(data.val[a:b]) for a, b, i in zip(starts, ends, ids, strict=True) if i == k]
+        tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if len(tokens) > seq_len + 1:
+            out[name] = forgetting_batches(tokens, seq_len, n_tokens, batch_size)
+    return out
+
+
 def shift_sft_batch(batch: dict[str, torch.Tensor]) -> Batch:
     """Collator output (labels aligned with input_ids, HF convention) → (inputs, next-token targets).
 
