@@ -77,7 +77,9 @@ def test_loads_yaml_file_and_presets(tmp_path):
     assert load_study(path).name == "t"
     assert {"quick", "cpu-full", "gpt2", "llama2-7b"} <= set(preset_names())
     quick = expand(load_study("quick"))
-    assert {c["config"]["optimizer"] for c in quick if c["kind"] == "pretrain"} == {"adamw", "muon"}
+    pretrained = {c["config"]["optimizer"] for c in quick if c["kind"] == "pretrain"}
+    assert pretrained == {"adamw", "muon", "coltop1", "rowtop1"}  # the last two for the probe only
+    assert {c["meta"]["base"] for c in quick if c["kind"] == "finetune"} == {"adamw", "muon"}
     gpt2 = load_study("gpt2")  # the paper's A.1.1 numbers survive the round trip
     alpaca = gpt2.finetune[0]
     assert (alpaca.steps, alpaca.eval_every) == (800, 200)
