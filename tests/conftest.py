@@ -1,4 +1,4 @@
-"""Suite-wide settings: a private cache, and few threads so the shared 2-core machine stays fair."""
+"""Suite-wide settings: a private cache, and one torch thread so the shared 2-core machine stays fair."""
 
 import os
 
@@ -16,4 +16,10 @@ def _private_cache(tmp_path_factory):
     yield
 
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: the test models are tiny, and spare threads only spin on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,21 +6,11 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from forgetless.data import load_task
 
 # Small everything: nano with 2 layers, 64-token windows, 8 sequences, a 512-token BPE.
 TINY = dict(model="nano", vocab_size=512, seq_len=64, batch_size=8, eval_tokens=1024, progress=False, threads=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these models are tiny, and spare threads only spin on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
