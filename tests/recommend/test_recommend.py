@@ -84,3 +84,16 @@ def test_unknown_family_without_weights_falls_back_honestly(tmp_path):
     assert rec.pretrain_optimizer is None and rec.how_known == "unknown"
     assert rec.optimizer == "adamw"  # the stated default guess, not a claim of provenance
     assert any("fingerprint could not be computed" in r for r in rec.reasoning)
+
+
+@pytest.mark.parametrize(("name", "size"), [("meta-llama/Llama-2-7b-hf", 7e9), ("HuggingFaceTB/SmolLM2-360M", 3.6e8),
+                                            ("Qwen/Qwen2.5-0.5B", 5e8), ("gpt2", None), ("mistral-7b-v0.1", 7e9)])
+def test_size_from_name(name, size):
+    from forgetless.recommend.advise import size_from_name
+
+    assert size_from_name(name) == size
+
+
+def test_uncached_hub_name_gets_the_grid_of_its_size():
+    rec = recommend("meta-llama/Llama-2-7b-hf")  # not cached: the name gives 7B
+    assert rec.lr_grid == [1e-5, 2e-5, 5e-5, 1e-4] and rec.n_parameters == 7_000_000_000

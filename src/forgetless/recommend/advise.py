@@ -9,6 +9,7 @@ optimizer fingerprint of the analysis box.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,15 @@ def count_parameters(config: dict) -> int | None:
         return None
 
 
+def size_from_name(name: str) -> int | None:
+    """Parameter count written in a model name ("Llama-2-7b-hf" -> 7e9, "SmolLM2-360M" -> 3.6e8),
+    for hub names that are not in the local cache (their config cannot be read offline)."""
+    match = re.search(r"(?<![\w.])(\d+(?:\.\d+)?)([bBmM])(?![a-zA-Z])", name.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    return int(float(match.group(1)) * (1e9 if match.group(2) in "bB" else 1e6))
+
+
 def task_kind(task: str | None) -> str:
     if task is None:
         return "other"
@@ -125,7 +135,7 @@ def recommend(
             elif pretrain_opt is None:
                 pretrain_opt, how, confidence = opt, "fingerprint", prob
 
-    n_params = count_parameters(facts.config)
+    n_params = count_parameters(facts.config) or size_from_name(str(model))
     full_grid, lora_grid, grid_source = _grid_for(n_params)
     if n_params is not None:
         reasoning.append(f"The model has {n_params / 1e6:.1f}M parameters: grids from {grid_source}.")
