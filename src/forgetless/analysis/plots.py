@@ -16,6 +16,17 @@ from .modules import KINDS  # noqa: E402
 ORDER = (*KINDS, "other", "hidden")
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120, tight: bool = True) -> Path:
+    """Lay out, write (folders created) and close a figure; every figure of the package goes here."""
+    if tight:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _kinds_present(by_label: dict[str, dict[str, dict]]) -> list[str]:
     present = set().union(*(rows.keys() for rows in by_label.values()))
     return [k for k in ORDER if k in present]
@@ -42,12 +53,7 @@ def activation_bars(
         ax.set_ylabel(metric)
     axes[-1].set_xlabel("module kind")
     axes[0].legend(fontsize="small", ncol=min(5, len(labels)))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def memorization_curves(history: dict[str, list[dict]], pairs: list[tuple[int, int]], path: str | Path,
@@ -76,9 +82,4 @@ def memorization_curves(history: dict[str, list[dict]], pairs: list[tuple[int, i
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

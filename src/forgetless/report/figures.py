@@ -12,12 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+from forgetless.analysis.plots import save_figure  # noqa: E402
 
 
 def points_by_lr(rows: list[dict], path: Path) -> Path:
@@ -44,7 +39,7 @@ def points_by_lr(rows: list[dict], path: Path) -> Path:
         ax.axis("off")
     if scatter is not None:
         fig.colorbar(scatter, ax=axes, label="learning rate", shrink=0.8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110, tight=False)
 
 
 def forgetting_sources(by_method: dict[str, dict[str, float]], path: Path) -> Path:
@@ -61,5 +56,4 @@ def forgetting_sources(by_method: dict[str, dict[str, float]], path: Path) -> Pa
     ax.set_ylabel("forgetting: loss rise over the base")
     ax.axhline(0, color="black", lw=0.6)
     ax.legend(title="held-out source")
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)

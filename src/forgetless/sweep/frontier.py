@@ -190,9 +190,6 @@ def plot(panel_list: list[Panel], summaries: list[dict], out: str | Path, best_l
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    from forgetless.analysis.plots import save_figure
+
+    return save_figure(fig, out, dpi=130)
