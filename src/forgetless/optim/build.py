@@ -120,6 +120,8 @@ def build(
     adamw_patterns: list[str] | None = None,
     transposed_patterns: list[str] | None = None,
     decay_1d: bool = False,
+    distributed: bool = False,
+    process_group: Any = None,
     **rule_kwargs: Any,
 ) -> SteepestDescent:
     """A `SteepestDescent` optimizer: hidden matrices on rule `name`, the rest on AdamW.
@@ -132,6 +134,8 @@ def build(
         weight_decay: decoupled weight decay (>= 0), W <- (1 - lr wd) W, both sides.
         momentum: the rule's momentum beta in [0, 1) (default 0.95; Lion uses its betas instead).
         hidden_patterns, adamw_patterns, transposed_patterns, decay_1d: routing, see module doc.
+        distributed, process_group: run sharded under torch.distributed (FSDP2 DTensor
+            parameters or DDP replicas), passed to `SteepestDescent`; see `optim.sharded`.
         rule_kwargs: more `SteepestDescent` group options for the rule side (nesterov, betas for
             Lion, update_rms, ns_steps, ns_coefficients, ns_dtype).
     Each param group carries `lr`, `rule` and `param_names`.
@@ -174,4 +178,5 @@ def build(
         groups.append(dict(params=undecayed, weight_decay=0.0, **adamw_opts))
     if not groups:
         raise ValueError("model_or_named_params holds no parameter with requires_grad=True")
-    return SteepestDescent(groups, momentum=0.95 if momentum is None else float(momentum))
+    return SteepestDescent(groups, momentum=0.95 if momentum is None else float(momentum),
+                           distributed=distributed, process_group=process_group)

@@ -15,6 +15,9 @@
 Same-shape matrices of a group are stacked, so one batched call (one `bmm` chain for Newton-Schulz)
 serves them all. A group with `transposed=True` holds weights stored as (d_in, d_out) (GPT-2's
 Conv1D): they are transposed before the LMO so the column/row rules see columns = inputs.
+
+`distributed=True` runs the same arithmetic under torch.distributed, on FSDP2 shards (DTensor
+parameters) or DDP replicas (plain parameters); see `sharded` for the scheme and its collectives.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam as _torch_adam
 
-from . import lmo
+from . import lmo, sharded
 from .registry import OPTIMIZERS
 
 _LMO: dict[str, Callable[[Tensor], Tensor]] = {
@@ -70,6 +73,14 @@ class SteepestDescent(torch.optim.Optimizer):
         ns_dtype: "auto" (bf16 on CUDA, fp32 elsewhere), "float32", "bfloat16" or "float16".
         transposed: the group's matrices are stored (d_in, d_out).
         foreach: passed to torch's AdamW arithmetic (None lets torch choose).
+    Optimizer-wide:
+        distributed: the model runs under torch.distributed (needs an initialised process
+            group). DTensor parameters (FSDP2, `fully_shard`) are updated shard by shard, plain
+            parameters are taken as DDP replicas; either way the result equals the
+            single-process step. Matrix rules orthogonalise/normalise each matrix on one rank
+            only (matrix j of a group on rank j % world size). See `forgetless.optim.sharded`.
+        process_group: the group of the DDP replicas (None: the default group). DTensor
+            parameters use the process group of their own device mesh.
     """
 
     def __init__(
@@ -88,12 +99,27 @@ class SteepestDescent(torch.optim.Optimizer):
         ns_dtype: str = "auto",
         transposed: bool = False,
         foreach: bool | None = None,
+        distributed: bool = False,
+        process_group: Any = None,
     ) -> None:
+        # set before super().__init__, which calls add_param_group, which checks DTensors
+        self.distributed = sharded.check_distributed(distributed, process_group)
+        self.process_group = process_group
         defaults = dict(rule=rule, lr=lr, weight_decay=weight_decay, momentum=momentum,
                         nesterov=nesterov, betas=betas, eps=eps, update_rms=update_rms,
                         ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients),
                         ns_dtype=ns_dtype, transposed=transposed, foreach=foreach)
         super().__init__(params, defaults)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's Optimizer pickles (and deep-copies) only defaults, state and param_groups
+        return {**super().__getstate__(), "distributed": self.distributed,
+                "process_group": self.process_group}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # load_state_dict calls it too, without our attributes
+        self.__dict__.setdefault("distributed", False)
+        self.__dict__.setdefault("process_group", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -103,6 +129,7 @@ class SteepestDescent(torch.optim.Optimizer):
                 if group[key] is None:
                     group[key] = value
         _validate(group)
+        sharded.check_group(group, self.distributed)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -144,48 +171,78 @@ class SteepestDescent(torch.optim.Optimizer):
                     maximize=False)
 
     def _lmo_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        rule, lr, wd = group["rule"], group["lr"], group["weight_decay"]
+        if self.distributed:
+            sharded.lmo_step(self, group, params)
+            return
         grads = [p.grad for p in params]
+        bufs = self._momentum_buffers(params)
+        self._begin(group, params, grads, bufs)
+        self._apply_lmo(group, params, grads, bufs)
+        self._end(group, grads, bufs)
+
+    def _momentum_buffers(self, params: list[Tensor]) -> list[Tensor]:
         bufs = []
         for p in params:
             state = self.state[p]
-            if not state:
+            if not state:  # zeros_like of a DTensor is a DTensor: FSDP2 state stays sharded
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             bufs.append(state["momentum_buffer"])
-        if rule != "lion":  # Lion reads its momentum before updating it, below
-            torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
-        if wd != 0:
-            torch._foreach_mul_(params, 1 - lr * wd)
+        return bufs
 
+    @staticmethod
+    def _begin(group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+               bufs: list[Tensor]) -> None:
+        """Momentum EMA and decoupled weight decay, element-wise (so shards work alike)."""
+        if group["rule"] != "lion":  # Lion reads its momentum before updating it, in _end
+            torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
+        if group["weight_decay"] != 0:
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+
+    @staticmethod
+    def _end(group: dict[str, Any], grads: list[Tensor], bufs: list[Tensor]) -> None:
+        if group["rule"] == "lion":
+            torch._foreach_lerp_(bufs, grads, 1 - group["betas"][1])
+
+    @staticmethod
+    def _batches(group: dict[str, Any], shapes: list[torch.Size]
+                 ) -> list[tuple[tuple[int, ...], list[int], list[bool]]]:
+        """(stacked shape, indices, Muon flips) of each batched LMO call over `shapes`."""
         # Muon's step does not depend on orientation, so (m, n) and (n, m) matrices share one
         # batch, all laid out with rows <= columns (the cheaper Gram matrix for Newton-Schulz).
-        # The column/row rules instead need columns = inputs: a transposed group is flipped.
-        muon = rule == "muon"
+        muon = group["rule"] == "muon"
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, p in enumerate(params):
-            shape = tuple(p.shape) if p.ndim == 2 else (1, p.numel())
+        for i, s in enumerate(shapes):
+            shape = tuple(s) if len(s) == 2 else (1, math.prod(s))
             by_shape[tuple(sorted(shape)) if muon else shape].append(i)
+        batches = []
         for shape, all_idx in by_shape.items():
             # bounded batches keep the extra memory small even for 7B-sized matrices
             per_batch = max(1, _MAX_BATCH_NUMEL // math.prod(shape))
             for start in range(0, len(all_idx), per_batch):
                 idx = all_idx[start:start + per_batch]
-                flip = [muon and params[i].shape[0] > params[i].shape[1] for i in idx]
-                stacked = params[idx[0]].new_empty((len(idx), *shape))
-                for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
-                    self._fill(group, stacked[k].mT if f else stacked[k].view(params[i].shape),
-                               grads[i], bufs[i])
-                if group["transposed"] and not muon:
-                    stacked = stacked.mT
-                direction, alpha = self._direction(group, stacked)
-                if group["transposed"] and not muon:
-                    direction = direction.mT
-                targets = [params[i] for i in idx]
-                deltas = [d.mT if f else d.view_as(t)
-                          for d, t, f in zip(direction.unbind(0), targets, flip, strict=True)]
-                torch._foreach_add_(targets, deltas, alpha=-lr * alpha)
-        if rule == "lion":
-            torch._foreach_lerp_(bufs, grads, 1 - group["betas"][1])
+                batches.append((shape, idx, [muon and shapes[i][0] > shapes[i][1] for i in idx]))
+        return batches
+
+    def _apply_lmo(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                   bufs: list[Tensor]) -> None:
+        """W <- W - lr s lmo(U) for whole (unsharded) tensors, one batched call per shape."""
+        for shape, idx, flip in self._batches(group, [p.shape for p in params]):
+            stacked = params[idx[0]].new_empty((len(idx), *shape))
+            for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
+                self._fill(group, stacked[k].mT if f else stacked[k].view(params[i].shape),
+                           grads[i], bufs[i])
+            direction, alpha = self._oriented_direction(group, stacked)
+            targets = [params[i] for i in idx]
+            deltas = [d.mT if f else d.view_as(t)
+                      for d, t, f in zip(direction.unbind(0), targets, flip, strict=True)]
+            torch._foreach_add_(targets, deltas, alpha=-group["lr"] * alpha)
+
+    def _oriented_direction(self, group: dict[str, Any], stacked: Tensor) -> tuple[Tensor, float]:
+        """`_direction`, with a transposed group flipped so the column/row rules see columns =
+        inputs (Muon, sign and Frobenius rules do not depend on orientation)."""
+        flip = group["transposed"] and group["rule"] != "muon"
+        direction, alpha = self._direction(group, stacked.mT if flip else stacked)
+        return (direction.mT if flip else direction), alpha
 
     @staticmethod
     def _fill(group: dict[str, Any], out: Tensor, grad: Tensor, buf: Tensor) -> None:

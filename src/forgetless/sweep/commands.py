@@ -55,20 +55,55 @@ def sweep_cmd(
     study: str = typer.Argument(..., help=STUDY_HELP),
     workers: int = typer.Option(None, "--workers", "-w", min=0,
                                 help="cells run at once, each in its own process with cores // N torch threads "
-                                     "(default: one per GPU, or one per CPU core; 0: in this process)"),
+                                     "(default: one per GPU, or one per CPU core; 0: in this process); with "
+                                     "--backend ray: cells submitted at once (default: what the cluster holds)"),
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="the overall progress bar"),
+    backend: str = typer.Option("local", "--backend",
+                                help="where cells run: local (a process pool on this machine) or ray "
+                                     "(Ray tasks; needs pip install 'forgetless[ray]')"),
+    ray_address: str = typer.Option(None, "--ray-address",
+                                    help="Ray cluster to submit to, e.g. HEAD:6379 or auto, from a node of it "
+                                         "(default: $RAY_ADDRESS, else a local Ray instance)"),
+    gpus_per_cell: float = typer.Option(None, "--gpus-per-cell", min=0,
+                                        help="GPUs each cell needs with --backend ray; fractions share a GPU "
+                                             "(default: 1 when the cluster has GPUs, else 0)"),
+    cpus_per_cell: float = typer.Option(1.0, "--cpus-per-cell", min=0,
+                                        help="CPUs (= torch threads) each cell needs with --backend ray"),
 ) -> None:
     """Run (or resume) every cell of a study; safe to interrupt and to run twice at once."""
-    from forgetless.sweep.runner import run_sweep
+    from forgetless.sweep.runner import BACKENDS, run_sweep
     from forgetless.sweep.study import StudyError
 
+    if backend not in BACKENDS:
+        typer.echo(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}", err=True)
+        raise typer.Exit(2)
+    if backend == "local" and (ray_address or gpus_per_cell is not None or cpus_per_cell != 1.0):
+        typer.echo("--ray-address, --gpus-per-cell and --cpus-per-cell need --backend ray", err=True)
+        raise typer.Exit(2)
     st = _load(study)
-    n = default_workers() if workers is None else workers
-    typer.echo(f"study {st.name}: {_root(st, out)} with {n} worker(s)")
+    refused: tuple = (StudyError,)  # errors a user can fix: said in one line, exit code 2
+    if backend == "ray":
+        from forgetless.sweep.ray_backend import RayBackend, RayBackendError
+
+        refused += (RayBackendError,)
+        try:
+            runner_backend = RayBackend(address=ray_address, gpus_per_cell=gpus_per_cell,
+                                        cpus_per_cell=cpus_per_cell, max_in_flight=workers or None)
+        except (RayBackendError, ValueError) as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"study {st.name}: {_root(st, out)} on Ray")
+        n = 0
+    else:
+        from forgetless.sweep.runner import LocalBackend
+
+        n = default_workers() if workers is None else workers
+        runner_backend = LocalBackend(n)
+        typer.echo(f"study {st.name}: {_root(st, out)} with {n} worker(s)")
     try:
-        counts = run_sweep(st, workers=n, out_dir=out, progress=progress)
-    except StudyError as err:
+        counts = run_sweep(st, workers=n, out_dir=out, progress=progress, backend=runner_backend)
+    except refused as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     typer.echo("finished: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))

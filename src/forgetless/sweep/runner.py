@@ -14,6 +14,10 @@ A cell executor is `executor(cell, out_dir, base_dir, on_eval) -> result` (base_
 directory of the cell's base, None for an outside checkpoint) with `result.status` ("done" |
 "diverged"), `result.points` (list of dicts) and `result.final_checkpoint`; the default runs
 `forgetless.train` (see `execute.py`).
+
+Where cells run is a backend: LocalBackend (the process pool above, the default) or
+ray_backend.RayBackend (Ray tasks, on this machine or a cluster); everything listed above except
+the worker pool is the runner's own and the same for both.
 """
 
 from __future__ import annotations
@@ -83,20 +87,27 @@ def _loss_of(cell: dict, point: dict) -> float | None:
     return None if value is None else float(value)
 
 
-def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
-             executor: Callable | None = None) -> str:
-    """Run one claimed cell and record everything in the store; returns the final status.
+def first_loss(store: Store, cell: dict) -> float | None:
+    """The loss of the cell's first point in the store (an interrupted attempt's start stays the
+    start of the divergence check when the cell resumes)."""
+    earlier = store.points(run_id=cell["cell_id"])
+    return _loss_of(cell, earlier[0]) if earlier else None
 
-    Never raises for a training problem: divergence and errors are recorded on the cell.
+
+def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: float | None,
+                 on_point: Callable[[dict], None], executor: Callable | None = None) -> dict:
+    """Run one cell with the divergence check; what the store should record, as a dict
+    (status "done" | "diverged" | "failed", error, checkpoint, points).
+
+    on_point gets every eval point as it is measured, before the check (so the point that crossed
+    the line is kept). Never raises for a training problem. Shared by run_cell (a local worker
+    writes the store itself) and the Ray backend (the task sends points back to the driver).
     """
-    store = Store(db_path)
-    cid = cell["cell_id"]
     factor = float(cell["config"].get("divergence_factor", 4.0))
-    earlier = store.points(run_id=cid)  # from an interrupted attempt: the start stays the start
-    start = {"loss": _loss_of(cell, earlier[0]) if earlier else None}
+    start = {"loss": start_loss}
 
     def on_eval(point: dict) -> None:
-        store.add_point(cid, point)
+        on_point(point)
         loss = _loss_of(cell, point)
         if loss is None:
             return
@@ -108,29 +119,46 @@ def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
 
     if executor is None:
         from forgetless.sweep.execute import train_executor as executor
+    try:
+        result = executor(cell, Path(cell_dir), base_dir, on_eval)
+        status = "diverged" if result.status == "diverged" else "done"
+        return {"status": status, "points": list(result.points or []),  # the run's complete record
+                "error": _divergence_reason(Path(cell_dir)) if status == "diverged" else None,
+                "checkpoint": str(result.final_checkpoint) if result.final_checkpoint else None}
+    except Diverged as err:
+        return {"status": "diverged", "error": str(err), "checkpoint": None, "points": []}
+    except Exception as err:  # recorded, and the sweep goes on
+        tb = traceback.format_exc(limit=6)
+        return {"status": "failed", "error": f"{type(err).__name__}: {err}\n{tb}",
+                "checkpoint": None, "points": []}
+
+
+def record_outcome(store: Store, cell_id: str, outcome: dict) -> None:
+    """Write what execute_cell returned: the run's points, then its final status."""
+    if outcome["points"]:
+        store.add_points(cell_id, outcome["points"])
+    store.finish(cell_id, outcome["status"], error=outcome["error"], checkpoint=outcome["checkpoint"])
+
+
+def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
+             executor: Callable | None = None) -> str:
+    """Run one claimed cell in this process and record everything in the store; returns the
+    final status. Never raises for a training problem: divergence and errors are recorded."""
+    store = Store(db_path)
+    cid = cell["cell_id"]
+    start_loss = first_loss(store, cell)
     store.set_out_dir(cid, cell_dir)
     stop = threading.Event()
     beat = threading.Thread(target=_beat, args=(db_path, cid, stop), daemon=True)
     beat.start()
     try:
-        result = executor(cell, Path(cell_dir), base_dir, on_eval)
-        if result.points:
-            store.add_points(cid, list(result.points))  # the run's own record is the complete one
-        status = "diverged" if result.status == "diverged" else "done"
-        checkpoint = str(result.final_checkpoint) if result.final_checkpoint else None
-        error = _divergence_reason(Path(cell_dir)) if status == "diverged" else None
-        store.finish(cid, status, error=error, checkpoint=checkpoint)
-    except Diverged as err:
-        status = "diverged"
-        store.finish(cid, status, error=str(err))
-    except Exception as err:  # recorded, and the sweep goes on
-        status = "failed"
-        tb = traceback.format_exc(limit=6)
-        store.finish(cid, status, error=f"{type(err).__name__}: {err}\n{tb}")
+        outcome = execute_cell(cell, cell_dir, base_dir, start_loss,
+                               lambda point: store.add_point(cid, point), executor)
+        record_outcome(store, cid, outcome)
     finally:
         stop.set()
     store.close()
-    return status
+    return outcome["status"]
 
 
 def _divergence_reason(cell_dir: Path) -> str:
@@ -188,17 +216,90 @@ def _new_pool(workers: int, gpus: list[str]):
                                   initargs=(threads, os.getpid(), ctx.Value("i", 0), gpus))
 
 
+class LocalBackend:
+    """Where cells run, the default: a pool of `workers` spawned processes on this machine, each
+    writing its cell's records into the store itself (run_cell).
+
+    A backend is what run_sweep asks to run a claimed cell; the order, the claims, heartbeats and
+    retries stay in run_sweep. Methods: start(db_path, executor) -> a line to print (or ""),
+    capacity() (cells at once), running() (cell ids in flight), submit(store, cell, cell_dir,
+    base_dir), wait(store, timeout) (return when a cell may have finished; record cells whose
+    worker died), stop(cancel). The other one is ray_backend.RayBackend.
+    """
+
+    def __init__(self, workers: int = 1):
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0; got {workers}")
+        self.workers = workers
+        self.in_flight: dict[cf.Future, str] = {}
+
+    def start(self, db_path: Path, executor: Callable | None) -> str:
+        self.db_path, self.executor = str(db_path), executor
+        self.gpus = _visible_gpus() if executor is None and self.workers > 1 else []
+        self.pool = _new_pool(self.workers, self.gpus)
+        return ""
+
+    def capacity(self) -> int:
+        return max(self.workers, 1)
+
+    def running(self) -> list[str]:
+        return list(self.in_flight.values())
+
+    def submit(self, store: Store, cell: dict, cell_dir: str, base_dir: str | None) -> None:
+        fut = self.pool.submit(run_cell, self.db_path, cell, cell_dir, base_dir, self.executor)
+        self.in_flight[fut] = cell["cell_id"]
+
+    def wait(self, store: Store, timeout: float) -> None:
+        done, _ = cf.wait(list(self.in_flight), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            cid = self.in_flight.pop(fut, None)
+            if cid is None:  # already recorded below, with the rest of a broken pool
+                continue
+            err = fut.exception()
+            if err is not None:  # the worker itself died (killed, out of memory)
+                store.finish(cid, "failed", error=f"worker process died: {type(err).__name__}: {err}")
+                if isinstance(err, cf.process.BrokenProcessPool):
+                    for other, ocid in list(self.in_flight.items()):
+                        store.finish(ocid, "failed", error="worker pool broke while this cell ran")
+                        self.in_flight.pop(other)
+                    self.pool = _new_pool(self.workers, self.gpus)
+
+    def stop(self, cancel: bool = False) -> None:
+        if cancel:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            self.pool.shutdown(wait=True)
+        self.in_flight.clear()
+
+
+BACKENDS = ("local", "ray")
+
+
+def make_backend(backend, workers: int = 1):
+    """A backend object from its name ("local": a pool of `workers`; "ray": RayBackend with its
+    defaults); a backend object is returned as it is."""
+    if not isinstance(backend, str):
+        return backend
+    if backend == "local":
+        return LocalBackend(workers)
+    if backend == "ray":
+        from forgetless.sweep.ray_backend import RayBackend
+
+        return RayBackend()
+    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+
+
 def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = None,
               executor: Callable | None = None, progress: bool = True, poll: float = 0.5,
               stale_after: float = 600.0, heartbeat_every: float = 10.0,
-              log: Callable[[str], None] | None = None) -> dict[str, int]:
+              log: Callable[[str], None] | None = None, backend="local") -> dict[str, int]:
     """Run (or resume) every cell of `study`; returns the count of cells per final status.
 
     workers: processes running cells at once (0: in this process); torch threads per worker are
-    cores // workers. executor: see the module docstring (tests inject a small one).
+    cores // workers (local backend). executor: see the module docstring (tests inject a small
+    one). backend: "local", "ray" or a backend object (LocalBackend, ray_backend.RayBackend).
     """
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0; got {workers}")
+    backend = make_backend(backend, workers)
     if executor is None:  # refuse a study the training box would refuse, before any work
         from forgetless.sweep.execute import check_study
 
@@ -208,6 +309,7 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     cells = expand(study)
     order = [c["cell_id"] for c in cells]
     by_id = {c["cell_id"]: c for c in cells}
+    started = backend.start(db_path, executor)  # a pool, or Ray: refused before the store is made
     store = Store(db_path)
     store.add_study(study.name, study.model_dump(mode="json"), cells)
     store.requeue_failed(order)
@@ -220,13 +322,11 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     bar = tqdm(total=len(order), initial=len(seen_final), desc=f"sweep {study.name}", unit="cell",
                disable=not progress, dynamic_ncols=True)
     say = log or (tqdm.write if progress else (lambda _m: None))
+    if started:
+        say(started)
     if seen_final:
         say(f"{len(seen_final)} of {len(order)} cells already finished; skipping them")
 
-    gpus = _visible_gpus() if executor is None and workers > 1 else []
-    pool = _new_pool(workers, gpus)
-    capacity = max(workers, 1)
-    in_flight: dict[cf.Future, str] = {}
     last_beat = time.time()
     try:
         while True:
@@ -239,11 +339,12 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
                     say(_finished_line(row))
             if len(seen_final) == len(order):
                 break
+            busy, capacity = set(backend.running()), backend.capacity()
             for cid in order:
-                if len(in_flight) >= capacity:
+                if len(busy) >= capacity:
                     break
                 row = rows[cid]
-                if cid in in_flight.values() or row["status"] in TERMINAL:
+                if cid in busy or row["status"] in TERMINAL:
                     continue
                 if row["status"] == "running" and not _owner_gone(row["owner"], row["heartbeat"], stale_after):
                     continue  # another live runner has it
@@ -259,33 +360,24 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
                     continue  # another runner has it
                 cell_dir = str(root / "cells" / cid)
                 base_dir = base_row["out_dir"] if base_row is not None else None
-                fut = pool.submit(run_cell, str(db_path), by_id[cid], cell_dir, base_dir, executor)
-                in_flight[fut] = cid
-            if not in_flight:
+                backend.submit(store, by_id[cid], cell_dir, base_dir)
+                busy.add(cid)
+            if not busy:
                 time.sleep(poll)  # others are running what is left, or bases are in progress
                 continue
-            done, _ = cf.wait(list(in_flight), timeout=poll, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                cid = in_flight.pop(fut)
-                err = fut.exception()
-                if err is not None:  # the worker itself died (killed, out of memory)
-                    store.finish(cid, "failed", error=f"worker process died: {type(err).__name__}: {err}")
-                    if isinstance(err, cf.process.BrokenProcessPool):
-                        for other, ocid in list(in_flight.items()):
-                            store.finish(ocid, "failed", error="worker pool broke while this cell ran")
-                            in_flight.pop(other)
-                        pool = _new_pool(workers, gpus)
+            backend.wait(store, poll)
             if time.time() - last_beat > heartbeat_every:
-                store.heartbeat(in_flight.values(), owner)
+                store.heartbeat(backend.running(), owner)
                 last_beat = time.time()
     except BaseException:
         # Interrupted (Ctrl-C): let go of our cells so the next run resumes them at once.
-        pool.shutdown(wait=False, cancel_futures=True)
-        store.release(list(in_flight.values()), owner)
+        ours = backend.running()
+        backend.stop(cancel=True)
+        store.release(ours, owner)
         raise
     finally:
         bar.close()
-    pool.shutdown(wait=True)
+    backend.stop()
     counts: dict[str, int] = {}
     for r in store.runs(study.name):
         counts[r["status"]] = counts.get(r["status"], 0) + 1

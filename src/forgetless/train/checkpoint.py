@@ -93,19 +93,31 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
 
 
 def write_checkpoint(root: Path, step: int, write_model: Callable[[Path], None],
-                     state: dict[str, Any], keep: int) -> Path:
+                     state: dict[str, Any], keep: int,
+                     sharded: Callable[[Path], None] | None = None, main: bool = True,
+                     barrier: Callable[[], None] = lambda: None) -> Path:
     """Write `root/step-NNNNNN` atomically (model files by `write_model`, then the trainer state)
-    and delete all but the newest `keep` checkpoints."""
+    and delete all but the newest `keep` checkpoints.
+
+    Under FSDP2 every rank calls this: `sharded(tmp)` writes each rank's shards, the `main` rank
+    writes the rest and renames, and `barrier` keeps the ranks in step around it."""
     final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_model(tmp)
-    save_trainer_state(tmp, state)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    old = sorted(p for p in root.glob("step-*") if p.is_dir())
-    for stale in old[:-keep]:
-        shutil.rmtree(stale, ignore_errors=True)
+    # ranks must agree on the temporary name, so a sharded write leaves the pid out
+    tmp = root / (f".tmp-step-{step:06d}" if sharded else f".tmp-step-{step:06d}-{os.getpid()}")
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    if sharded is not None:
+        sharded(tmp)
+    if main:
+        write_model(tmp)
+        save_trainer_state(tmp, state)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        old = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for stale in old[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+    barrier()
     return final

@@ -7,6 +7,7 @@ model-dependent defaults fill the rest (echoed fully resolved in OUT/config.yaml
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ def _run(fn, cfg) -> None:
     except KeyboardInterrupt:
         _err.print(f"interrupted; continue with the same command and --resume (run dir {cfg.out_dir})")
         raise typer.Exit(130) from None
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 speaks for the job
+        return
     last = result.points[-1] if result.points else {}
     summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("forgetting", "learning", "accuracy")
                         if isinstance(last.get(k), float))
@@ -73,13 +76,37 @@ def _run(fn, cfg) -> None:
 
 def _common(d: dict[str, Any], *, optimizer, lr, adamw_lr, weight_decay, momentum, warmup, steps,
             batch_size, seq_len, grad_accum, dropout, seed, eval_every, eval_tokens, save_every,
-            device, precision, compile_, track, progress, resume, out) -> dict[str, Any]:
+            device, precision, compile_, track, progress, resume, out, parallel=None) -> dict[str, Any]:
     d.update(optimizer=optimizer, lr=lr, adamw_lr=adamw_lr, weight_decay=weight_decay, momentum=momentum,
              warmup=warmup, steps=steps, batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum,
              dropout=dropout, seed=seed, eval_every=eval_every, eval_tokens=eval_tokens, save_every=save_every,
              device=device, precision=precision, compile=compile_, trackers=track or None,
-             progress=None if progress else False, resume=resume or None, out_dir=out)
+             progress=None if progress else False, resume=resume or None, out_dir=out, parallel=parallel)
     return d
+
+
+def relaunch(nproc: int | None) -> None:
+    """`--nproc N`: run this same command under torchrun with N processes on this machine, and
+    exit with its status (a no-op when already under torchrun or N is 1)."""
+    import subprocess
+
+    if not nproc or nproc == 1 or "WORLD_SIZE" in os.environ:
+        return
+    if nproc < 1:
+        _fail(f"--nproc must be >= 1, got {nproc}")
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "forgetless", *args]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # torchrun's warning otherwise
+    raise typer.Exit(subprocess.call(cmd, env=env))
 
 
 # Options shared by both commands (typer needs them spelled out per command; these are the specs).
@@ -87,6 +114,9 @@ def _o(default, *names, **kw):
     return typer.Option(default, *names, **kw)
 
 
+NPROC = ("Processes on this machine, one per GPU (runs the command under torchrun; "
+         "or start it with torchrun --nproc-per-node N -m forgetless ...). (default: 1)")
+PARALLEL = "Under torchrun: ddp (a replica per process), fsdp (FSDP2 shards), auto. (default: auto)"
 OPTIMIZER = dict(help="Optimizer (see `forgetless optimizers`): adamw, muon, signsgd, lion, sgd, coltop1, rowtop1, colnorm, rownorm.")
 
 
@@ -121,6 +151,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = _o(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
         out: Path = _o(None, "--out", help="Run directory (config.yaml, metrics.jsonl, status.json, checkpoints/)."),
         config: Path = _o(None, "--config", help="YAML file of PretrainConfig fields; options given here override it."),
+        nproc: int = _o(None, "--nproc", help=NPROC),
+        parallel: str = _o(None, "--parallel", help=PARALLEL),
     ) -> None:
         """Pretrain a model preset from scratch with any optimizer, tracking validation loss.
 
@@ -131,10 +163,12 @@ def register(app: typer.Typer) -> None:
                         warmup=warmup, steps=steps, batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum,
                         dropout=dropout, seed=seed, eval_every=eval_every, eval_tokens=eval_tokens,
                         save_every=save_every, device=device, precision=precision, compile_=compile_, track=track,
-                        progress=progress and sys.stderr.isatty(), resume=resume, out=out)
+                        progress=progress and sys.stderr.isatty(), resume=resume, out=out, parallel=parallel)
+        cfg = _build(PretrainConfig, given, config)
+        relaunch(nproc)
         from forgetless.train.pretrain import pretrain
 
-        _run(pretrain, _build(PretrainConfig, given, config))
+        _run(pretrain, cfg)
 
     @app.command("finetune")
     def finetune_cmd(
@@ -174,6 +208,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = _o(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
         out: Path = _o(None, "--out", help="Run directory (config.yaml, metrics.jsonl, status.json, checkpoints/)."),
         config: Path = _o(None, "--config", help="YAML file of FinetuneConfig fields; options given here override it."),
+        nproc: int = _o(None, "--nproc", help=NPROC),
+        parallel: str = _o(None, "--parallel", help=PARALLEL),
     ) -> None:
         """Finetune a base model (full or LoRA) on a task, measuring forgetting and learning as it goes.
 
@@ -187,7 +223,27 @@ def register(app: typer.Typer) -> None:
                         warmup=warmup, steps=steps, batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum,
                         dropout=dropout, seed=seed, eval_every=eval_every, eval_tokens=eval_tokens,
                         save_every=save_every, device=device, precision=precision, compile_=compile_, track=track,
-                        progress=progress and sys.stderr.isatty(), resume=resume, out=out)
+                        progress=progress and sys.stderr.isatty(), resume=resume, out=out, parallel=parallel)
+        cfg = _build(FinetuneConfig, given, config)
+        relaunch(nproc)
         from forgetless.train.finetune import finetune
 
-        _run(finetune, _build(FinetuneConfig, given, config))
+        _run(finetune, cfg)
+
+    @app.command("consolidate")
+    def consolidate_cmd(
+        checkpoint: Path = typer.Argument(..., help="A checkpoint of a run with --parallel fsdp (checkpoints/step-N), or its run directory."),
+        out: Path = _o(None, "--out", help="Write the whole model here (default: into the checkpoint)."),
+    ) -> None:
+        """Join a sharded (FSDP2) checkpoint into a plain Hugging Face checkpoint (model.safetensors).
+
+        Example: forgetless consolidate runs/big/checkpoints/step-000400 --out runs/big-hf
+        """
+        from forgetless.models import resolve_checkpoint
+        from forgetless.train.distributed import consolidate
+
+        try:
+            dst = consolidate(resolve_checkpoint(checkpoint), out)
+        except (ValueError, OSError) as err:
+            _fail(str(err))
+        typer.echo(f"consolidated: {dst}")

@@ -75,6 +75,10 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the model (pays off on long runs)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    parallel: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="under torchrun: ddp (a replica per process), fsdp (FSDP2 shards), "
+                            "auto (fsdp from 1B parameters, else ddp)")
+    consolidate: bool = Field(True, description="fsdp checkpoints also as a whole Hugging Face model")
     progress: bool = Field(True, description="progress bar (off anyway when not a terminal)")
     trackers: list[str] = Field(default_factory=list, description="tensorboard, wandb and/or mlflow")
     resume: bool = Field(False, description="continue from the newest checkpoint in out_dir")

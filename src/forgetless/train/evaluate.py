@@ -87,21 +87,29 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], contextli
 
 @torch.no_grad()
 def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
-              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> float:
-    """Σ token losses / Σ tokens over all batches, in eval mode (dropout off)."""
+              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+              dist=None) -> float:
+    """Σ token losses / Σ tokens over all batches, in eval mode (dropout off).
+
+    `dist` (a `distributed.Dist`): under torchrun each rank takes its rows of every batch and the
+    sums are added over ranks, so every rank returns the single-process value."""
+    from forgetless.train import distributed
+
+    d = dist or distributed.Dist()
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.int64, device=device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # Σ losses, Σ tokens
     try:
         for x, y in batches:
+            x, y = distributed.local_rows(x, y, d)
             with autocast():
                 loss, n = lm_loss_sum(model, x.to(device), y.to(device))
-            total += loss.double()
-            count += n
+            sums[0] += loss.double()
+            sums[1] += n
     finally:
         model.train(was_training)
-    return float(total / count.clamp(min=1)) if int(count) > 0 else float("nan")
+    total, count = distributed.all_sum(sums, d).tolist()
+    return total / count if count > 0 else float("nan")
 
 
 def prompt_ids(batch: dict[str, torch.Tensor]) -> list[list[int]]:
@@ -119,8 +127,11 @@ def prompt_ids(batch: dict[str, torch.Tensor]) -> list[list[int]]:
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int,
-                   device: torch.device, batch_size: int = 32) -> list[str]:
-    """Greedy continuations of token prompts (left-padded batches, KV cache), decoded."""
+                   device: torch.device, batch_size: int = 32, synced: bool = False) -> list[str]:
+    """Greedy continuations of token prompts (left-padded batches, KV cache), decoded.
+
+    `synced`: the model is sharded over ranks that all call this with the same prompts; they keep
+    stepping together until every one has finished (transformers' synced_gpus)."""
     was_training = model.training
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -133,7 +144,7 @@ def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, use_cache=True, pad_token_id=pad,
-                                 eos_token_id=tokenizer.eos_token_id)
+                                 eos_token_id=tokenizer.eos_token_id, synced_gpus=synced)
             texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     finally:
         model.train(was_training)

@@ -17,10 +17,11 @@ import numpy as np
 import peft
 import yaml
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from forgetless.data import SFTCollator, check_answer, load_task, prepare_pretraining_data
 from forgetless.models import apply_lora, load_model, merge_lora, resolve_checkpoint, set_dropout
-from forgetless.train import runtime
+from forgetless.train import distributed, runtime
 from forgetless.train.config import FinetuneConfig
 from forgetless.train.evaluate import (
     autocast_for,
@@ -94,7 +95,11 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     resume_from = runtime.open_run(run, cfg)
     lora = cfg.method == "lora"
     runtime.seed_everything(cfg.seed)
-    model, tokenizer = load_model(resume_from if resume_from is not None and not lora else info["checkpoint"])
+    source = resume_from if resume_from is not None and not lora else info["checkpoint"]
+    if distributed.shards_only(source):  # a sharded checkpoint: weights filled once sharded, below
+        model, tokenizer = distributed.empty_model(source), AutoTokenizer.from_pretrained(source)
+    else:
+        model, tokenizer = load_model(source)
     runtime.set_token_ids(model, tokenizer)
     set_dropout(model, cfg.dropout)
     if lora:
@@ -103,8 +108,15 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
             adapter = resume_from / "adapter" if (resume_from / "adapter").is_dir() else resume_from
             peft.set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
     model.to(device)
-    optimizer = runtime.make_optimizer(model, cfg)
     autocast = autocast_for(device, cfg.precision)
+    d = distributed.choose(cfg.parallel, model, lora=lora)
+    trained = distributed.wrap(model, d, device, bf16=device.type == "cuda" and cfg.precision != "fp32")
+    if distributed.shards_only(source):
+        if d.strategy != "fsdp":
+            raise ValueError(f"{source} holds a sharded model; resume under torchrun with parallel 'fsdp' "
+                             "or make it whole first: forgetless consolidate " + str(source))
+        distributed.load_sharded_model(source, model)
+    optimizer = runtime.make_optimizer(model, cfg, sharded=d.active)
 
     forget = prepare_pretraining_data(cfg.forget_corpus, cfg.forget_tokenizer, cfg.forget_vocab_size,
                                       progress=cfg.progress)
@@ -131,24 +143,28 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         return out
 
     def evaluate() -> dict[str, Any]:
-        point = {"forgetting": mean_loss(model, forget_batches, device, autocast),
-                 "learning": mean_loss(model, learn_batches, device, autocast), "accuracy": None}
+        point = {"forgetting": mean_loss(model, forget_batches, device, autocast, d),
+                 "learning": mean_loss(model, learn_batches, device, autocast, d), "accuracy": None}
         if by_source:
-            point["forgetting_by_source"] = {name: mean_loss(model, b, device, autocast)
+            point["forgetting_by_source"] = {name: mean_loss(model, b, device, autocast, d)
                                              for name, b in by_source.items()}
-        if cfg.accuracy:
-            texts = greedy_answers(model, tokenizer, prompts, cfg.max_new_tokens, device, step_b)
+        if cfg.accuracy:  # every rank answers every prompt (generation is not split over ranks)
+            texts = greedy_answers(model, tokenizer, prompts, cfg.max_new_tokens, device, step_b,
+                                   synced=d.strategy == "fsdp")
             point["accuracy"] = sum(check_answer(cfg.task, r, t) for r, t in zip(acc_records, texts, strict=True)) / len(texts)
         return point
 
     def write_model(path: Path) -> None:
-        if lora and cfg.merge:
+        if d.strategy == "fsdp":  # the weights are the shards, consolidated by the checkpoint writer
+            model.config.save_pretrained(path)
+            model.generation_config.save_pretrained(path)
+        elif lora and cfg.merge:
             merge_lora(model).save_pretrained(path)
             model.save_pretrained(path / "adapter")
         else:
             model.save_pretrained(path)  # full model, or the adapter files alone
         tokenizer.save_pretrained(path)
 
-    job = Job(cfg=cfg, run=run, model=model, optimizer=optimizer, batches=batches, evaluate=evaluate,
-              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval)
+    job = Job(cfg=cfg, run=run, model=trained, optimizer=optimizer, batches=batches, evaluate=evaluate,
+              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval, dist=d)
     return run_job(job)

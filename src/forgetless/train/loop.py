@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from forgetless.models import quiet
+from forgetless.train import distributed
 from forgetless.train.checkpoint import (
     load_trainer_state,
     rng_state,
@@ -31,6 +32,7 @@ from forgetless.train.checkpoint import (
     write_checkpoint,
 )
 from forgetless.train.config import TrainConfig
+from forgetless.train.distributed import Dist
 from forgetless.train.evaluate import IGNORE, Batch, autocast_for, lm_loss_sum
 from forgetless.train.rundir import RunDir, RunResult
 from forgetless.train.runtime import setup_compile_cache
@@ -53,27 +55,32 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float,
 
 def train_step(model: torch.nn.Module, loss_fn: Callable, micro: list[Batch], opt: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[torch.Tensor],
-               grad_clip: float | None, autocast: Callable, device: torch.device) -> tuple[torch.Tensor, int, int]:
-    """One optimizer step over the micro-batches `micro` (see the module docstring).
+               grad_clip: float | None, autocast: Callable, device: torch.device,
+               d: Dist = Dist()) -> tuple[torch.Tensor, int, int]:
+    """One optimizer step over the global micro-batches `micro` (see the module docstring); under
+    torchrun each rank trains on its rows (see `distributed`).
 
-    Returns (Σ token losses as a device tensor, number of target tokens, number of input tokens);
-    the loss is not read here, so a GPU is not synchronised."""
+    Returns (Σ token losses over all ranks as a device tensor, number of target tokens, number of
+    input tokens); the loss is not read here, so a GPU is not synchronised."""
     n_total = sum(int((y != IGNORE).sum()) for _, y in micro)
     loss_sum = torch.zeros((), device=device)
     n_tokens = 0
-    for x, y in micro:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast():
-            loss, _ = loss_fn(model, x, y)
-        (loss / max(n_total, 1)).backward()
-        loss_sum += loss.detach()
+    for i, (x, y) in enumerate(micro):
         n_tokens += x.numel()
+        x, y = distributed.local_rows(x, y, d)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with distributed.gradient_sync(model, d, sync=i == len(micro) - 1):
+            with autocast():
+                loss, _ = loss_fn(model, x, y)
+            # ranks' gradients are averaged, so each contributes world x its share of the sum
+            (loss * (d.world / max(n_total, 1))).backward()
+        loss_sum += loss.detach()
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
     scheduler.step()
-    return loss_sum, n_total, n_tokens
+    return distributed.all_sum(loss_sum, d), n_total, n_tokens
 
 
 @dataclass
@@ -90,6 +97,7 @@ class Job:
     device: torch.device
     resume_from: Path | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
+    dist: Dist = Dist()                          # this process's place in a torchrun job
 
 
 class Diverged(Exception):
@@ -98,13 +106,24 @@ class Diverged(Exception):
 
 def run_job(job: Job) -> RunResult:
     cfg, run, model, opt = job.cfg, job.run, job.model, job.optimizer
+    d = job.dist
+    if not d.main:
+        run = run.follower()
     steps = int(cfg.steps)
     scheduler = cosine_schedule(opt, steps, cfg.warmup, cfg.min_lr_ratio)
     autocast = autocast_for(job.device, cfg.precision)
     step, tokens, wall_before, first_loss = 0, 0, 0.0, None
     if job.resume_from is not None:
         state = load_trainer_state(job.resume_from)
-        opt.load_state_dict(state["optimizer"])
+        if "optimizer_groups" in state:  # sharded: tensors from every rank's shards
+            if d.strategy != "fsdp":
+                raise ValueError(f"{job.resume_from} is a sharded checkpoint (parallel 'fsdp'); "
+                                 "resume it under torchrun with parallel 'fsdp'")
+            distributed.load_sharded_optimizer(job.resume_from, model, opt)
+            for group, saved in zip(opt.param_groups, state["optimizer_groups"], strict=True):
+                group.update({k: v for k, v in saved.items() if k != "params"})
+        else:
+            opt.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, tokens, wall_before, first_loss = state["step"], state["tokens"], state["wall_time"], state["first_loss"]
@@ -113,7 +132,8 @@ def run_job(job: Job) -> RunResult:
         setup_compile_cache()
         loss_fn = torch.compile(lm_loss_sum)
     params = [p for p in model.parameters() if p.requires_grad]
-    trackers = open_trackers(cfg.trackers, run.path, cfg.model_dump(mode="json"))
+    # Rank 0 alone writes metrics, status and trackers; every rank computes the same values.
+    trackers = open_trackers(cfg.trackers, run.path, cfg.model_dump(mode="json")) if d.main else []
     t_start = time.perf_counter()
     wall = lambda: round(wall_before + time.perf_counter() - t_start, 3)  # noqa: E731
     last_ckpt = job.resume_from
@@ -129,12 +149,22 @@ def run_job(job: Job) -> RunResult:
 
     def save(k: int) -> Path:
         state = {"step": k, "tokens": tokens, "wall_time": wall(), "first_loss": first_loss,
-                 "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
-        with quiet():
-            return write_checkpoint(run.checkpoints, k, job.write_model, state, cfg.keep_checkpoints)
+                 "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        if d.strategy == "fsdp":
+            state["optimizer_groups"] = opt.state_dict()["param_groups"]
+            return write_checkpoint(run.checkpoints, k, job.write_model, state, cfg.keep_checkpoints,
+                                    sharded=lambda tmp: distributed.save_sharded(tmp, model, opt, cfg.consolidate or k == steps),
+                                    main=d.main, barrier=lambda: distributed.barrier(d))
+        state["optimizer"] = opt.state_dict()
+        path = None
+        if d.main:  # DDP replicas are identical: one writer
+            with quiet():
+                path = write_checkpoint(run.checkpoints, k, job.write_model, state, cfg.keep_checkpoints)
+        distributed.barrier(d)
+        return path or run.checkpoints / f"step-{k:06d}"
 
     run.write_status("running", step=step, steps=steps)
-    bar = tqdm(total=steps, initial=step, disable=None if cfg.progress else True, dynamic_ncols=True,
+    bar = tqdm(total=steps, initial=step, disable=None if cfg.progress and d.main else True, dynamic_ncols=True,
                desc=run.path.name)
     try:
         if step == 0:
@@ -143,7 +173,7 @@ def run_job(job: Job) -> RunResult:
         window_tokens, window_start = 0, time.perf_counter()
         while step < steps:
             loss_sum, n_total, n_tokens = train_step(model, loss_fn, job.batches(step), opt, scheduler,
-                                                     params, cfg.grad_clip, autocast, job.device)
+                                                     params, cfg.grad_clip, autocast, job.device, d)
             window_tokens += n_tokens
             tokens += n_tokens
             step += 1

@@ -11,7 +11,7 @@ import transformers
 
 from forgetless.data import prepare_pretraining_data, sample_batch
 from forgetless.models import build_model, quiet, set_dropout
-from forgetless.train import runtime
+from forgetless.train import distributed, runtime
 from forgetless.train.config import PretrainConfig
 from forgetless.train.evaluate import autocast_for, forgetting_batches, mean_loss
 from forgetless.train.loop import Job, run_job
@@ -36,7 +36,9 @@ def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | N
     data = prepare_pretraining_data(cfg.corpus, cfg.tokenizer, cfg.vocab_size, progress=cfg.progress)
     tokenizer = data.tokenizer
     runtime.seed_everything(cfg.seed)
-    if resume_from is not None:
+    if resume_from is not None and distributed.shards_only(resume_from):
+        model = distributed.empty_model(resume_from)  # filled from the shards once sharded, below
+    elif resume_from is not None:
         with quiet():
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 resume_from, dtype=torch.float32, attn_implementation="sdpa")
@@ -45,8 +47,12 @@ def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | N
         runtime.set_token_ids(model, tokenizer)
     set_dropout(model, cfg.dropout)
     model.to(device)
-    optimizer = runtime.make_optimizer(model, cfg)
     autocast = autocast_for(device, cfg.precision)
+    d = distributed.choose(cfg.parallel, model, lora=False)
+    trained = distributed.wrap(model, d, device, bf16=device.type == "cuda" and cfg.precision != "fp32")
+    if resume_from is not None and d.strategy == "fsdp" and distributed.shards_only(resume_from):
+        distributed.load_sharded_model(resume_from, model)
+    optimizer = runtime.make_optimizer(model, cfg, sharded=d.active)
     val_batches = forgetting_batches(data.val, cfg.seq_len, cfg.eval_tokens, cfg.eval_batch_size)
 
     def batches(step: int):
@@ -55,13 +61,17 @@ def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | N
                 for i in range(cfg.grad_accum)]
 
     def evaluate() -> dict[str, Any]:
-        loss = mean_loss(model, val_batches, device, autocast)
+        loss = mean_loss(model, val_batches, device, autocast, d)
         return {"forgetting": loss, "val_loss": loss, "learning": None, "accuracy": None}
 
     def write_model(path: Path) -> None:
-        model.save_pretrained(path)
+        if d.strategy == "fsdp":  # the weights are the shards, consolidated by the checkpoint writer
+            model.config.save_pretrained(path)
+            model.generation_config.save_pretrained(path)
+        else:
+            model.save_pretrained(path)
         tokenizer.save_pretrained(path)
 
-    job = Job(cfg=cfg, run=run, model=model, optimizer=optimizer, batches=batches, evaluate=evaluate,
-              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval)
+    job = Job(cfg=cfg, run=run, model=trained, optimizer=optimizer, batches=batches, evaluate=evaluate,
+              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval, dist=d)
     return run_job(job)

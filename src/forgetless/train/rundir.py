@@ -65,6 +65,10 @@ class RunDir:
         self.write_atomic(self.path / "config.yaml", config_yaml)
         return ckpt
 
+    def follower(self) -> RunDir:
+        """The same directory for a rank other than 0 of a torchrun job: it reads, never writes."""
+        return _Follower(self.path)
+
     # -- metrics ---------------------------------------------------------------------------------
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as f:
@@ -95,3 +99,11 @@ class RunDir:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
+
+
+class _Follower(RunDir):
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        pass
+
+    def write_status(self, status: str, **info: Any) -> None:
+        pass

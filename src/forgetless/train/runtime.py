@@ -13,12 +13,15 @@ import torch
 import yaml
 
 from forgetless import optim
+from forgetless.models import latest_checkpoint
+from forgetless.train import distributed
 from forgetless.train.config import TrainConfig
 from forgetless.train.rundir import RunDir
 from forgetless.train.trackers import check_trackers
 
 # Fields that may change between a run and its resumption (they do not change the numbers).
-_RESUMABLE = {"resume", "progress", "trackers", "device", "threads", "compile", "log_every", "keep_checkpoints"}
+_RESUMABLE = {"resume", "progress", "trackers", "device", "threads", "compile", "log_every", "keep_checkpoints",
+              "consolidate"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -47,8 +50,12 @@ def setup_compile_cache() -> None:
 
 
 def start(cfg: TrainConfig) -> tuple[torch.device, RunDir]:
-    """Checks that need no data: trackers installed, device present."""
+    """Checks that need no data: trackers installed, device present; under torchrun, joining the
+    process group (this process's device is then its LOCAL_RANK's GPU, or the CPU)."""
     check_trackers(cfg.trackers)
+    if distributed.launched():
+        _, device = distributed.setup(cfg.parallel, cfg.device)
+        return device, RunDir(cfg.out_dir)
     return pick_device(cfg.device), RunDir(cfg.out_dir)
 
 
@@ -81,12 +88,21 @@ def open_run(run: RunDir, cfg: TrainConfig):
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
             raise ValueError(f"resume: settings differ from the run in {run.path} ({detail}); "
                              "resume with the same settings or choose another out_dir")
-    return run.prepare(cfg.model_copy(update={"resume": False}).to_yaml(), cfg.resume)
+    if distributed.launched() and torch.distributed.get_rank() != 0:
+        torch.distributed.barrier()  # rank 0 prepares the directory, then the others read it
+        return latest_checkpoint(run.path) if cfg.resume else None
+    ckpt = run.prepare(cfg.model_copy(update={"resume": False}).to_yaml(), cfg.resume)
+    if distributed.launched():
+        torch.distributed.barrier()
+    return ckpt
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """forgetless.optim.build on the trainable parameters (for LoRA: the adapters only)."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, sharded: bool = False) -> torch.optim.Optimizer:
+    """forgetless.optim.build on the trainable parameters (for LoRA: the adapters only);
+    `sharded`: the ranks of a torchrun job share the matrix work (see forgetless.optim)."""
     kwargs: dict[str, Any] = dict(cfg.optimizer_kwargs)
+    if sharded:
+        kwargs["distributed"] = True
     if cfg.adamw_lr is not None:
         kwargs["adamw_lr"] = cfg.adamw_lr
     if cfg.momentum is not None:

@@ -1,0 +1,123 @@
+"""Training under torchrun (2 CPU processes, gloo): DDP and FSDP2 give the parameters of one process
+on the same global batch, for AdamW and Muon; a sharded checkpoint resumes and consolidates.
+
+The reference is the ordinary single-process run of the same config; the distributed runs start
+through the command line (`forgetless pretrain --nproc 2`), as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+from safetensors.torch import load_file
+
+from forgetless.train import PretrainConfig, pretrain
+
+# micro-batches of 3 rows over 2 ranks (uneven shares) and 2 micro-batches per step (accumulation)
+SETTINGS = dict(model="nano", vocab_size=512, seq_len=32, batch_size=3, grad_accum=2, steps=6,
+                eval_every=3, eval_tokens=256, progress=False, threads=1, lr=3e-3)
+
+
+def _cli(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "forgetless", *args], capture_output=True, text=True,
+                          env=env, timeout=600, cwd=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def _distributed(corpus: Path, tmp: Path, name: str, **fields) -> Path:
+    cfg = {**SETTINGS, "corpus": str(corpus), "out_dir": str(tmp / name), **fields}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    _cli(["pretrain", "--config", str(path), "--nproc", "2"], tmp)
+    return tmp / name
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float = 2e-5) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=tol, atol=tol, msg=k)
+
+
+@pytest.fixture(scope="module")
+def reference(corpus_dir, tmp_path_factory):
+    """Single-process runs, one per optimizer."""
+    out = {}
+    for opt in ("adamw", "muon"):
+        run = tmp_path_factory.mktemp("single") / opt
+        result = pretrain(PretrainConfig(**SETTINGS, corpus=str(corpus_dir), optimizer=opt, out_dir=run))
+        out[opt] = result
+    return out
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_same_parameters_as_one_process(corpus_dir, tmp_path, reference, parallel, optimizer) -> None:
+    run = _distributed(corpus_dir, tmp_path, f"{parallel}-{optimizer}", optimizer=optimizer,
+                       parallel=parallel)
+    single = reference[optimizer]
+    ckpt = run / "checkpoints" / "step-000006"
+    _assert_close(_weights(ckpt), _weights(single.final_checkpoint))
+    # the same eval points (the rows of each eval batch were split over the ranks)
+    points = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [p["forgetting"] for p in points if p["kind"] == "eval"]
+    assert evals == pytest.approx([p["forgetting"] for p in single.points], rel=1e-5)
+    assert len([p for p in points if p["kind"] == "eval"]) == 3  # rank 0 alone wrote metrics
+    assert json.loads((run / "status.json").read_text())["status"] == "done"
+    if parallel == "fsdp":  # sharded safetensors, consolidated into a plain HF checkpoint
+        assert sorted(p.name for p in (ckpt / "sharded").iterdir()) == [
+            "shard-00001-model-00001-of-00001.safetensors", "shard-00002-model-00001-of-00001.safetensors"]
+        assert (ckpt / "model.safetensors.index.json").is_file()
+        assert not list(ckpt.glob("*.metadata"))  # nothing pickled
+
+
+def test_sharded_checkpoint_resumes_and_consolidates(corpus_dir, tmp_path, reference) -> None:
+    # consolidate off: intermediate checkpoints are shards only (the last one is made whole anyway)
+    full = _distributed(corpus_dir, tmp_path, "full", optimizer="muon", parallel="fsdp",
+                        save_every=2, keep_checkpoints=3, consolidate=False)
+    step4 = full / "checkpoints" / "step-000004"
+    assert not list(step4.glob("model*.safetensors")) and (step4 / "optimizer").is_dir()
+
+    # consolidation in one process, without torch.distributed: our reader against DCP's writer
+    step6 = full / "checkpoints" / "step-000006"
+    uninterrupted = _weights(step6)
+    _cli(["consolidate", str(step6), "--out", str(tmp_path / "hf6")], tmp_path)
+    _assert_close(_weights(tmp_path / "hf6"), uninterrupted, tol=0)
+
+    # a kill after step 4: the newer checkpoint is gone; --resume continues from step 4's shards
+    shutil.rmtree(step6)
+    _cli(["pretrain", "--out", str(full), "--resume", "--nproc", "2"], tmp_path)
+    resumed = _weights(step6)
+    for k in uninterrupted:
+        assert torch.equal(resumed[k], uninterrupted[k]), k
+
+    single = load_file(str(reference["muon"].final_checkpoint / "model.safetensors"))
+    _assert_close({k: v for k, v in uninterrupted.items() if k in single}, single)
+    _cli(["consolidate", str(step4), "--out", str(tmp_path / "hf4")], tmp_path)
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf4")
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf4")
+    assert model(**tok("the cat sat", return_tensors="pt")).logits.isfinite().all()
+
+
+def test_bad_parallel_and_plain_resume_of_shards(corpus_dir, tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "forgetless", "pretrain", "--parallel", "zero3",
+                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "parallel" in proc.stderr and "fsdp" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "forgetless", "consolidate", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "checkpoint" in proc.stderr
