@@ -18,9 +18,8 @@ import pytest
 import torch
 import transformers
 import yaml
-from safetensors.torch import load_file
 
-from forgetless.train import PretrainConfig, pretrain
+from forgetless.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 
 # micro-batches of 3 rows over 2 ranks (uneven shares) and 2 micro-batches per step (accumulation)
 SETTINGS = dict(model="nano", vocab_size=512, seq_len=32, batch_size=3, grad_accum=2, steps=6,
@@ -65,11 +64,19 @@ def reference(corpus_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def distributed_runs(corpus_dir, tmp_path_factory):
+    """The same runs under torchrun; fsdp-muon keeps shards-only checkpoints at steps 2 and 4."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    extra = {"fsdp-muon": dict(save_every=2, keep_checkpoints=3, consolidate=False)}
+    return {(p, o): _distributed(corpus_dir, tmp, f"{p}-{o}", optimizer=o, parallel=p, **extra.get(f"{p}-{o}", {}))
+            for p in ("ddp", "fsdp") for o in ("adamw", "muon")}
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_same_parameters_as_one_process(corpus_dir, tmp_path, reference, parallel, optimizer) -> None:
-    run = _distributed(corpus_dir, tmp_path, f"{parallel}-{optimizer}", optimizer=optimizer,
-                       parallel=parallel)
+def test_same_parameters_as_one_process(reference, distributed_runs, parallel, optimizer) -> None:
+    run = distributed_runs[parallel, optimizer]
     single = reference[optimizer]
     ckpt = run / "checkpoints" / "step-000006"
     _assert_close(_weights(ckpt), _weights(single.final_checkpoint))
@@ -77,7 +84,7 @@ def test_same_parameters_as_one_process(corpus_dir, tmp_path, reference, paralle
     points = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [p["forgetting"] for p in points if p["kind"] == "eval"]
     assert evals == pytest.approx([p["forgetting"] for p in single.points], rel=1e-5)
-    assert len([p for p in points if p["kind"] == "eval"]) == 3  # rank 0 alone wrote metrics
+    assert len(evals) == 3  # rank 0 alone wrote metrics
     assert json.loads((run / "status.json").read_text())["status"] == "done"
     if parallel == "fsdp":  # sharded safetensors, consolidated into a plain HF checkpoint
         assert sorted(p.name for p in (ckpt / "sharded").iterdir()) == [
@@ -86,10 +93,9 @@ def test_same_parameters_as_one_process(corpus_dir, tmp_path, reference, paralle
         assert not list(ckpt.glob("*.metadata"))  # nothing pickled
 
 
-def test_sharded_checkpoint_resumes_and_consolidates(corpus_dir, tmp_path, reference) -> None:
+def test_sharded_checkpoint_resumes_and_consolidates(tmp_path, distributed_runs) -> None:
     # consolidate off: intermediate checkpoints are shards only (the last one is made whole anyway)
-    full = _distributed(corpus_dir, tmp_path, "full", optimizer="muon", parallel="fsdp",
-                        save_every=2, keep_checkpoints=3, consolidate=False)
+    full = distributed_runs["fsdp", "muon"]
     step4 = full / "checkpoints" / "step-000004"
     assert not list(step4.glob("model*.safetensors")) and (step4 / "optimizer").is_dir()
 
@@ -98,6 +104,10 @@ def test_sharded_checkpoint_resumes_and_consolidates(corpus_dir, tmp_path, refer
     uninterrupted = _weights(step6)
     _cli(["consolidate", str(step6), "--out", str(tmp_path / "hf6")], tmp_path)
     _assert_close(_weights(tmp_path / "hf6"), uninterrupted, tol=0)
+    _cli(["consolidate", str(step4), "--out", str(tmp_path / "hf4")], tmp_path)
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf4")
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf4")
+    assert model(**tok("the cat sat", return_tensors="pt")).logits.isfinite().all()
 
     # a kill after step 4: the newer checkpoint is gone; --resume continues from step 4's shards
     shutil.rmtree(step6)
@@ -106,12 +116,21 @@ def test_sharded_checkpoint_resumes_and_consolidates(corpus_dir, tmp_path, refer
     for k in uninterrupted:
         assert torch.equal(resumed[k], uninterrupted[k]), k
 
-    single = load_file(str(reference["muon"].final_checkpoint / "model.safetensors"))
-    _assert_close({k: v for k, v in uninterrupted.items() if k in single}, single)
-    _cli(["consolidate", str(step4), "--out", str(tmp_path / "hf4")], tmp_path)
-    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf4")
-    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf4")
-    assert model(**tok("the cat sat", return_tensors="pt")).logits.isfinite().all()
+
+def test_finetune_fsdp_matches_one_process(base_run, tmp_path) -> None:
+    settings = dict(base=str(base_run.out_dir), task="arith", optimizer="muon", lr=1e-3, steps=4,
+                    eval_every=2, batch_size=3, seq_len=64, dropout=0.0, eval_n=16, eval_tokens=256,
+                    progress=False, threads=1)
+    single = finetune(FinetuneConfig(**settings, out_dir=tmp_path / "single"))
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(yaml.safe_dump({**settings, "out_dir": str(tmp_path / "fsdp"), "parallel": "fsdp"}))
+    _cli(["finetune", "--config", str(cfg), "--nproc", "2"], tmp_path)
+    points = [json.loads(line) for line in (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()]
+    evals = [p for p in points if p["kind"] == "eval"]
+    for key in ("forgetting", "learning"):
+        assert [p[key] for p in evals] == pytest.approx([p[key] for p in single.points], rel=1e-5)
+    assert evals[-1]["forgetting_by_source"] == pytest.approx(single.points[-1]["forgetting_by_source"], rel=1e-5)
+    _assert_close(_weights(tmp_path / "fsdp" / "checkpoints" / "step-000004"), _weights(single.final_checkpoint))
 
 
 def test_bad_parallel_and_plain_resume_of_shards(corpus_dir, tmp_path) -> None:
