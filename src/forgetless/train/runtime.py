@@ -42,10 +42,15 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_compile_cache() -> None:
-    """Keep inductor's compiled kernels between runs (they cost minutes to build)."""
+    """Keep inductor's compiled kernels between runs (they cost minutes to build), under the
+    forgetless cache unless the user chose a directory. Importing torch._dynamo (transformers
+    does) already writes torch's default into TORCHINDUCTOR_CACHE_DIR: that is not a choice."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     from forgetless.data import cache_dir
 
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "inductor")
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
 
 
