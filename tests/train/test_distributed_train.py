@@ -34,12 +34,11 @@ def _cli(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def _distributed(corpus: Path, tmp: Path, name: str, **fields) -> Path:
+def _write(corpus: Path, tmp: Path, name: str, **fields) -> Path:
     cfg = {**SETTINGS, "corpus": str(corpus), "out_dir": str(tmp / name), **fields}
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    _cli(["pretrain", "--config", str(path), "--nproc", "2"], tmp)
-    return tmp / name
+    return path
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -66,11 +65,20 @@ def reference(corpus_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def distributed_runs(corpus_dir, tmp_path_factory):
-    """The same runs under torchrun; fsdp-muon keeps shards-only checkpoints at steps 2 and 4."""
+    """The same runs under torchrun, all in one job; fsdp-muon keeps shards-only checkpoints at
+    steps 2 and 4 (the resume test continues from them). The command-line path (`--nproc`) is
+    exercised by the resume and finetune tests."""
     tmp = tmp_path_factory.mktemp("distributed")
     extra = {"fsdp-muon": dict(save_every=2, keep_checkpoints=3, consolidate=False)}
-    return {(p, o): _distributed(corpus_dir, tmp, f"{p}-{o}", optimizer=o, parallel=p, **extra.get(f"{p}-{o}", {}))
-            for p in ("ddp", "fsdp") for o in ("adamw", "muon")}
+    runs = {(p, o): f"{p}-{o}" for p in ("ddp", "fsdp") for o in ("adamw", "muon")}
+    configs = [str(_write(corpus_dir, tmp, name, optimizer=o, parallel=p, **extra.get(name, {})))
+               for (p, o), name in runs.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(Path(__file__).with_name("_distributed_runs.py")), *configs],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return {key: tmp / name for key, name in runs.items()}
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
