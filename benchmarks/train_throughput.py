@@ -22,6 +22,7 @@ small at 4096 tokens per step.
 
     python benchmarks/train_throughput.py                  # micro and small, eager and compiled
     python benchmarks/train_throughput.py --quick          # small only, eager only
+    python benchmarks/train_throughput.py --device cuda --presets gpt2-small --batch 16 --seq 1024
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ from forgetless.train.loop import cosine_schedule, train_step
 from forgetless.train.runtime import make_optimizer, setup_compile_cache
 
 BATCH, SEQ = 32, 128
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    """Wait for the GPU, so a timer measures work done rather than work queued."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def autocast():
+    """bf16 autocast on CUDA (as `pretrain` runs there), nothing on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if DEVICE.type == "cuda" else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- the hand-written reference
@@ -104,14 +117,17 @@ class GPT(nn.Module):
 def reference_step(preset: str, vocab: int, train) -> tuple[Callable[[int], None], int]:
     p = PRESETS[preset]
     torch.manual_seed(0)
-    model = GPT(vocab, p["hidden_size"], p["num_hidden_layers"], p["num_attention_heads"], p["intermediate_size"])
+    model = GPT(vocab, p["hidden_size"], p["num_hidden_layers"], p["num_attention_heads"],
+                p["intermediate_size"]).to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
 
     def step(k: int) -> None:
-        x, y = sample_batch(train, BATCH, SEQ, 0, k)
+        x, y = (t.to(DEVICE) for t in sample_batch(train, BATCH, SEQ, 0, k))
         for group in opt.param_groups:  # nanoGPT sets the scheduled lr by hand each step
             group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * k / 1000))
-        model(x, y).backward()
+        with autocast():
+            loss = model(x, y)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -122,7 +138,7 @@ def reference_step(preset: str, vocab: int, train) -> tuple[Callable[[int], None
 # ---------------------------------------------------------------- the project's step
 def ours_step(preset: str, vocab: int, train, optimizer: str, compile_: bool, work: Path) -> tuple[Callable[[int], None], int]:
     torch.manual_seed(0)
-    model = build_model(preset, vocab)
+    model = build_model(preset, vocab).to(DEVICE)
     cfg = PretrainConfig(out_dir=work, model=preset, optimizer=optimizer, steps=1000, batch_size=BATCH,
                          seq_len=SEQ, compile=compile_).resolved()
     opt = make_optimizer(model, cfg)
@@ -135,24 +151,28 @@ def ours_step(preset: str, vocab: int, train, optimizer: str, compile_: bool, wo
 
     def step(k: int) -> None:
         micro = [sample_batch(train, BATCH, SEQ, 0, k)]
-        train_step(model, loss_fn, micro, opt, scheduler, params, cfg.grad_clip, contextlib.nullcontext,
-                   torch.device("cpu"))
+        train_step(model, loss_fn, micro, opt, scheduler, params, cfg.grad_clip, autocast, DEVICE)
 
     return step, count_parameters(model)
 
 
 # ---------------------------------------------------------------- peak
 def matmul_peak() -> float:
-    """Best fp32 matmul rate (flop/s) over a few square sizes, median of repetitions."""
+    """Best matmul rate (flop/s) over a few square sizes, median of repetitions: fp32 on the CPU,
+    bf16 on CUDA (the precision training computes in there)."""
     best = 0.0
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+    cuda = DEVICE.type == "cuda"
+    for n in (4096, 8192, 16384) if cuda else (512, 1024, 2048):
+        dtype = torch.bfloat16 if cuda else torch.float32
+        a, b = torch.randn(n, n, device=DEVICE, dtype=dtype), torch.randn(n, n, device=DEVICE, dtype=dtype)
         for _ in range(2):
             a @ b
         times = []
-        for _ in range(5 if n < 2048 else 3):
+        for _ in range(10 if cuda else 5 if n < 2048 else 3):
+            sync()
             t = time.perf_counter()
             a @ b
+            sync()
             times.append(time.perf_counter() - t)
         best = max(best, 2 * n**3 / statistics.median(times))
     return best
@@ -177,6 +197,7 @@ def small_corpus(root: Path, max_bytes: int = 3_000_000) -> str:
 
 
 def main() -> None:
+    global BATCH, SEQ, DEVICE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default="micro,small")
     ap.add_argument("--warmup", type=int, default=3)
@@ -185,7 +206,12 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled contenders")
     ap.add_argument("--quick", action="store_true", help="small only, eager only, 3 rounds")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: bf16 autocast, bf16 matmul peak (issue 8's GPU figures)")
+    ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--seq", type=int, default=SEQ)
     args = ap.parse_args()
+    BATCH, SEQ, DEVICE = args.batch, args.seq, torch.device(args.device)
     if args.quick:
         args.presets, args.rounds, args.no_compile = "small", 3, True
     if args.threads:
@@ -201,7 +227,7 @@ def main() -> None:
             vocab = PretrainConfig(out_dir=tmp, model=preset).resolved().vocab_size
             train = prepare_pretraining_data(corpus, vocab_size=vocab, progress=False).train
             modes = [False] if args.no_compile else [False, True]
-            optimizers = ["adamw", "muon"] if preset == "small" else ["adamw"]
+            optimizers = ["adamw", "muon"] if preset in ("small", "gpt2-small") else ["adamw"]
             steps = {"reference (eager)": reference_step(preset, vocab, train)}
             for opt_name in optimizers:
                 for compiled in modes:
@@ -211,29 +237,34 @@ def main() -> None:
                 t = time.perf_counter()
                 for k in range(args.warmup):
                     fn(k)
+                sync()
                 print(f"  {preset} {name}: warm-up {time.perf_counter() - t:.1f} s", flush=True)
             rates: dict[str, list[float]] = {name: [] for name in steps}
             for r in range(args.rounds):
                 for name, (fn, _) in steps.items():
+                    sync()
                     t = time.perf_counter()
                     for k in range(args.per_round):
                         fn(args.warmup + r * args.per_round + k)
+                    sync()
                     rates[name].append(args.per_round * BATCH * SEQ / (time.perf_counter() - t))
             ref = rates["reference (eager)"]
             for name, (_, n) in steps.items():
                 ratio = statistics.median(a / b for a, b in zip(rates[name], ref, strict=True))
                 rows.append((preset, name, n, statistics.median(rates[name]), ratio, rates[name]))
     peak = max(peak, matmul_peak())
-    print(f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (best of before and after)")
+    kind = "bf16" if DEVICE.type == "cuda" else "fp32"
+    print(f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s on {args.device} (best of before and after)")
     print(f"{'preset':<7} {'loop':<24} {'params':>10} {'tokens/s':>9} {'vs ref':>7} {'MFU':>6}")
     for preset, name, n, tps, ratio, _ in rows:
         print(f"{preset:<7} {name:<24} {n:>10,} {tps:>9,.0f} {ratio:>6.2f}x {6 * n * tps / peak:>6.1%}")
     for mode in ("eager", "compiled"):
-        adamw = [r[5] for r in rows if r[0] == "small" and r[1] == f"ours adamw ({mode})"]
-        muon = [r[5] for r in rows if r[0] == "small" and r[1] == f"ours muon ({mode})"]
-        if adamw and muon:
-            ratio = statistics.median(a / m for a, m in zip(adamw[0], muon[0], strict=True))
-            print(f"small {mode}: muon step / adamw step = {ratio:.3f} (median over rounds)")
+        for preset in args.presets.split(","):
+            adamw = [r[5] for r in rows if r[0] == preset and r[1] == f"ours adamw ({mode})"]
+            muon = [r[5] for r in rows if r[0] == preset and r[1] == f"ours muon ({mode})"]
+            if adamw and muon:
+                ratio = statistics.median(a / m for a, m in zip(adamw[0], muon[0], strict=True))
+                print(f"{preset} {mode}: muon step / adamw step = {ratio:.3f} (median over rounds)")
     sys.stdout.flush()
 
 

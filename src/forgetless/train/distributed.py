@@ -66,7 +66,7 @@ def setup(parallel: str, device_name: str) -> tuple[str, torch.device]:
         raise ValueError(f"parallel {parallel!r} is unknown; allowed: {', '.join(STRATEGIES)}")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device_name != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    device = torch.device("cuda", local % torch.cuda.device_count()) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     backend = "nccl" if cuda else "gloo"
