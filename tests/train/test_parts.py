@@ -101,3 +101,13 @@ def test_missing_tracker_package_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="tracker 'wandb' needs the wandb package: pip install wandb"):
         check_trackers(["wandb"])
+
+
+def test_tracker_values_flatten_nested_eval_entries() -> None:
+    from forgetless.train.loop import _numbers
+
+    point = {"kind": "eval", "step": 3, "forgetting": 1.5, "accuracy": None, "ok": True,
+             "forgetting_by_source": {"code": 2.0, "prose": 1.25}}
+    assert _numbers(point, "eval") == {"eval/step": 3, "eval/forgetting": 1.5,
+                                       "eval/forgetting_by_source/code": 2.0,
+                                       "eval/forgetting_by_source/prose": 1.25}

@@ -104,6 +104,17 @@ class Diverged(Exception):
     pass
 
 
+def _numbers(point: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The numeric entries of an eval point, nested ones (forgetting per source) as prefix/key/sub."""
+    out: dict[str, float] = {}
+    for key, value in point.items():
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{prefix}/{key}"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}/{key}"] = value
+    return out
+
+
 def run_job(job: Job) -> RunResult:
     cfg, run, model, opt = job.cfg, job.run, job.model, job.optimizer
     d = job.dist
@@ -143,7 +154,7 @@ def run_job(job: Job) -> RunResult:
                  "lr": scheduler.get_last_lr()[0], "wall_time": wall()}
         run.append_metrics(point)
         for tracker in trackers:
-            tracker.log({f"eval/{key}": v for key, v in point.items() if isinstance(v, (int, float))}, k)
+            tracker.log(_numbers(point, "eval"), k)
         if job.on_eval is not None:
             job.on_eval(point)
 
@@ -203,6 +214,8 @@ def run_job(job: Job) -> RunResult:
                 window_start = time.perf_counter()  # the next rate excludes evaluation and saving
     except Diverged as why:
         run.append_metrics({"kind": "status", "status": "diverged", "step": step, "reason": str(why)})
+        for tracker in trackers:  # the trackers close as finished: say that it diverged
+            tracker.log({"train/diverged": 1.0}, step)
         run.write_status("diverged", step=step, reason=str(why), final_checkpoint=last_ckpt)
         return RunResult(run.path, "diverged", run.points(), last_ckpt)
     except KeyboardInterrupt:
