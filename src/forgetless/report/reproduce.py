@@ -26,9 +26,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_tokens": 8192, "block_len": 32, "pairs": [[8, 8], [16, 16]], "steps": 300,
         "eval_every": 100, "n_eval": 32, "batch_size": 16}},
     "cpu-full": {"study": "cpu-full", "probe_tokens": 32768, "memorization": {
-        "optimizers": ["adamw", "muon", "sgd"], "lrs": [1e-3, 3e-3], "preset": "nano",
+        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "nano",
         "n_tokens": 16384, "block_len": 64, "pairs": [[8, 8], [16, 16], [32, 32]],
-        "steps": 1500, "eval_every": 150}},
+        "steps": 1000, "eval_every": 100}},
     "gpt2": {"study": "gpt2", "probe_tokens": 262144, "memorization": {
         "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "gpt2-small",
         "corpus": "hf:openwebtext", "vocab_size": 50257, "n_tokens": 4_000_000, "block_len": 128,
