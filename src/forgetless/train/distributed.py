@@ -109,6 +109,27 @@ def wrap(model: torch.nn.Module, d: Dist, device: torch.device, bf16: bool) -> t
     return model
 
 
+def spread(model: torch.nn.Module, parallel: str, device: torch.device, precision: str,
+           lora: bool = False, shards: str | Path | None = None) -> tuple[Dist, torch.nn.Module]:
+    """`choose` and `wrap` for a run: (this process's Dist, the model to train). `shards`: a
+    checkpoint whose weights exist only as shards, loaded once the model is sharded like them."""
+    d = choose(parallel, model, lora)
+    trained = wrap(model, d, device, bf16=device.type == "cuda" and precision != "fp32")
+    if shards is not None and shards_only(shards):
+        if d.strategy != "fsdp":
+            raise ValueError(f"{shards} holds a sharded model; resume it under torchrun with parallel "
+                             f"'fsdp', or make it whole first: forgetless consolidate {shards}")
+        load_sharded_model(Path(shards), model)
+    return d, trained
+
+
+def write_config(model: torch.nn.Module, path: Path) -> None:
+    """A sharded checkpoint's model files besides the weights (the shards, consolidated by the
+    checkpoint writer): config.json and generation_config.json."""
+    model.config.save_pretrained(path)
+    model.generation_config.save_pretrained(path)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a DDP wrapper (FSDP2 keeps the model's own class)."""
     return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
@@ -159,7 +180,8 @@ def _model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     storage and is left out: the HF config re-ties it on load)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    return {k: v for k, v in get_model_state_dict(model).items() if k in _own_names(model)}
+    names = _own_names(model)
+    return {k: v for k, v in get_model_state_dict(model).items() if k in names}
 
 
 def _own_names(model: torch.nn.Module) -> set[str]:
@@ -180,15 +202,10 @@ def save_sharded(directory: Path, model: torch.nn.Module, opt: torch.optim.Optim
     directory (model-*.safetensors + model.safetensors.index.json, what from_pretrained reads)."""
     import torch.distributed.checkpoint as dcp
 
+    # consolidating, the writer puts the shards in directory/sharded itself ("sharded" is its name)
+    target = directory if consolidate else directory / SHARDED_MODEL
     dcp.save(_model_state(model), storage_writer=dcp.HuggingFaceStorageWriter(
-        str(directory), save_distributed=True, enable_consolidation=consolidate))
-    if not consolidate:  # the writer puts shards in directory/sharded only when consolidating
-        shards = directory / SHARDED_MODEL
-        if dist.get_rank() == 0:
-            shards.mkdir(exist_ok=True)
-            for f in directory.glob("shard-*.safetensors"):
-                f.rename(shards / f.name)
-        dist.barrier()
+        str(target), save_distributed=True, enable_consolidation=consolidate))
     tensors = {k: v for k, v in _optimizer_state(model, opt).items() if isinstance(v, torch.Tensor)}
     dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(
         str(directory / SHARDED_OPTIMIZER), save_distributed=True))
@@ -239,14 +256,15 @@ def empty_model(checkpoint: str | Path) -> torch.nn.Module:
 
 
 def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if k in _own_names(model)}
+    names = _own_names(model)
+    return {k: v for k, v in model.state_dict().items() if k in names}
 
 
 def consolidate(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     """A plain Hugging Face checkpoint (model.safetensors) from a sharded FSDP2 checkpoint, in one
     process: the model is built from the checkpoint's config.json, the shards are read into it
     (no pickle anywhere), and it is saved with its tokenizer next to it (or in `out`)."""
-    import shutil
+    import transformers
 
     from forgetless.models import quiet
 
@@ -263,9 +281,6 @@ def consolidate(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     (dst / "model.safetensors.index.json").unlink(missing_ok=True)
     with quiet():
         model.save_pretrained(dst)
-    if dst != src:
-        for f in src.iterdir():
-            if f.is_file() and (f.suffix in (".json", ".txt", ".model") or "token" in f.name) \
-                    and not f.name.startswith(("model", "trainer_state")) and not (dst / f.name).exists():
-                shutil.copy2(f, dst / f.name)
+        if dst != src:
+            transformers.AutoTokenizer.from_pretrained(src).save_pretrained(dst)
     return dst

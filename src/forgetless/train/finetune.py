@@ -109,13 +109,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
             peft.set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
     model.to(device)
     autocast = autocast_for(device, cfg.precision)
-    d = distributed.choose(cfg.parallel, model, lora=lora)
-    trained = distributed.wrap(model, d, device, bf16=device.type == "cuda" and cfg.precision != "fp32")
-    if distributed.shards_only(source):
-        if d.strategy != "fsdp":
-            raise ValueError(f"{source} holds a sharded model; resume under torchrun with parallel 'fsdp' "
-                             "or make it whole first: forgetless consolidate " + str(source))
-        distributed.load_sharded_model(source, model)
+    d, trained = distributed.spread(model, cfg.parallel, device, cfg.precision, lora=lora, shards=source)
     optimizer = runtime.make_optimizer(model, cfg, sharded=d.active)
 
     forget = prepare_pretraining_data(cfg.forget_corpus, cfg.forget_tokenizer, cfg.forget_vocab_size,
@@ -155,9 +149,8 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         return point
 
     def write_model(path: Path) -> None:
-        if d.strategy == "fsdp":  # the weights are the shards, consolidated by the checkpoint writer
-            model.config.save_pretrained(path)
-            model.generation_config.save_pretrained(path)
+        if d.strategy == "fsdp":
+            distributed.write_config(model, path)
         elif lora and cfg.merge:
             merge_lora(model).save_pretrained(path)
             model.save_pretrained(path / "adapter")

@@ -48,10 +48,7 @@ def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | N
     set_dropout(model, cfg.dropout)
     model.to(device)
     autocast = autocast_for(device, cfg.precision)
-    d = distributed.choose(cfg.parallel, model, lora=False)
-    trained = distributed.wrap(model, d, device, bf16=device.type == "cuda" and cfg.precision != "fp32")
-    if resume_from is not None and d.strategy == "fsdp" and distributed.shards_only(resume_from):
-        distributed.load_sharded_model(resume_from, model)
+    d, trained = distributed.spread(model, cfg.parallel, device, cfg.precision, shards=resume_from)
     optimizer = runtime.make_optimizer(model, cfg, sharded=d.active)
     val_batches = forgetting_batches(data.val, cfg.seq_len, cfg.eval_tokens, cfg.eval_batch_size)
 
@@ -65,9 +62,8 @@ def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | N
         return {"forgetting": loss, "val_loss": loss, "learning": None, "accuracy": None}
 
     def write_model(path: Path) -> None:
-        if d.strategy == "fsdp":  # the weights are the shards, consolidated by the checkpoint writer
-            model.config.save_pretrained(path)
-            model.generation_config.save_pretrained(path)
+        if d.strategy == "fsdp":
+            distributed.write_config(model, path)
         else:
             model.save_pretrained(path)
         tokenizer.save_pretrained(path)
