@@ -73,8 +73,12 @@ def test_magicoder_parquet(tmp_path):
 def test_wrong_schema_names_missing_columns(tmp_path):
     path = tmp_path / "alpaca.jsonl"
     path.write_text(json.dumps({"prompt": "x", "completion": "y"}) + "\n")
-    with pytest.raises(KeyError, match=r"lacks column\(s\) \['instruction', 'input', 'output'\]"):
+    # A ValueError (the command line prints it as one line, exit 2), naming what was found.
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['instruction', 'output'\].*"
+                                         r"columns found: \['completion', 'prompt'\]"):
         load_task("alpaca", path=path)
+    with pytest.raises(ValueError, match="lacks column"):
+        load_task(f"alpaca:{path}")
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="empty.jsonl is empty"):
         load_task("alpaca", path=tmp_path / "empty.jsonl")
@@ -88,3 +92,20 @@ def test_hub_dataset_offline_says_how_to_use_a_local_file(monkeypatch):
     monkeypatch.setitem(adapters.ADAPTERS, "alpaca", fake)
     with pytest.raises(DatasetUnavailable, match=r"(?s)'forgetless-test/no-alpaca'.*path='FILE'"):
         load_task("alpaca")
+    with pytest.raises(ValueError):  # also a ValueError: one line on the command line, exit 2
+        load_task("alpaca")
+
+
+def test_alpaca_csv_without_input_column_and_mapped_columns(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("question,reply\n" + "".join(f"Say {i}.,\"{i}, done\"\n" for i in range(N)))
+    records = load_task(f"alpaca:{path}", "train", columns="question=instruction,reply=output")
+    records += load_task("alpaca", "validation", path=path,
+                         columns={"question": "instruction", "reply": "output"})
+    assert len(records) == N
+    rec = next(r for r in records if r.response == "7, done")
+    assert rec.prompt == ("Below is an instruction that describes a task. Write a response that "
+                          "appropriately completes the request.\n\n### Instruction:\nSay 7.\n\n"
+                          "### Response:\n")
+    with pytest.raises(ValueError, match="allowed targets: messages, prompt"):
+        load_task(f"alpaca:{path}", columns="question=query")

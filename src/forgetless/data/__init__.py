@@ -12,12 +12,13 @@ from .sandbox import TestReport, run_tests
 from .sft import IGNORE_INDEX, SFTCollator, SFTRecord
 from .tasks import TASKS, check_answer, check_answers, load_task
 from .tokenizer import load_tokenizer, train_bpe
+from .user_data import TaskDataUnavailable, load_user_task
 
 __all__ = [
     "IGNORE_INDEX", "TASKS", "DatasetUnavailable", "Document", "MemorisationSample",
-    "PretrainData", "SFTCollator", "SFTRecord", "TestReport", "cache_dir", "check_answer",
+    "PretrainData", "SFTCollator", "SFTRecord", "TaskDataUnavailable", "TestReport", "cache_dir", "check_answer",
     "check_answers",
-    "corrupt_blocks", "load_pretraining_data", "load_task", "load_tokenizer",
+    "corrupt_blocks", "load_pretraining_data", "load_task", "load_tokenizer", "load_user_task",
     "memorisation_samples", "open_corpus", "prepare_pretraining_data", "run_tests",
     "sample_batch", "train_bpe",
 ]

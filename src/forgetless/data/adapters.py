@@ -4,8 +4,9 @@
     Alpaca       instruction, input, output                  -> the Alpaca template
     Magicoder    instruction, response                       -> the Magicoder template
 
-Loaded from a local .json/.jsonl/.parquet in the same schema, or from the Hugging Face hub. The
-hub releases have one split; the validation split is a fixed hash-chosen 2% of the prompts.
+Loaded from a local .json/.jsonl/.parquet/.csv in the same schema (other column names mapped
+with `columns`), or from the Hugging Face hub. The hub releases have one split; the validation
+split is a fixed hash-chosen 2% of the prompts. Alpaca's `input` may be absent (no input block).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import key_fraction
-from .local import read_records
+from .hub import DatasetUnavailable
 from .sft import SFTRecord
 
 VAL_FRACTION = 0.02
@@ -63,7 +64,7 @@ class Adapter:
 
 ADAPTERS = {
     "metamathqa": Adapter("meta-math/MetaMathQA", ("query", "response"), _metamathqa),
-    "alpaca": Adapter("tatsu-lab/alpaca", ("instruction", "input", "output"), _alpaca),
+    "alpaca": Adapter("tatsu-lab/alpaca", ("instruction", "output"), _alpaca),  # input optional
     "magicoder": Adapter("ise-uiuc/Magicoder-Evol-Instruct-110K", ("instruction", "response"),
                          _magicoder),
 }
@@ -72,28 +73,41 @@ ADAPTERS = {
 def _rows(name: str, path: str | Path | None):
     adapter = ADAPTERS[name]
     if path is not None:
-        path = Path(path).expanduser()
-        if path.suffix not in (".json", ".jsonl", ".parquet"):
-            raise ValueError(f"{path}: a {name} file must be .json, .jsonl or .parquet")
-        return read_records(path), str(path)
-    from .hub import load_hub_dataset
+        from .user_data import read_table  # user_data builds on this module's templates
 
-    hint = (f": load_task({name!r}, path='FILE') with a .json/.jsonl/.parquet holding the "
+        table, where = read_table(Path(path).expanduser())
+        return iter(table), where
+    from .hub import load_hub_dataset
+    from .user_data import TaskDataUnavailable
+
+    hint = (f": load_task({name!r}, path='FILE') with a .json/.jsonl/.parquet/.csv holding the "
             f"columns {', '.join(adapter.columns)}")
-    return iter(load_hub_dataset(adapter.hub_name, "train", local_hint=hint)), adapter.hub_name
+    try:
+        return iter(load_hub_dataset(adapter.hub_name, "train", local_hint=hint)), adapter.hub_name
+    except TaskDataUnavailable:
+        raise
+    except DatasetUnavailable as err:  # a ValueError too, so the command line prints no traceback
+        raise TaskDataUnavailable(str(err)) from err
 
 
 def load_dataset_task(name: str, split: str, n: int | None, seed: int,
-                      path: str | Path | None) -> list[SFTRecord]:
+                      path: str | Path | None, columns=None) -> list[SFTRecord]:
+    from .user_data import parse_columns
+
     adapter = ADAPTERS[name]
+    mapping = parse_columns(columns)
     rows, where = _rows(name, path)
     records: list[SFTRecord] = []
     for i, row in enumerate(rows):
-        missing = [c for c in adapter.columns if c not in row]
+        if mapping:  # a mapped column replaces one of the target's name
+            row = {mapping.get(k, k): v for k, v in row.items()
+                   if k in mapping or k not in mapping.values()}
+        missing = [c for c in adapter.columns if row.get(c) is None]
         if missing:
-            raise KeyError(f"{where} record {i + 1} lacks column(s) {missing} of the {name} schema "
-                           f"(needs {list(adapter.columns)}; has {sorted(row)}). Rename the "
-                           "columns or pick the matching task name.")
+            raise ValueError(f"{where} record {i + 1} lacks column(s) {missing} of the {name} "
+                             f"schema (needs {list(adapter.columns)}; columns found: {sorted(row)}). "
+                             "Give the file alone (--task FILE) to have its format told from its "
+                             "columns, or map them with --columns DATA_COLUMN=FORMAT_COLUMN.")
         rec = adapter.to_record(row)
         in_val = key_fraction(f"{name}|{rec.prompt}") < VAL_FRACTION
         if in_val == (split == "validation"):

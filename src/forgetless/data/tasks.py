@@ -6,6 +6,8 @@
     metamathqa  meta-math/MetaMathQA (query, response)
     alpaca      tatsu-lab/alpaca (instruction, input, output)
     magicoder   ise-uiuc/Magicoder-Evol-Instruct-110K (instruction, response)
+    FILE        a user's .jsonl/.json/.parquet/.csv, format told by its columns (user_data.py)
+    hf:NAME     a Hugging Face dataset's train split, the same way (offline: when cached)
 
 Generated tasks draw records from `random.Random(f"{name}-{seed}")` and assign each to a split by
 a hash of its prompt, so the splits are disjoint for every seed, and a record never appears twice
@@ -18,7 +20,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import task_arith, task_code, task_instruct
+from . import task_arith, task_code, task_instruct, user_data
 from .adapters import ADAPTERS, load_dataset_task
 from .cache import key_fraction
 from .sft import SFTRecord
@@ -38,26 +40,33 @@ def _split(split: str) -> str:
 
 
 def load_task(name: str, split: str = "train", n: int | None = None, seed: int = 0, *,
-              path: str | Path | None = None) -> list[SFTRecord]:
+              path: str | Path | None = None, columns=None) -> list[SFTRecord]:
     """`n` records of task `name` (see the module docstring) for `split` ("train"/"validation").
 
     Generated tasks: n defaults to 5000 (train) / 500 (validation); records are deterministic in
-    (name, split, n, seed). Datasets: loaded from `path` (local .json/.jsonl/.parquet in the hub
-    schema) or else the hub; n=None gives the whole split, otherwise a seeded sample of n. A
-    dataset name may also carry its file, as "alpaca:/data/alpaca_data.json".
+    (name, split, n, seed). Datasets: loaded from `path` (local .json/.jsonl/.parquet/.csv in the
+    hub schema) or else the hub; n=None gives the whole split, otherwise a seeded sample of n. A
+    dataset name may also carry its file, as "alpaca:/data/alpaca_data.json". A user's data (a
+    file or "hf:NAME", see user_data.py) likewise. `columns` ("a=b,c=d", a list of such, or a
+    mapping) renames a data column a to the format's column b first.
     """
-    if ":" in name and path is None:
-        name, path = name.split(":", 1)
+    str_name = str(name)
+    prefix, sep, rest = str_name.partition(":")
+    if sep and path is None and prefix in TASKS:
+        name, path = prefix, rest
     split = _split(split)
     if n is not None and n < 1:
         raise ValueError(f"n must be a positive number of records or None, got {n}")
     if name in GENERATED:
-        if path is not None:
-            raise ValueError(f"task {name!r} is generated; it takes no path")
+        if path is not None or columns:
+            raise ValueError(f"task {name!r} is generated; it takes no path and no columns")
         return _generate(name, split, DEFAULT_N[split] if n is None else n, seed)
     if name in ADAPTERS:
-        return load_dataset_task(name, split, n, seed, path)
-    raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+        return load_dataset_task(name, split, n, seed, path, columns)
+    if path is None and (user_data.is_user_data(str_name) or Path(str_name).expanduser().is_file()):
+        return user_data.load_user_task(str_name, split, n, seed, columns)
+    raise ValueError(f"unknown task {str_name!r}; choose one of {', '.join(TASKS)}, or give a "
+                     f"data file ({', '.join(user_data.EXTENSIONS)}) or hf:NAME")
 
 
 def _generate(name: str, split: str, n: int, seed: int) -> list[SFTRecord]:
@@ -87,7 +96,13 @@ def check_answer(task: str, record: SFTRecord, generated_text: str, **kwargs) ->
     instruct: the first line of the output equals `record.answer` (whitespace-trimmed).
     code: the generated function passes `record.answer`'s test cases, run in a separate,
     resource-limited process (kwargs: timeout, memory_mb); never executed in this process.
+    a user's data (a file or hf:NAME): exact match with its `answer` column (user_data.check).
     """
+    if task.split(":", 1)[0] not in TASKS and (user_data.is_user_data(task)
+                                               or Path(task).expanduser().is_file()):
+        if record.answer is None:
+            raise ValueError(f"this {task!r} record has no checkable answer (no 'answer' column)")
+        return user_data.check(record, generated_text)
     task = task.split(":", 1)[0]
     if record.answer is None:
         raise ValueError(f"this {task!r} record has no checkable answer (record.answer is None); "
