@@ -2,7 +2,14 @@
 
 from forgetless.integrations.callback import ForgettingCallback, reference_batches
 from forgetless.integrations.harness import HarnessCallback, harness_point, harness_scores
-from forgetless.integrations.optimizer import create_optimizer, resolve_family
+from forgetless.integrations.optimizer import (
+    OptimizerFactory,
+    create_optimizer,
+    optimizer_factory,
+    resolve_family,
+)
+from forgetless.integrations.trainer import ForgetlessTrainerMixin
 
-__all__ = ["ForgettingCallback", "HarnessCallback", "create_optimizer", "harness_point",
-           "harness_scores", "reference_batches", "resolve_family"]
+__all__ = ["ForgetlessTrainerMixin", "ForgettingCallback", "HarnessCallback", "OptimizerFactory",
+           "create_optimizer", "harness_point", "harness_scores", "optimizer_factory",
+           "reference_batches", "resolve_family"]

@@ -1,23 +1,39 @@
-"""`ForgettingCallback`: measure forgetting inside any Hugging Face `Trainer` run.
+"""`ForgettingCallback`: measure forgetting inside any Hugging Face `Trainer` (or TRL) run.
 
     cb = ForgettingCallback(reference_texts, tokenizer, every=50)
-    Trainer(..., callbacks=[cb]).train()
-    cb.history  # [{"step": 0, "forgetting": 3.91}, {"step": 50, ...}, ...]
+    trainer = Trainer(..., callbacks=[cb])
+    cb.attach(trainer)          # so the metric reaches report_to trackers (or ForgetlessTrainerMixin)
+    trainer.train()
+    cb.history  # [{"step": 0, "forgetting": 3.91, "delta": 0.0}, {"step": 50, ...}, ...]
 
 Forgetting is the token-weighted mean loss on a fixed reference sample of pretraining-like text,
 the same measure `forgetless finetune` uses. The sample is tokenised and cut into windows once, so
 every measurement sees the same tokens; it is taken before the first step (the base model's loss)
-and every `every` steps, logged as `forgetting_loss` beside the Trainer's own metrics (TensorBoard,
-W&B and the rest receive it like any logged value).
+and every `every` steps (or, with `every=None`, whenever the Trainer evaluates).
+
+Where the numbers go. Each measurement is one log record of the Trainer at its step:
+`eval_forgetting_loss`, `eval_forgetting_delta` (the change from the base model's loss, in nats)
+and, when `reference` is a dict of named sources, `eval_forgetting_loss_<source>`. Trackers rewrite
+`eval_x` as `eval/x`, so they sit beside `eval/loss`. The Trainer's reporting callbacks (TensorBoard,
+W&B, MLflow, ...) run before any callback passed in `callbacks=`, so a callback cannot add to a log
+line they have already written; an attached callback instead calls `trainer.log` itself, which
+every `report_to` tracker, `state.log_history` and the console receive. Unattached (only
+`callbacks=[cb]`), the values go to `cb.history` and `state.log_history` but to no tracker, and a
+warning says so when `report_to` names one.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from forgetless.train.evaluate import mean_loss
+
+log = logging.getLogger(__name__)
+PREFIX = "eval_forgetting"
 
 
 def reference_batches(token_ids: list[int] | np.ndarray, seq_len: int, batch_size: int,
@@ -36,20 +52,32 @@ def reference_batches(token_ids: list[int] | np.ndarray, seq_len: int, batch_siz
 
 
 class ForgettingCallback(TrainerCallback):
-    """Log the loss on a fixed reference sample every `every` steps (and at step 0)."""
+    """Log the loss on a fixed reference sample at step 0 and every `every` steps.
 
-    def __init__(self, reference, tokenizer=None, every: int = 50, seq_len: int = 256,
+    `reference`: a string, a list of strings, a `datasets.Dataset` (its `text_column`), or a dict
+    {source name: any of those} for per-source parts beside the total."""
+
+    def __init__(self, reference, tokenizer=None, every: int | None = 50, seq_len: int = 256,
                  batch_size: int = 8, max_tokens: int = 65536, text_column: str = "text"):
-        if every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be an integer >= 1 or None (with each evaluation), got {every!r}")
         self.reference, self.tokenizer, self.every = reference, tokenizer, every
         self.seq_len, self.batch_size, self.max_tokens = seq_len, batch_size, max_tokens
         self.text_column = text_column
-        self.batches = None
+        self.batches: dict[str, list] | None = None  # per source; "" for a single reference
         self.history: list[dict] = []
+        self.trainer = None
+        self._warned = False
 
-    def _texts(self) -> list[str]:
-        ref = self.reference
+    def attach(self, trainer):
+        """Route measurements through `trainer.log`, so every report_to tracker receives them; adds
+        the callback to `trainer` when it is not there yet. Returns `trainer`."""
+        self.trainer = trainer
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        return trainer
+
+    def _texts(self, ref) -> list[str]:
         if isinstance(ref, str):
             return [ref]
         if hasattr(ref, "column_names"):  # a datasets.Dataset
@@ -64,37 +92,61 @@ class ForgettingCallback(TrainerCallback):
         if tok is None:
             raise ValueError("tokenizer: ForgettingCallback needs a tokenizer (pass one, or give the "
                              "Trainer processing_class=tokenizer)")
-        ids: list[int] = []
+        tok = getattr(tok, "tokenizer", tok)  # a processor wraps its tokenizer
+        sources = self.reference if isinstance(self.reference, dict) else {"": self.reference}
         sep = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        for text in self._texts():
-            ids += tok(text, add_special_tokens=False)["input_ids"] + sep
-            if len(ids) > self.max_tokens:
-                break
-        self.batches = reference_batches(ids, self.seq_len, self.batch_size, self.max_tokens)
+        self.batches = {}
+        for name, ref in sources.items():
+            ids: list[int] = []
+            for text in self._texts(ref):
+                ids += tok(text, add_special_tokens=False)["input_ids"] + sep
+                if len(ids) > self.max_tokens:
+                    break
+            self.batches[name] = reference_batches(ids, self.seq_len, self.batch_size, self.max_tokens)
 
-    def _measure(self, model, step: int) -> float:
+    def _measure(self, model, step: int) -> dict[str, float]:
+        """The metrics of one measurement (also appended to `history`)."""
         device = next(model.parameters()).device
-        value = mean_loss(model, self.batches, device)
-        self.history.append({"step": step, "forgetting": value})
-        return value
+        parts, sums, count = {}, 0.0, 0
+        for name, batches in self.batches.items():
+            n = sum(y.numel() for _, y in batches)  # reference windows have no ignored positions
+            parts[name] = mean_loss(model, batches, device)
+            sums, count = sums + parts[name] * n, count + n
+        total = sums / count
+        base = self.history[0]["forgetting"] if self.history else total
+        entry = {"step": step, "forgetting": total, "delta": total - base}
+        metrics = {f"{PREFIX}_loss": total, f"{PREFIX}_delta": total - base}
+        if isinstance(self.reference, dict):
+            entry["by_source"] = dict(parts)
+            metrics.update({f"{PREFIX}_loss_{name}": v for name, v in parts.items()})
+        self.history.append(entry)
+        return metrics
+
+    def _emit(self, args, state, control, metrics: dict[str, float]) -> None:
+        if self.trainer is not None:
+            # trainer.log sends the record to every callback's on_log (trackers included), but the
+            # handler clears control.should_log on the way: keep the Trainer's own decision.
+            # Trainer.log itself, not a subclass's: TRL's log() would fold its pending training
+            # metrics into this record and clear them from the training line.
+            should_log = control.should_log
+            Trainer.log(self.trainer, dict(metrics))
+            control.should_log = self.trainer.control.should_log = should_log
+            return
+        state.log_history.append({**metrics, "step": state.global_step})
+        trackers = [r for r in (args.report_to or []) if r != "none"]
+        if trackers and not self._warned:
+            self._warned = True
+            log.warning("forgetless: ForgettingCallback is not attached to the Trainer, so its metric "
+                        "reaches state.log_history but not the report_to trackers %s; call "
+                        "cb.attach(trainer) before train(), or use ForgetlessTrainerMixin.", trackers)
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.batches is None:
             self._prepare(processing_class or kwargs.get("tokenizer"))
         if not self.history:
-            value = self._measure(model, state.global_step)
-            state.log_history.append({"forgetting_loss": value, "step": state.global_step})
+            self._emit(args, state, control, self._measure(model, state.global_step))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every == 0:
-            self._measure(model, state.global_step)
-            control.should_log = True  # the value goes out with this step's log line
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        # Attach the latest measurement, once, to the log record of its step.
-        if logs is not None and self.history and self.history[-1]["step"] == state.global_step:
-            if "forgetting_loss" not in logs and not self.history[-1].get("logged"):
-                logs["forgetting_loss"] = self.history[-1]["forgetting"]
-                self.history[-1]["logged"] = True
-                if state.log_history and state.log_history[-1].get("step") == state.global_step:
-                    state.log_history[-1]["forgetting_loss"] = self.history[-1]["forgetting"]
+        due = (state.global_step % self.every == 0) if self.every else control.should_evaluate
+        if due and self.history and self.history[-1]["step"] != state.global_step:
+            self._emit(args, state, control, self._measure(model, state.global_step))

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from forgetless.optim import OPTIMIZERS, describe, family_members, same_family
-from forgetless.recommend.provenance import lookup, model_facts
+from forgetless.recommend.provenance import ModelFacts, lookup, model_facts
 
 TASK_KINDS = ("instruction", "reasoning", "code", "other")
 # Task names the data box knows, by the kind of skill they teach (paper section 4.1).
@@ -98,6 +98,51 @@ def _family(name: str) -> str:
     return info.family
 
 
+@dataclass
+class PretrainingOptimizer:
+    """What `resolve_pretraining` found: the optimizer (None when unknown), how, and why."""
+
+    optimizer: str | None
+    how_known: str  # "provenance", "fingerprint" or "unknown"
+    confidence: float | None
+    reasoning: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)
+
+
+def resolve_pretraining(model: str | Path, facts: ModelFacts | None = None, infer: bool = False,
+                        module=None) -> PretrainingOptimizer:
+    """The optimizer that pretrained `model`, in `recommend`'s order: a forgetless run config, then
+    the provenance registry, then the weight/activation fingerprint (always, with `infer`).
+
+    `facts` replaces what `model_facts(model)` would read (for a model held in memory); `module`,
+    an nn.Module, is fingerprinted in memory (weight spectra only) instead of loading `model`."""
+    facts = facts if facts is not None else model_facts(model)
+    found = PretrainingOptimizer(None, "unknown", None)
+    prov = lookup(facts)
+    if prov is not None and prov.optimizer in OPTIMIZERS:
+        found.optimizer, found.how_known = prov.optimizer, "provenance"
+        found.reasoning.append(
+            f"{prov.family} checkpoints were pretrained with {prov.variant} "
+            f"({prov.status}; matched on {prov.matched_on})."
+        )
+        found.sources.append(prov.source)
+    if infer or found.optimizer is None:
+        inferred = _fingerprint(model, found.reasoning, module)
+        if inferred is not None:
+            opt, fam, prob = inferred
+            found.reasoning.append(f"The weight and activation fingerprint says family {fam} "
+                                   f"(probability {prob:.2f}).")
+            found.sources.append("forgetless fingerprint, calibrated on reference checkpoints it pretrains")
+            if found.optimizer is not None and not same_family(found.optimizer, opt):
+                found.cautions.append(
+                    f"The fingerprint ({fam}) disagrees with the documented provenance "
+                    f"({found.optimizer}); the documented provenance is kept.")
+            elif found.optimizer is None:
+                found.optimizer, found.how_known, found.confidence = opt, "fingerprint", prob
+    return found
+
+
 def recommend(
     model: str | Path,
     task: str | None = None,
@@ -109,31 +154,9 @@ def recommend(
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: {optimizer!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
     facts = model_facts(model)
-    reasoning: list[str] = []
-    sources: list[str] = []
-    cautions: list[str] = []
-
-    prov = lookup(facts)
-    pretrain_opt, how, confidence = None, "unknown", None
-    if prov is not None and prov.optimizer in OPTIMIZERS:
-        pretrain_opt, how = prov.optimizer, "provenance"
-        reasoning.append(
-            f"{prov.family} checkpoints were pretrained with {prov.variant} "
-            f"({prov.status}; matched on {prov.matched_on})."
-        )
-        sources.append(prov.source)
-    if infer or pretrain_opt is None:
-        inferred = _fingerprint(model, reasoning)
-        if inferred is not None:
-            opt, fam, prob = inferred
-            reasoning.append(f"The weight and activation fingerprint says family {fam} "
-                             f"(probability {prob:.2f}).")
-            sources.append("forgetless fingerprint, calibrated on reference checkpoints it pretrains")
-            if pretrain_opt is not None and not same_family(pretrain_opt, opt):
-                cautions.append(f"The fingerprint ({fam}) disagrees with the documented provenance "
-                                f"({pretrain_opt}); the documented provenance is kept.")
-            elif pretrain_opt is None:
-                pretrain_opt, how, confidence = opt, "fingerprint", prob
+    found = resolve_pretraining(model, facts=facts, infer=infer)
+    pretrain_opt, how, confidence = found.optimizer, found.how_known, found.confidence
+    reasoning, sources, cautions = found.reasoning, found.sources, found.cautions
 
     n_params = count_parameters(facts.config) or size_from_name(str(model))
     full_grid, lora_grid, grid_source = _grid_for(n_params)
@@ -180,13 +203,19 @@ def recommend(
     )
 
 
-def _fingerprint(model: str | Path, reasoning: list[str]):
+def _fingerprint(model: str | Path, reasoning: list[str], module=None):
     """(optimizer, family, probability) from the analysis box's fingerprint, or None (with the
-    reason noted) when it cannot run or cannot tell."""
+    reason noted) when it cannot run or cannot tell. `module`: fingerprint this nn.Module's
+    weight spectra in memory rather than loading `model`."""
     try:
-        from forgetless.analysis.fingerprint import fingerprint_checkpoint
+        from forgetless.analysis.fingerprint import (
+            fingerprint,
+            fingerprint_checkpoint,
+            model_features,
+        )
 
-        pred = fingerprint_checkpoint(str(model))
+        pred = (fingerprint(model_features(module)) if module is not None
+                else fingerprint_checkpoint(str(model)))
     except (ImportError, OSError, ValueError, RuntimeError) as err:
         reasoning.append(f"The fingerprint could not be computed for this checkpoint: {err}")
         return None

@@ -139,20 +139,22 @@ def lookup(model: str | Path | ModelFacts) -> Provenance | None:
         for entry in entries:
             if any(re.search(p, value, flags=re.IGNORECASE) for p in entry["patterns"]):
                 return _provenance(entry, f"{where} {value!r}")
+    # An architecture alone is a guess, never documentation: any optimizer can train a Llama
+    # (forgetless's own Muon bases are Llama-architecture), so such a match is "assumed".
     kinds = [facts.model_type or ""] + [a.lower() for a in facts.architectures]
     for entry in entries:
         for kind in entry["model_types"]:
             if kind in kinds or any(a.startswith(kind.replace("_", "")) for a in kinds):
-                return _provenance(entry, f"model_type/architectures {kinds}")
+                return _provenance(entry, f"model_type/architectures {kinds} alone", "assumed")
     return None
 
 
-def _provenance(entry: dict, matched_on: str) -> Provenance:
+def _provenance(entry: dict, matched_on: str, status: str | None = None) -> Provenance:
     return Provenance(
         family=entry["family"],
         optimizer=entry["optimizer"],
         variant=entry["variant"],
-        status=entry["status"],
+        status=status or entry["status"],
         source=entry["source"],
         matched_on=matched_on,
     )
