@@ -33,7 +33,10 @@ def parse_count(value: Any, field: str = "tokens") -> int:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbg]?)\s*", str(value).lower())
         if not match:
             raise ValueError(f"{field} must be a count like 5M, 200k or 1000, got {value!r}")
-        count = round(float(match.group(1)) * _SUFFIX[match.group(2)])
+        number = float(match.group(1)) * _SUFFIX[match.group(2)]
+        if not number < 1e18:  # 1e999 reads as inf: not a count
+            raise ValueError(f"{field} must be a count like 5M, 200k or 1000, got {value!r}")
+        count = round(number)
     if count <= 0:
         raise ValueError(f"{field} must be positive, got {value!r}")
     return count
@@ -50,16 +53,21 @@ class TrainConfig(BaseModel):
 
     out_dir: Path = Field(description="run directory (config.yaml, metrics.jsonl, checkpoints/)")
     optimizer: str | None = Field(None, description="a name of forgetless.optim.OPTIMIZERS")
-    lr: float | None = Field(None, gt=0, description="peak learning rate")
-    adamw_lr: float | None = Field(None, gt=0, description="lr of the AdamW side (default: lr)")
-    weight_decay: float | None = Field(None, ge=0, description="decoupled weight decay")
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="peak learning rate")
+    adamw_lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="lr of the AdamW side (default: lr)")
+    weight_decay: float | None = Field(None, ge=0, allow_inf_nan=False, description="decoupled weight decay")
     momentum: float | None = Field(None, ge=0, lt=1, description="momentum of the rule (default 0.95)")
     optimizer_kwargs: dict[str, Any] = Field(default_factory=dict, description="more forgetless.optim.build options")
     warmup: float = Field(0.1, ge=0, lt=1, description="fraction of steps of linear warm-up")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
     grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (None: off)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    batch_size: int | None = Field(None, ge=1, description="sequences per micro-batch")
+    batch_size: int | None = Field(None, ge=1, description="sequences per batch (an optimizer step takes grad_accum of them)")
+    micro_batch: int | None = Field(
+        None, ge=1, description="sequences per forward/backward; batches are cut into pieces this size, "
+                                "gradients add up to the same step (None: sized from the model and free memory)")
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute activations in backward to save memory (None: on from 100M parameters)")
     seq_len: int | None = Field(None, ge=2, description="tokens per sequence")
     steps: int | None = Field(None, ge=1, description="optimizer steps")
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout probability of the model")
@@ -80,6 +88,7 @@ class TrainConfig(BaseModel):
                             "auto (fsdp from 1B parameters, else ddp)")
     consolidate: bool = Field(True, description="fsdp checkpoints also as a whole Hugging Face model")
     progress: bool = Field(True, description="progress bar (off anyway when not a terminal)")
+    console: bool = Field(True, description="print the reference text, each eval point and a summary to stderr")
     trackers: list[str] = Field(default_factory=list, description="tensorboard, wandb and/or mlflow")
     resume: bool = Field(False, description="continue from the newest checkpoint in out_dir")
 
@@ -191,6 +200,9 @@ class FinetuneConfig(TrainConfig):
     forget_tokenizer: str | None = Field(None, description="tokenizer spec of that corpus (default: the base's)")
     forget_vocab_size: int | None = Field(None, ge=2, description="BPE size of that corpus (default: the base's)")
     forget_seq_len: int | None = Field(None, ge=2, description="sequence length of the forgetting sample")
+    forget_balance: bool | None = Field(
+        None, description="equal tokens from each source of the reference (prose, code) (default: on for "
+                          "bases forgetless did not pretrain, when forget_corpus is not given)")
 
     @model_validator(mode="after")
     def _lora_fields_need_lora(self) -> FinetuneConfig:
@@ -215,7 +227,11 @@ class FinetuneConfig(TrainConfig):
             eval_batch_size=self.eval_batch_size or batch,
             lora_alpha=(self.lora_alpha or 2.0 * self.lora_rank) if lora else self.lora_alpha,
             forget_corpus=self.forget_corpus or base_info.get("corpus") or "stdlib",
-            forget_tokenizer=self.forget_tokenizer or base_info.get("tokenizer"),
+            # always the model's own tokenizer (the checkpoint holds it): a BPE trained on the
+            # reference text would feed the model ids of another vocabulary
+            forget_tokenizer=self.forget_tokenizer or base_info.get("checkpoint") or base_info.get("tokenizer"),
+            forget_balance=(not self.forget_corpus and not base_info.get("corpus"))
+            if self.forget_balance is None else self.forget_balance,
             forget_vocab_size=self.forget_vocab_size or base_info.get("vocab_size") or 8192,
             forget_seq_len=self.forget_seq_len or base_info.get("seq_len") or self.seq_len or (128 if small else 1024),
         ))

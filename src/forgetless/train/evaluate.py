@@ -34,6 +34,63 @@ def lm_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, targets: torch.
     return loss, (targets != IGNORE).sum()
 
 
+# Model types whose logits are exactly lm_head(base(x).last_hidden_state): no logit scaling or
+# soft-capping after the head (Gemma 2, Cohere, Granite have some, so they take the plain path).
+PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "olmo", "olmo2", "phi3", "smollm3"}
+HEAD_CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk of positions in evaluation
+
+
+def head_split(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(base, head) of a causal LM (PEFT and DDP wrappers looked through) when its logits are
+    head(base(x).last_hidden_state), else None."""
+    m = getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+    if hasattr(m, "get_base_model"):  # a PeftModel: LoRA layers live inside the base model
+        m = m.get_base_model()
+    config = getattr(m, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD or not hasattr(m, "get_output_embeddings"):
+        return None
+    base, head = getattr(m, getattr(m, "base_model_prefix", ""), None), m.get_output_embeddings()
+    if base is None or head is None or base is m:
+        return None
+    return base, head
+
+
+def chunked_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, targets: torch.Tensor,
+                     chunk_bytes: int = HEAD_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
+    """`lm_loss_sum` without the full (rows × positions × vocabulary) logits: the model's base
+    gives hidden states, then the head and the cross-entropy run on chunks of the scored positions
+    (positions with target −100 are dropped before the head), each chunk's fp32 logits at most
+    `chunk_bytes`. For evaluation (no_grad): a 64 × 1024 batch over a 49k vocabulary would
+    otherwise hold 13 GB of fp32 logits. Falls back to `lm_loss_sum` when the model's logits are
+    not a plain head of its hidden states (see PLAIN_HEAD)."""
+    split = head_split(model)
+    if split is None:
+        return lm_loss_sum(model, input_ids, targets)
+    base, head = split
+    hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state
+    keep = targets != IGNORE
+    h, y = hidden[keep], targets[keep]
+    rows = max(1, chunk_bytes // (4 * head.weight.shape[0]))
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for i in range(0, len(y), rows):
+        logits = head(h[i:i + rows]).float()
+        total = total + F.cross_entropy(logits, y[i:i + rows], reduction="sum")
+    return total, keep.sum()
+
+
+def split_rows(batches: Sequence[Batch], max_tokens: int | None, world: int = 1) -> list[Batch]:
+    """Each batch cut into consecutive row groups of at most max_tokens tokens per rank
+    (world × rows rows in all, so every rank of a torchrun job runs the same number of forwards).
+    Token-weighted sums over the pieces equal those over the batches: only memory changes."""
+    if max_tokens is None:
+        return list(batches)
+    out = []
+    for x, y in batches:
+        rows = max(1, max_tokens // max(1, x.shape[1])) * world
+        out += [(x[i:i + rows], y[i:i + rows]) for i in range(0, x.shape[0], rows)]
+    return out
+
+
 def forgetting_batches(val_tokens: np.ndarray, seq_len: int, n_tokens: int, batch_size: int) -> list[Batch]:
     """ceil(n_tokens / seq_len) random windows of the held-out tokens, drawn at once with seed
     EVAL_SEED, then cut into batches: the sample depends on (tokens, seq_len, n_tokens) only, not
@@ -43,24 +100,43 @@ def forgetting_batches(val_tokens: np.ndarray, seq_len: int, n_tokens: int, batc
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n_windows, batch_size)]
 
 
-def source_batches(data, seq_len: int, n_tokens: int, batch_size: int) -> dict[str, list[Batch]]:
+def source_tokens(data, splits: Sequence[str] = ("val",)) -> dict[str, np.ndarray]:
+    """The tokens of each source of the data (e.g. code, prose), its documents of `splits` joined.
+    Empty when the data records fewer than two sources."""
+    out: dict[str, list[np.ndarray]] = {}
+    for split in splits:
+        try:
+            starts, ids, names = data.documents(split)
+        except (AttributeError, FileNotFoundError, KeyError):
+            return {}
+        if len(names) < 2:
+            return {}
+        tokens = data.val if split == "val" else data.train
+        ends = np.append(starts[1:], len(tokens))
+        for k, name in enumerate(names):
+            out.setdefault(name, []).extend(np.asarray(tokens[a:b]) for a, b, i in zip(starts, ends, ids, strict=True) if i == k)
+    return {name: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for name, parts in out.items()}
+
+
+def source_batches(data, seq_len: int, n_tokens: int, batch_size: int,
+                   splits: Sequence[str] = ("val",)) -> dict[str, list[Batch]]:
     """Forgetting samples per source of the held-out data (e.g. code, prose): each source's
-    validation documents are joined and sampled like `forgetting_batches`. Empty when the data
-    records no sources, or a source has too few tokens for one window."""
-    try:
-        starts, ids, names = data.documents("val")
-    except (AttributeError, FileNotFoundError, KeyError):
-        return {}
-    if len(names) < 2:
-        return {}
-    ends = np.append(starts[1:], len(data.val))
-    out = {}
-    for k, name in enumerate(names):
-        parts = [np.asarray(data.val[a:b]) for a, b, i in zip(starts, ends, ids, strict=True) if i == k]
-        tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        if len(tokens) > seq_len + 1:
-            out[name] = forgetting_batches(tokens, seq_len, n_tokens, batch_size)
-    return out
+    documents are joined and sampled like `forgetting_batches`. Empty when the data records no
+    sources; a source with too few tokens for one window is left out."""
+    return {name: forgetting_batches(tokens, seq_len, n_tokens, batch_size)
+            for name, tokens in source_tokens(data, splits).items() if len(tokens) > seq_len + 1}
+
+
+def balanced_batches(data, seq_len: int, n_tokens: int, batch_size: int,
+                     splits: Sequence[str] = ("val",)) -> list[Batch] | None:
+    """A forgetting sample with an equal share of tokens from every source (say half prose, half
+    code), so its mean loss is the plain average of the sources' losses whatever their sizes in
+    the corpus. None when the data has fewer than two usable sources."""
+    usable = {n: t for n, t in source_tokens(data, splits).items() if len(t) > seq_len + 1}
+    if len(usable) < 2:
+        return None
+    share = max(seq_len, n_tokens // len(usable))
+    return [b for name in sorted(usable) for b in forgetting_batches(usable[name], seq_len, share, batch_size)]
 
 
 def shift_sft_batch(batch: dict[str, torch.Tensor]) -> Batch:
@@ -85,25 +161,32 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], contextli
     return contextlib.nullcontext
 
 
+EVAL_FORWARD_TOKENS = 16384  # default tokens per evaluation forward when no memory plan is given
+
+
 @torch.no_grad()
 def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
               autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-              dist=None) -> float:
+              dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> float:
     """Σ token losses / Σ tokens over all batches, in eval mode (dropout off).
 
+    Memory stays bounded whatever the batch size: each batch is run in row groups of at most
+    `max_tokens` tokens (None: whole batches) and the loss is taken in chunks of positions
+    (`chunked_loss_sum`; under FSDP2 the plain forward, whose root hooks gather the head).
     `dist` (a `distributed.Dist`): under torchrun each rank takes its rows of every batch and the
     sums are added over ranks, so every rank returns the single-process value."""
     from forgetless.train import distributed
 
     d = dist or distributed.Dist()
+    loss_fn = lm_loss_sum if d.strategy == "fsdp" else chunked_loss_sum
     was_training = model.training
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # Σ losses, Σ tokens
     try:
-        for x, y in batches:
+        for x, y in split_rows(batches, max_tokens, d.world):
             x, y = distributed.local_rows(x, y, d)
             with autocast():
-                loss, n = lm_loss_sum(model, x.to(device), y.to(device))
+                loss, n = loss_fn(model, x.to(device), y.to(device))
             sums[0] += loss.double()
             sums[1] += n
     finally:

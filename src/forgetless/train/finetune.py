@@ -20,11 +20,13 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from forgetless.data import SFTCollator, check_answer, load_task, prepare_pretraining_data
+from forgetless.data.tokenizer import tokenizer_hash
 from forgetless.models import apply_lora, load_model, merge_lora, resolve_checkpoint, set_dropout
 from forgetless.train import distributed, runtime
 from forgetless.train.config import FinetuneConfig
 from forgetless.train.evaluate import (
     autocast_for,
+    balanced_batches,
     forgetting_batches,
     greedy_answers,
     mean_loss,
@@ -76,6 +78,39 @@ def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return _PERMS[key]
 
 
+def forgetting_reference(cfg: FinetuneConfig, tokenizer, model_vocab: int):
+    """The reference text of forgetting, always in the model's own tokens: (data, its batches,
+    the batches per source, a description). For a base forgetless did not pretrain (balanced)
+    the sample takes equal tokens of prose and code from both splits of the corpus, since none
+    of it was held out from that model by forgetless."""
+    forget = prepare_pretraining_data(cfg.forget_corpus, cfg.forget_tokenizer, cfg.forget_vocab_size,
+                                      progress=cfg.progress)
+    same = len(forget.tokenizer) == len(tokenizer)
+    try:
+        same = same and tokenizer_hash(forget.tokenizer) == tokenizer_hash(tokenizer)
+    except AttributeError:  # a slow model tokenizer: compare what it makes of a sentence
+        text = "Forgetting is measured in the model's own tokens.\n    def f(x): return x"
+        same = same and forget.tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
+    if not same or len(forget.tokenizer) > model_vocab:
+        raise ValueError(f"forget_tokenizer {cfg.forget_tokenizer!r} is not the model's tokenizer; forgetting "
+                         "must be measured in the model's own tokens: leave forget_tokenizer unset")
+    splits = ("val", "train") if cfg.forget_balance else ("val",)
+    batches = balanced_batches(forget, cfg.forget_seq_len, cfg.eval_tokens, cfg.eval_batch_size, splits) \
+        if cfg.forget_balance else None
+    mix = "equal tokens per source (" + ", ".join(forget.meta.get("source_names", [])) + "), both splits" \
+        if batches is not None else "held-out split as it comes"
+    batches = batches or forgetting_batches(forget.val, cfg.forget_seq_len, cfg.eval_tokens, cfg.eval_batch_size)
+    # A finer view beside the one number: forgetting per source, on a quarter of the sample
+    # each, so it adds little to the evaluation time.
+    by_source = source_batches(forget, cfg.forget_seq_len, max(cfg.forget_seq_len, cfg.eval_tokens // 4),
+                               cfg.eval_batch_size, splits)
+    n_tokens = sum(int(x.numel()) for x, _ in batches)
+    about = {"corpus": cfg.forget_corpus, "sample_tokens": n_tokens, "windows": sum(len(x) for x, _ in batches),
+             "seq_len": cfg.forget_seq_len, "mix": mix, "corpus_val_tokens": len(forget.val),
+             "tokenizer": str(cfg.forget_tokenizer), "tokenizer_hash": forget.meta.get("tokenizer_hash")}
+    return forget, batches, by_source, about
+
+
 def finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Finetune `cfg.base` on `cfg.task`; returns the run's status and its eval points."""
     with runtime.torch_threads(cfg.threads):
@@ -111,18 +146,13 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     autocast = autocast_for(device, cfg.precision)
     d, trained = distributed.spread(model, cfg.parallel, device, cfg.precision, lora=lora, shards=source)
     optimizer = runtime.make_optimizer(model, cfg, sharded=d.active)
+    plan = runtime.plan_memory(model, cfg, device)
 
-    forget = prepare_pretraining_data(cfg.forget_corpus, cfg.forget_tokenizer, cfg.forget_vocab_size,
-                                      progress=cfg.progress)
     vocab = model.get_input_embeddings().num_embeddings
-    if len(forget.tokenizer) > vocab:
-        raise ValueError(f"forget_corpus {cfg.forget_corpus!r} was tokenised with {len(forget.tokenizer)} "
-                         f"token ids but the model has {vocab}; give forget_tokenizer the model's tokenizer")
-    forget_batches = forgetting_batches(forget.val, cfg.forget_seq_len, cfg.eval_tokens, cfg.eval_batch_size)
-    # A finer view beside the one number: forgetting per source of the held-out data, on a quarter
-    # of the sample each, so it adds little to the evaluation time.
-    by_source = source_batches(forget, cfg.forget_seq_len, max(cfg.forget_seq_len, cfg.eval_tokens // 4),
-                               cfg.eval_batch_size)
+    _, forget_batches, by_source, reference = forgetting_reference(cfg, tokenizer, vocab)
+    intro = [f"forgetting reference: {reference['corpus']} ({reference['mix']}), {reference['sample_tokens']:,} "
+             f"tokens in {reference['windows']} windows of {reference['seq_len']}, in the model's own tokenizer "
+             f"({reference['corpus_val_tokens']:,} held-out tokens in the corpus)"]
     collator = SFTCollator(tokenizer, cfg.seq_len)
     step_b = cfg.eval_batch_size
     learn_batches = [shift_sft_batch(collator(eval_records[i:i + step_b])) for i in range(0, len(eval_records), step_b)]
@@ -137,10 +167,10 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         return out
 
     def evaluate() -> dict[str, Any]:
-        point = {"forgetting": mean_loss(model, forget_batches, device, autocast, d),
-                 "learning": mean_loss(model, learn_batches, device, autocast, d), "accuracy": None}
+        point = {"forgetting": mean_loss(model, forget_batches, device, autocast, d, plan.eval_tokens),
+                 "learning": mean_loss(model, learn_batches, device, autocast, d, plan.eval_tokens), "accuracy": None}
         if by_source:
-            point["forgetting_by_source"] = {name: mean_loss(model, b, device, autocast, d)
+            point["forgetting_by_source"] = {name: mean_loss(model, b, device, autocast, d, plan.eval_tokens)
                                              for name, b in by_source.items()}
         if cfg.accuracy:  # every rank answers every prompt (generation is not split over ranks)
             texts = greedy_answers(model, tokenizer, prompts, cfg.max_new_tokens, device, step_b,
@@ -159,5 +189,6 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         tokenizer.save_pretrained(path)
 
     job = Job(cfg=cfg, run=run, model=trained, optimizer=optimizer, batches=batches, evaluate=evaluate,
-              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval, dist=d)
+              write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval, dist=d,
+              memory=plan, header={"base": cfg.base, "task": cfg.task, "reference": reference}, intro=intro)
     return run_job(job)

@@ -14,6 +14,7 @@ repeats an uninterrupted one bit for bit on CPU.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,15 @@ from forgetless.train.config import TrainConfig
 from forgetless.train.distributed import Dist
 from forgetless.train.evaluate import IGNORE, Batch, autocast_for, lm_loss_sum
 from forgetless.train.rundir import RunDir, RunResult
-from forgetless.train.runtime import setup_compile_cache
+from forgetless.train.runtime import (
+    MemoryPlan,
+    OutOfMemory,
+    enable_checkpointing,
+    is_oom,
+    oom_message,
+    plan_memory,
+    setup_compile_cache,
+)
 from forgetless.train.trackers import open_trackers
 
 
@@ -98,10 +107,51 @@ class Job:
     resume_from: Path | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
     dist: Dist = Dist()                          # this process's place in a torchrun job
+    memory: MemoryPlan | None = None             # how forwards fit in memory (default: plan_memory)
+    header: dict[str, Any] | None = None         # what the run measures on (metrics.jsonl "header")
+    intro: list[str] | None = None               # first console lines (e.g. the reference text)
 
 
 class Diverged(Exception):
     pass
+
+
+def pieces(batches: list[Batch], plan: MemoryPlan, world: int = 1) -> list[Batch]:
+    """The micro-batches of a step cut into forward/backward pieces that fit (plan.train_rows
+    rows per rank). The step's loss is token-weighted over all pieces, so the gradient is that of
+    the whole batches: only memory changes."""
+    out = []
+    for x, y in batches:
+        rows = plan.train_rows(x.shape[1]) * world
+        out += [(x[i:i + rows], y[i:i + rows]) for i in range(0, x.shape[0], rows)]
+    return out
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def eval_line(point: dict[str, Any], steps: int) -> str:
+    """One console line per eval point: step, forgetting (Δ from the base), learning, accuracy."""
+    label = "step 0 (base)" if point["step"] == 0 else f"step {point['step']}/{steps}"
+    parts = [f"forgetting {_fmt(point.get('forgetting'))}"]
+    if point.get("forgetting_delta") is not None:
+        parts[0] += f" (Δ {point['forgetting_delta']:+.4f} from base)"
+    parts += [f"learning {_fmt(point.get('learning'))}", f"accuracy {_fmt(point.get('accuracy'), '.3f')}"]
+    return f"{label}: " + ", ".join(parts)
+
+
+def best_line(points: list[dict[str, Any]], checkpoint: Path | None) -> str:
+    """The summary: the point with the lowest learning loss (lowest forgetting for pretraining)."""
+    key = "learning" if any(p.get("learning") is not None for p in points) else "forgetting"
+    scored = [p for p in points if isinstance(p.get(key), (int, float)) and math.isfinite(p[key])]
+    if not scored:
+        return f"done; checkpoint {checkpoint}"
+    best = min(scored, key=lambda p: p[key])
+    where = (checkpoint.parent / f"step-{best['step']:06d}") if checkpoint is not None else None
+    kept = f"checkpoint {where}" if where is not None and where.is_dir() else f"final checkpoint {checkpoint}"
+    return f"best: step {best['step']} ({key} {best[key]:.4f}" + (
+        f", forgetting Δ {best['forgetting_delta']:+.4f}" if best.get("forgetting_delta") is not None else "") + f"); {kept}"
 
 
 def _numbers(point: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -138,6 +188,9 @@ def run_job(job: Job) -> RunResult:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, tokens, wall_before, first_loss = state["step"], state["tokens"], state["wall_time"], state["first_loss"]
+    plan = job.memory or plan_memory(model, cfg, job.device)
+    if plan.checkpointing:
+        enable_checkpointing(model)
     loss_fn = lm_loss_sum
     if cfg.compile:  # forward and loss together, so inductor fuses the softmax into the head
         setup_compile_cache()
@@ -148,11 +201,20 @@ def run_job(job: Job) -> RunResult:
     t_start = time.perf_counter()
     wall = lambda: round(wall_before + time.perf_counter() - t_start, 3)  # noqa: E731
     last_ckpt = job.resume_from
+    say = (lambda text: tqdm.write(text, file=sys.stderr)) if cfg.console and d.main else (lambda text: None)
+    earlier = run.points() if step > 0 else []
+    base = {"forgetting": earlier[0].get("forgetting") if earlier and earlier[0]["step"] == 0 else None}
 
     def eval_point(k: int) -> None:
         point = {"kind": "eval", "step": k, "tokens": tokens, **job.evaluate(),
                  "lr": scheduler.get_last_lr()[0], "wall_time": wall()}
+        if k == 0:
+            base["forgetting"] = point.get("forgetting")
+        if isinstance(point.get("forgetting"), float) and base["forgetting"] is not None:
+            # the change from the base model's own loss on the reference: comparable across references
+            point["forgetting_delta"] = point["forgetting"] - base["forgetting"]
         run.append_metrics(point)
+        say(eval_line(point, steps))
         for tracker in trackers:
             tracker.log(_numbers(point, "eval"), k)
         if job.on_eval is not None:
@@ -175,15 +237,24 @@ def run_job(job: Job) -> RunResult:
         return path or run.checkpoints / f"step-{k:06d}"
 
     run.write_status("running", step=step, steps=steps)
-    bar = tqdm(total=steps, initial=step, disable=None if cfg.progress and d.main else True, dynamic_ncols=True,
-               desc=run.path.name)
+    for line in job.intro or []:
+        say(line)
+    say("memory: " + ", ".join(f"{k} {v}" for k, v in plan.record(cfg.seq_len).items()))
+    if step == 0:
+        run.append_metrics({"kind": "header", **(job.header or {}), "memory": plan.record(cfg.seq_len)})
+    bar = None
+    phase, width = "evaluation", None
     try:
         if step == 0:
-            eval_point(0)
+            eval_point(0)  # before the bar: the bar's rate is of training steps only
+        bar = tqdm(total=steps, initial=step, disable=None if cfg.progress and d.main else True, dynamic_ncols=True,
+                   desc=run.path.name, unit="step")
         model.train()
         window_tokens, window_start = 0, time.perf_counter()
         while step < steps:
-            loss_sum, n_total, n_tokens = train_step(model, loss_fn, job.batches(step), opt, scheduler,
+            phase, micro = "training", job.batches(step)
+            width = max(x.shape[1] for x, _ in micro)
+            loss_sum, n_total, n_tokens = train_step(model, loss_fn, pieces(micro, plan, d.world), opt, scheduler,
                                                      params, cfg.grad_clip, autocast, job.device, d)
             window_tokens += n_tokens
             tokens += n_tokens
@@ -196,6 +267,7 @@ def run_job(job: Job) -> RunResult:
                 first_loss = value if first_loss is None else first_loss
                 if not math.isfinite(value) or (cfg.diverge_factor and value > cfg.diverge_factor * first_loss):
                     raise Diverged(f"training loss {value:.4g} at step {step} (first loss {first_loss:.4g})")
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
                 if step % cfg.log_every == 0 or step == steps:
                     rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                     line = {"kind": "train", "step": step, "tokens": tokens, "loss": value,
@@ -207,9 +279,12 @@ def run_job(job: Job) -> RunResult:
                     window_tokens, window_start = 0, time.perf_counter()
             bar.update(1)
             if step % cfg.eval_every == 0 or step == steps:
+                phase, width = "evaluation", None
                 eval_point(step)
             if step % cfg.save_every == 0 or step == steps:
                 last_ckpt = save(step)
+                if step < steps:  # a run killed later says how far it got (forgetless status, report)
+                    run.write_status("running", step=step, steps=steps, final_checkpoint=last_ckpt)
             if boundary:
                 window_start = time.perf_counter()  # the next rate excludes evaluation and saving
     except Diverged as why:
@@ -222,11 +297,17 @@ def run_job(job: Job) -> RunResult:
         run.write_status("interrupted", step=step, final_checkpoint=last_ckpt)
         raise
     except Exception as err:
+        if is_oom(err):  # one line naming the setting to lower, not a traceback
+            message = oom_message(phase, step, cfg, plan, width)
+            run.write_status("failed", step=step, error=message, final_checkpoint=last_ckpt)
+            raise OutOfMemory(message) from err
         run.write_status("failed", step=step, error=f"{type(err).__name__}: {err}", final_checkpoint=last_ckpt)
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         for tracker in trackers:
             tracker.close()
     run.write_status("done", step=step, final_checkpoint=last_ckpt, wall_time=wall())
+    say(best_line(run.points(), last_ckpt))
     return RunResult(run.path, "done", run.points(), last_ckpt)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,10 @@ from forgetless.train.rundir import RunDir
 from forgetless.train.trackers import check_trackers
 
 # Fields that may change between a run and its resumption (they do not change the numbers).
+# out_dir too: a run directory that was moved or copied resumes where it now is.
+# Memory settings are among them: after an out-of-memory a run resumes with them lowered.
 _RESUMABLE = {"resume", "progress", "trackers", "device", "threads", "compile", "log_every", "keep_checkpoints",
-              "consolidate"}
+              "out_dir", "consolidate", "console", "micro_batch", "gradient_checkpointing", "eval_batch_size"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -124,3 +127,123 @@ def set_token_ids(model: torch.nn.Module, tokenizer) -> None:
         config.eos_token_id = tokenizer.eos_token_id
         config.bos_token_id = tokenizer.bos_token_id
         config.pad_token_id = pad
+
+
+# ---------------------------------------------------------------- memory
+
+CHECKPOINTING_FROM = 100_000_000  # parameters: gradient checkpointing on by default from here
+CPU_ACTIVATION_CAP = 2 * 2**30    # bytes of activations on CPU: bigger forwards buy no speed there
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+@dataclass
+class MemoryPlan:
+    """How a run fits in memory: tokens per forward/backward in training (or fixed rows when
+    micro_batch is set), tokens per forward in evaluation, gradient checkpointing."""
+
+    train_tokens: int | None
+    micro_batch: int | None
+    eval_tokens: int
+    checkpointing: bool
+    parameters: int
+    budget: int  # activation bytes the plan was sized for
+
+    def train_rows(self, width: int) -> int:
+        """Rows of a batch of `width` tokens per forward/backward."""
+        if self.micro_batch or self.train_tokens is None:
+            return self.micro_batch or 1 << 30  # None and None: whole batches
+        return max(1, self.train_tokens // max(1, width))
+
+    def record(self, seq_len: int) -> dict:
+        return {"micro_batch": self.train_rows(seq_len), "at_seq_len": seq_len, "eval_tokens_per_forward": self.eval_tokens,
+                "gradient_checkpointing": self.checkpointing, "parameters": self.parameters,
+                "activation_budget_mb": round(self.budget / 2**20)}
+
+
+def hf_model(model: torch.nn.Module):
+    """The Hugging Face model inside PEFT/DDP wrappers (the outermost PreTrainedModel)."""
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes that can still be allocated: the GPU's free memory, or the host's available memory
+    (the lower of /proc/meminfo's MemAvailable and a cgroup limit when one is set)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    free = psutil.virtual_memory().available
+    try:  # a container's limit is lower than what the host reports
+        limit = int(open("/sys/fs/cgroup/memory.max").read().strip())
+        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+        free = min(free, limit - used)
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def plan_memory(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> MemoryPlan:
+    """Size the forwards from the model's shape and the free memory (weights already loaded).
+
+    Per token, training keeps ~(16·hidden + 5·intermediate) fp32 activations per layer for the
+    backward (with checkpointing: hidden per layer plus one layer's), and the logits three times
+    (logits, log-softmax, gradient); evaluation holds one layer's (6·hidden + 3·intermediate),
+    twice for safety. Gradients and two optimizer moments (12 bytes per trainable parameter) come
+    off the free memory first; activations get half of the rest, at most CPU_ACTIVATION_CAP on CPU.
+    """
+    hf = hf_model(model)
+    config = getattr(hf, "config", None)
+    hidden = getattr(config, "hidden_size", None) or 768
+    layers = getattr(config, "num_hidden_layers", None) or 12
+    inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    vocab = getattr(config, "vocab_size", None) or 50257
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    checkpointing = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else params >= CHECKPOINTING_FROM
+    layer_bytes = (16 * hidden + 5 * inter) * 4
+    stored = (layers * hidden * 4 + layer_bytes) if checkpointing else layers * layer_bytes
+    train_per_token = stored + 3 * 4 * vocab
+    eval_per_token = 2 * (6 * hidden + 3 * inter) * 4
+    spare = max(0, free_memory(device) - 12 * trainable)
+    budget = spare // 2 if device.type != "cuda" else int(spare * 0.7)
+    if device.type == "cpu":
+        budget = min(budget, CPU_ACTIVATION_CAP)
+    return MemoryPlan(train_tokens=None if cfg.micro_batch else max(1, budget // train_per_token),
+                      micro_batch=cfg.micro_batch, eval_tokens=max(1, budget // eval_per_token),
+                      checkpointing=bool(checkpointing), parameters=params, budget=budget)
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Hugging Face gradient checkpointing (non-reentrant: works with frozen inputs, as in LoRA)."""
+    hf = hf_model(model)
+    if hf is None or not getattr(hf, "supports_gradient_checkpointing", False):
+        raise ValueError("gradient_checkpointing: this model does not support it; allowed: false")
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+class OutOfMemory(Exception):
+    """A run that ran out of memory; the message says which setting to lower."""
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(t in str(err).lower() for t in _OOM_TEXT)
+
+
+def oom_message(phase: str, step: int, cfg: TrainConfig, plan: MemoryPlan | None, width: int | None) -> str:
+    """One line: where memory ran out and the setting to lower."""
+    seq = width or cfg.seq_len
+    if phase == "evaluation":
+        rows = min(cfg.eval_batch_size or 1, max(1, (plan.eval_tokens if plan else seq) // max(1, seq or 1)))
+        return (f"out of memory in evaluation at step {step} ({rows} sequences x {seq} tokens per forward); "
+                f"lower eval_batch_size (--eval-batch-size, now {cfg.eval_batch_size}) or seq_len (--seq-len)")
+    rows = plan.train_rows(seq or 1) if plan else cfg.batch_size
+    hint = "" if (plan and plan.checkpointing) else ", or turn on --gradient-checkpointing"
+    return (f"out of memory in training at step {step} ({rows} sequences x {seq} tokens per forward/backward); "
+            f"lower micro_batch (--micro-batch, now {rows}) or seq_len (--seq-len, now {cfg.seq_len}){hint}")
