@@ -95,3 +95,75 @@ def test_finetune_resume_is_bit_identical(base_run, tmp_path) -> None:
     a = load_file(str(tmp_path / "a/checkpoints/step-000008/adapter/adapter_model.safetensors"))
     b = load_file(str(tmp_path / "b/checkpoints/step-000008/adapter/adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _folder(root, code: bool):
+    """Text files of distinct words (source "text") and, when `code`, Python files (source "code")."""
+    import random
+
+    rng = random.Random(3)
+    words = "river stone lantern meadow whisper copper orchard harbor velvet thunder".split()
+    root.mkdir()
+    texts = []
+    for i in range(60):
+        text = "\n".join(" ".join(rng.choice(words) for _ in range(12)) + "." for _ in range(8)) + "\n"
+        (root / f"t{i:02d}.txt").write_text(text)
+        texts.append(text)
+        if code:
+            src = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n\n" for j in range(12))
+            (root / f"c{i:02d}.py").write_text(src)
+            texts.append(src)
+    return texts
+
+
+def _resolved(base: str, tmp_path, **kw) -> FinetuneConfig:
+    from forgetless.train.finetune import describe_base
+
+    return FinetuneConfig(base=base, out_dir=tmp_path / "x", **{**FT, "eval_tokens": 512, **kw}).resolved(describe_base(base))
+
+
+def test_forget_corpus_is_read_in_the_models_tokens(base_run, tmp_path) -> None:
+    """--forget-corpus FILE on a forgetless base: the reference's ids decode, with the model's own
+    tokenizer, to the reference's text (a BPE trained on that text would give other ids)."""
+    from forgetless.models import load_model
+    from forgetless.train.finetune import forgetting_reference
+
+    texts = _folder(tmp_path / "ref", code=False)
+    cfg = _resolved(str(base_run.out_dir), tmp_path, forget_corpus=str(tmp_path / "ref"))
+    model, tok = load_model(base_run.final_checkpoint)
+    _, batches, _, about = forgetting_reference(cfg, tok, model.get_input_embeddings().num_embeddings)
+    whole = "".join(texts)
+    for x, _ in batches:
+        for row in x:
+            for piece in tok.decode(row).split(tok.eos_token):
+                assert len(piece) < 8 or piece in whole
+    assert about["sample_tokens"] == 512 and about["corpus"] == str(tmp_path / "ref")
+    # a tokenizer that is not the model's is refused, naming the field
+    from forgetless.data import train_bpe
+
+    other = train_bpe(texts, vocab_size=300)
+    other.save_pretrained(tmp_path / "other-tok")
+    with pytest.raises(ValueError, match="forget_tokenizer .* is not the model's tokenizer"):
+        forgetting_reference(cfg.model_copy(update={"forget_tokenizer": str(tmp_path / "other-tok")}), tok, 10**6)
+
+
+def test_reference_defaults_and_balance(base_run, tmp_path) -> None:
+    """A forgetless base measures on its own corpus as it comes; another model on stdlib with
+    equal tokens of each source; both in the checkpoint's own tokenizer."""
+    from forgetless.models import load_model
+    from forgetless.train.finetune import forgetting_reference
+
+    own = _resolved(str(base_run.out_dir), tmp_path)
+    assert own.forget_balance is False and own.forget_tokenizer == str(base_run.final_checkpoint)
+    outside = _resolved(str(base_run.final_checkpoint), tmp_path)  # a plain HF checkpoint folder
+    assert (outside.forget_corpus, outside.forget_balance) == ("stdlib", True)
+    assert outside.forget_tokenizer == str(base_run.final_checkpoint)
+    # balance on a small corpus of code and text: as many code windows as text windows
+    _folder(tmp_path / "mixed", code=True)
+    cfg = outside.model_copy(update={"forget_corpus": str(tmp_path / "mixed")})
+    model, tok = load_model(base_run.final_checkpoint)
+    _, batches, by_source, about = forgetting_reference(cfg, tok, model.get_input_embeddings().num_embeddings)
+    kinds = ["code" if "return x" in tok.decode(row) else "text" for x, _ in batches for row in x]
+    share = -(-256 // cfg.forget_seq_len)  # half of the 512 tokens each, in whole windows
+    assert kinds.count("code") == kinds.count("text") == share and "equal tokens per source" in about["mix"]
+    assert set(by_source) == {"code", "text"}
