@@ -173,7 +173,8 @@ def register(app: typer.Typer) -> None:
     @app.command("finetune")
     def finetune_cmd(
         base: str = typer.Argument(None, help="Base model: a forgetless run dir, an HF checkpoint dir or a hub name."),
-        task: str = _o(None, "--task", help="SFT task: arith, instruct, code, metamathqa, alpaca, magicoder (see forgetless.data)."),
+        task: str = _o(None, "--task", help="SFT task: arith, instruct, code, metamathqa, alpaca, magicoder, a data file (.jsonl .json .parquet .csv: messages, prompt/completion, instruction/input/output or text columns) or hf:NAME (see docs/data.md)."),
+        columns: list[str] = _o(None, "--columns", help="Rename data columns DATA=FORMAT, comma-separated or repeated (e.g. question=prompt,reply=completion)."),
         method: str = _o(None, "--method", help="full or lora. (default: full)"),
         rank: int = _o(None, "--rank", help="LoRA rank. (default: 16)"),
         alpha: float = _o(None, "--alpha", help="LoRA alpha. (default: 2 x rank)"),
@@ -216,7 +217,7 @@ def register(app: typer.Typer) -> None:
         Example: forgetless finetune runs/muon-small --task arith --method full --optimizer muon --lr 1e-4 --steps 400 --eval-every 50 --out runs/muon-small-ft
         """
         targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
-        given = _common(dict(base=base, task=task, method=method, lora_rank=rank, lora_alpha=alpha,
+        given = _common(dict(base=base, task=task, columns=columns, method=method, lora_rank=rank, lora_alpha=alpha,
                              lora_dropout=lora_dropout, lora_targets=targets, merge=merge, eval_n=eval_n,
                              train_n=train_n, accuracy=accuracy, accuracy_n=accuracy_n, forget_corpus=forget_corpus),
                         optimizer=optimizer, lr=lr, adamw_lr=adamw_lr, weight_decay=weight_decay, momentum=momentum,

@@ -183,7 +183,11 @@ class FinetuneConfig(TrainConfig):
     """Supervised finetuning of a base model (a forgetless run directory or any HF causal LM)."""
 
     base: str = Field(description="base model: forgetless run dir, HF checkpoint dir or hub name")
-    task: str = Field(description="SFT task name (see forgetless.data.load_task)")
+    task: str = Field(description="SFT task: a name, a data file (.jsonl .json .parquet .csv) or hf:NAME "
+                                  "(see forgetless.data.load_task and docs/data.md)")
+    columns: dict[str, str] | None = Field(
+        None, description="rename the data's columns to the format's: {data column: format column}, "
+                          "or 'question=prompt,reply=completion'")
     method: Literal["full", "lora"] = Field("full", description="full finetuning or LoRA")
     lora_rank: int = Field(16, ge=1, description="LoRA rank r")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default 2 x rank)")
@@ -203,6 +207,13 @@ class FinetuneConfig(TrainConfig):
     forget_balance: bool | None = Field(
         None, description="equal tokens from each source of the reference (prose, code) (default: on for "
                           "bases forgetless did not pretrain, when forget_corpus is not given)")
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _parse_columns(cls, v: Any) -> dict[str, str] | None:
+        from forgetless.data.user_data import parse_columns
+
+        return parse_columns(v) or None
 
     @model_validator(mode="after")
     def _lora_fields_need_lora(self) -> FinetuneConfig:
