@@ -22,6 +22,7 @@ def local_trackers(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")  # no stdout hooks left behind between runs
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "forgetless-test")
@@ -66,6 +67,8 @@ def wandb(wandb_dir: Path) -> dict[str, dict[int, float]]:
     """{key: {Trainer global step: value}} from the one offline run under wandb_dir/wandb."""
     import wandb as wb
 
+    if wb.run is not None:  # HF's WandbCallback leaves its run open at the end of training
+        wb.run.finish()
     wb.teardown()  # the service flushes the .wandb file only when it stops
     (run_dir,) = (wandb_dir / "wandb").glob("offline-run-*")
     (path,) = run_dir.glob("run-*.wandb")
@@ -95,4 +98,7 @@ def mlflow(uri: str, experiment: str) -> dict[str, dict[int, float]]:
 
 def stop_wandb() -> None:
     if "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()
+        wb = sys.modules["wandb"]
+        if wb.run is not None:
+            wb.run.finish()
+        wb.teardown()

@@ -1,0 +1,115 @@
+"""TRL's SFTTrainer with forgetless, with and without `peft_config`: the weights that should train
+move, the forgetting metric is in the TensorBoard event file and the W&B offline run, and an
+optimizer built before TRL's PEFT wrapping refuses instead of training nothing."""
+
+import pytest
+import torch
+import trackers_readback as rb
+from datasets import Dataset
+from peft import LoraConfig
+from test_trainer import REFERENCE, SEQ, TEXTS, _hf_reference_loss, _model, _tokenizer
+
+from forgetless.integrations import (
+    ForgetlessTrainerMixin,
+    ForgettingCallback,
+    create_optimizer,
+    optimizer_factory,
+)
+
+trl = pytest.importorskip("trl")
+
+
+def _config(tmp_path, report_to, steps=4):
+    return trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=4,
+                         logging_steps=1, report_to=report_to, save_strategy="no", use_cpu=True,
+                         bf16=False, disable_tqdm=True, learning_rate=1e-3, max_length=32)
+
+
+def _lora():
+    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
+def _callback(tok):
+    return ForgettingCallback(REFERENCE, tok, every=2, seq_len=SEQ, batch_size=4)
+
+
+def _check_trackers(tmp_path, expected: dict[int, float], wandb: bool) -> None:
+    seen = {"tensorboard": rb.tensorboard(tmp_path / "tb")}
+    if wandb:
+        seen["wandb"] = rb.wandb(tmp_path)
+    for tracker, got in seen.items():
+        assert sorted(got["eval/forgetting_loss"]) == [0, 2, 4], tracker
+        for step, value in expected.items():
+            assert got["eval/forgetting_loss"][step] == pytest.approx(value, rel=1e-4), (tracker, step)
+        assert sorted(got["train/loss"]) == [1, 2, 3, 4], tracker
+
+
+def test_sft_full_finetune(tmp_path, monkeypatch):
+    rb.local_trackers(monkeypatch, tmp_path)
+    tok, model = _tokenizer(), _model("meta-llama/Llama-2-7b-hf")
+    before = model.model.layers[1].self_attn.o_proj.weight.detach().clone()
+    base = _hf_reference_loss(model, tok, REFERENCE)
+    cb = _callback(tok)
+    trainer = trl.SFTTrainer(model=model, args=_config(tmp_path, ["tensorboard", "wandb"]),
+                             train_dataset=Dataset.from_dict({"text": TEXTS}), processing_class=tok,
+                             optimizers=(create_optimizer(model, lr=1e-3), None))
+    cb.attach(trainer)
+    try:
+        trainer.train()
+        assert not torch.equal(model.model.layers[1].self_attn.o_proj.weight, before)
+        _check_trackers(tmp_path, {0: base, 4: _hf_reference_loss(model, tok, REFERENCE)}, wandb=True)
+    finally:
+        rb.stop_wandb()
+
+
+def test_sft_peft_config_with_optimizer_factory(tmp_path, monkeypatch):
+    """TRL wraps the model in __init__; the factory builds the optimizer after, over the adapters."""
+    rb.local_trackers(monkeypatch, tmp_path)
+    tok, model = _tokenizer(), _model("meta-llama/Llama-2-7b-hf")
+    base = _hf_reference_loss(model, tok, REFERENCE)
+    frozen = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    cb = _callback(tok)
+    trainer = trl.SFTTrainer(model=model, args=_config(tmp_path, ["tensorboard", "wandb"]),
+                             train_dataset=Dataset.from_dict({"text": TEXTS}), processing_class=tok,
+                             peft_config=_lora(), callbacks=[cb],
+                             optimizer_cls_and_kwargs=optimizer_factory(lr=1e-3))
+    cb.attach(trainer)
+    try:
+        trainer.train()
+        peft_model = trainer.model
+        lora_b = peft_model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
+        assert lora_b.abs().sum() > 0  # PEFT initialises lora_B at 0: only training moves it
+        assert torch.equal(peft_model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight,
+                           frozen)
+        _check_trackers(tmp_path, {0: base, 4: _hf_reference_loss(peft_model, tok, REFERENCE)},
+                        wandb=True)
+    finally:
+        rb.stop_wandb()
+
+
+def test_sft_peft_config_with_mixin(tmp_path, monkeypatch):
+    rb.local_trackers(monkeypatch, tmp_path)
+    tok, model = _tokenizer(), _model("moonshotai/Moonlight-16B-A3B")
+
+    class ForgetlessSFTTrainer(ForgetlessTrainerMixin, trl.SFTTrainer):
+        pass
+
+    trainer = ForgetlessSFTTrainer(model=model, args=_config(tmp_path, ["tensorboard"]),
+                                   train_dataset=Dataset.from_dict({"text": TEXTS}),
+                                   processing_class=tok, peft_config=_lora(), callbacks=[_callback(tok)])
+    trainer.train()
+    assert "muon" in {g["rule"] for g in trainer.optimizer.param_groups}  # provenance decided
+    lora_b = trainer.model.base_model.model.model.layers[1].self_attn.v_proj.lora_B["default"].weight
+    assert lora_b.abs().sum() > 0
+    got = rb.tensorboard(tmp_path / "tb")
+    assert sorted(got["eval/forgetting_loss"]) == [0, 2, 4]
+
+
+def test_sft_peft_config_with_an_optimizer_built_before_refuses(tmp_path):
+    """Failure 3 as reported: create_optimizer(model) then SFTTrainer(peft_config=...)."""
+    tok, model = _tokenizer(), _model("meta-llama/Llama-2-7b-hf")
+    trainer = trl.SFTTrainer(model=model, args=_config(tmp_path, [], steps=2),
+                             train_dataset=Dataset.from_dict({"text": TEXTS}), processing_class=tok,
+                             peft_config=_lora(), optimizers=(create_optimizer(model, lr=1e-3), None))
+    with pytest.raises(RuntimeError, match="built before PEFT froze the base model"):
+        trainer.train()
