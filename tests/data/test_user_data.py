@@ -229,6 +229,15 @@ def test_file_errors(tmp_path):
         load_task(str(write(tmp_path / "robot.jsonl", rows)))
     with pytest.raises(ValueError, match="at least 2"):
         load_task(str(write(tmp_path / "one.jsonl", [{"text": "alone"}])))
+    with pytest.raises(ValueError, match="all 3 records are identical"):
+        load_task(str(write(tmp_path / "same.jsonl", [{"text": "again"}] * 3)))
+    with pytest.raises(ValueError, match="column 'completion' is empty"):
+        load_task(str(write(tmp_path / "gap.csv", [{"prompt": "a", "completion": ""}] * 3)))
+
+
+def test_chat_template_asked_of_a_tokenizer_without_one(small_tokenizer):
+    with pytest.raises(ValueError, match="has no chat_template"):
+        SFTCollator(small_tokenizer, seq_len=32, chat_template=True)
 
 
 def test_hub_dataset_not_cached_is_a_one_line_value_error(monkeypatch):

@@ -158,6 +158,9 @@ def load_user_task(spec: str | Path, split: str, n: int | None = None, seed: int
         raise ValueError(f"{where} holds {len(records)} record(s); a training and a held-out "
                          "part need at least 2")
     held_out = validation_mask(records)
+    if all(held_out):  # only when every record is the same one
+        raise ValueError(f"{where}: all {len(records)} records are identical, so no record is "
+                         "left to train on once the held-out part is set aside")
     keep = [r for r, v in zip(records, held_out, strict=True) if v == (split == "validation")]
     if n is not None and n < len(keep):
         chosen = sorted(random.Random(f"user-{seed}").sample(range(len(keep)), n))
