@@ -1,69 +1,370 @@
-"""Run untrusted generated Python against test cases in a separate, resource-limited process.
+"""Run untrusted generated Python against test cases in a separate, contained process tree.
 
-Model output is untrusted code: it is never exec'd in this process. Each check starts a fresh
-`python -I -S` in an empty temporary directory with an empty environment, its own session (so a
-timeout kills everything it spawned), and POSIX limits set before it starts: CPU seconds, address
-space, no file writes (RLIMIT_FSIZE 0), few open files and processes. The child prints the
-function's results; the comparison with the expected values happens here, in the parent.
-Not a security boundary against a determined attacker (no network or filesystem namespace): a
-guard against the infinite loops, memory blow-ups and stray writes that model samples produce.
+Model output is untrusted code: it is never exec'd in this process. Each check starts this very
+file as a script (`python -I -S sandbox.py CONFIG`, standard library only): a trusted supervisor
+that reads the job, forks the child that runs the code, waits for it to a deadline, then kills
+every process the code left behind and prints one JSON line to us. Isolation levels, best first
+(`isolation()` says which one this machine gets; docs/guarantees.md says what each guarantees):
+
+- "namespaces" (Linux with `unshare(1)` that works here): the supervisor is pid 1 of a new pid
+  namespace, so when it exits the kernel kills everything the code spawned, setsid() or not. New
+  mount, network and IPC namespaces: every mount read-only (mount_setattr, recursive), a 16 MB
+  tmpfs on /tmp as the only writable place, an empty /run, no network interface up. The code runs
+  as uid 65534 (nobody) when we are root, else as the mapped uid with no capabilities at all.
+- "uid" (root, no namespaces): the code runs as nobody in a private scratch dir, cannot write a
+  byte (RLIMIT_FSIZE 0), and the supervisor is a child subreaper that kills every descendant.
+- "rlimits" (anything else POSIX): limits and the subreaper kill only; the code runs as you.
+
+Always: a new session, rlimits (CPU seconds, address space, processes, open files, no core
+files), no_new_privs, and a hard wall-clock deadline on reading the output here (select, never a
+blocking communicate()), after which the whole process group is killed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 
-# Reads {"code", "entry", "tests"} from stdin, prints one JSON line of per-test results.
-_RUNNER = r"""
-import json, sys
-job = json.loads(sys.stdin.read())
-out = []
-try:
-    scope = {"__name__": "__sandbox__"}
-    exec(compile(job["code"], "<generated>", "exec"), scope)
-    fn = scope[job["entry"]]
-except BaseException as err:
-    print(json.dumps({"error": type(err).__name__ + ": " + str(err)[:200]}), flush=True)
-    raise SystemExit(0)
-for args, _ in job["tests"]:
-    try:
-        value = fn(*args)
-        out.append({"ok": True, "value": json.loads(json.dumps(value))})
-    except BaseException as err:
-        out.append({"ok": False, "error": type(err).__name__})
-sys.stdout.write("\n" + json.dumps({"results": out}) + "\n")
-sys.stdout.flush()
-"""
+NOBODY = 65534
+MAX_OUTPUT = 1 << 20  # bytes of the code's stdout kept; the rest is dropped
+NPROC = 64  # RLIMIT_NPROC of the code (it counts per uid, so a fork bomb stops there)
+SCRATCH_MB = 16
+_GRACE = 0.75  # seconds past the timeout before we stop waiting for the supervisor
+_UNSHARE_FLAGS = ["--mount", "--net", "--pid", "--ipc", "--fork", "--kill-child", "--mount-proc"]
 
 
 @dataclass(frozen=True)
 class TestReport:
     passed: int
     total: int
-    error: str | None = None
+    error: str | None = None  # the code could not be defined, timed out, or its process died
+    errors: tuple[str, ...] = ()  # per test: the exception type it raised, "" when it returned
 
     @property
     def ok(self) -> bool:
         return self.total > 0 and self.passed == self.total
 
 
-def _limits(cpu_s: int, memory_mb: int):
-    def apply() -> None:  # runs in the child between fork and exec
+# ---------------------------------------------------------------- the process tree (both sides)
+
+def _descendants(root: int) -> list[int]:
+    """Pids below `root`, from one scan of /proc (ppid links)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone since listdir
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), ()):
+            found.append(pid)
+            todo.append(pid)
+    return found
+
+
+def _kill_tree(root: int, seconds: float = 2.0) -> None:
+    """SIGKILL everything below `root` until nothing is left. Run by a subreaper (or on one that
+    is alive), orphans reparent to it, so a setsid() grandchild is still found. Each pass kills
+    what it sees; the children of a killed process reappear below `root` in the next pass."""
+    if not os.path.isdir("/proc/self"):
+        return  # not Linux: the process group kill of the caller is all there is
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        found = _descendants(root)
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while root == os.getpid():  # reap our zombies, or they are found again forever
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        time.sleep(0.002)
+
+
+# ---------------------------------------------------------------- the supervisor (script side)
+
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def _read_only_view(scratch_uid: int) -> None:
+    """In our own mount namespace: every mount read-only and nosuid, then a small tmpfs on /tmp
+    (the scratch dir) and an empty read-only /run (host sockets live there)."""
+    ctypes, libc = _libc()
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [(f, ctypes.c_uint64) for f in ("set", "clr", "propagation", "userns_fd")]
+
+    attr = MountAttr(0x1 | 0x2, 0, 0, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
+    # mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, ...) is syscall 442 on every architecture.
+    if libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), b"/", ctypes.c_uint(0x8000),
+                    ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+        raise OSError(ctypes.get_errno(), "mount_setattr(/, read-only, recursive)")
+    opts = f"size={SCRATCH_MB}m,nr_inodes=4096,mode=0700,uid={scratch_uid},gid={scratch_uid}"
+    mounts = [(b"/tmp", 2 | 4, opts)]  # MS_NOSUID | MS_NODEV
+    if os.path.isdir("/run"):
+        mounts.append((b"/run", 1 | 2 | 4 | 8, "size=4k,mode=0755"))  # + MS_RDONLY, MS_NOEXEC
+    for target, flags, data in mounts:
+        if libc.mount(b"tmpfs", target, b"tmpfs", ctypes.c_ulong(flags), data.encode()) != 0:
+            raise OSError(ctypes.get_errno(), f"mount tmpfs on {target.decode()}")
+
+
+def _keep_stdlib_reachable() -> None:
+    """The interpreter may live where uid 65534 cannot pass (e.g. ~root/.pyenv). Open each
+    import directory now, while we still can, and import through /proc/self/fd/N: that link
+    skips the permission checks on the directories above, not those inside."""
+    if not os.path.isdir("/proc/self/fd"):
+        return
+    moved = {}
+    for i, entry in enumerate(sys.path):
+        if os.path.isdir(entry):
+            moved[entry] = f"/proc/self/fd/{os.open(entry, os.O_RDONLY | os.O_DIRECTORY)}"
+            sys.path[i] = moved[entry]
+    for module in list(sys.modules.values()):  # packages already imported (encodings, json)
+        path = getattr(module, "__path__", None)
+        if isinstance(path, list):
+            for old, new in moved.items():
+                path[:] = [new + p[len(old):] if p.startswith(old + os.sep) else p for p in path]
+    sys.path_importer_cache.clear()
+
+
+def _drop_privileges(to_nobody: bool) -> None:
+    """No capability can ever come back: empty bounding set, then nobody (or zero caps in a user
+    namespace), then no_new_privs so no setuid binary raises us again."""
+    linux = sys.platform.startswith("linux")
+    if linux:
+        ctypes, libc = _libc()
+        cap = 0
+        while libc.prctl(24, cap, 0, 0, 0) == 0:  # PR_CAPBSET_DROP until EINVAL (past the last)
+            cap += 1
+    if to_nobody:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    if not linux:
+        return
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    libc.capset(header, (ctypes.c_uint32 * 6)())  # effective, permitted, inheritable: none
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+
+
+def _child(job: dict, cfg: dict, write_fd: int) -> None:
+    """The forked process that runs the code. Never returns."""
+    try:
         import resource
 
-        mem = memory_mb * 1024 * 1024
-        for res, value in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, mem),
-                           (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, 32),
-                           (resource.RLIMIT_CORE, 0)):
+        os.dup2(write_fd, 1)  # our stdout is the supervisor's pipe, not the caller's
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 2)
+        for fd in (write_fd, devnull):
+            os.close(fd)
+        if sys.platform.startswith("linux"):
+            _libc()[1].prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the supervisor
+        os.chdir(cfg["scratch"])
+        _keep_stdlib_reachable()
+        _drop_privileges(cfg["to_nobody"])
+        mem = cfg["memory_mb"] * 1024 * 1024
+        for res, value in ((resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, mem),
+                           (resource.RLIMIT_FSIZE, cfg["fsize"]), (resource.RLIMIT_NOFILE, 32),
+                           (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, NPROC)):
+            hard = resource.getrlimit(res)[1]
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(res, (value, value))
+    except BaseException as err:
+        os.write(1, json.dumps({"setup_error": f"{type(err).__name__}: {err}"}).encode())
+        os._exit(0)
+    try:
+        scope = {"__name__": "__sandbox__"}
+        exec(compile(job["code"], "<generated>", "exec"), scope)
+        fn = scope[job["entry"]]
+    except BaseException as err:
+        print(json.dumps({"error": type(err).__name__ + ": " + str(err)[:200]}), flush=True)
+        os._exit(0)
+    out = []
+    for args, _ in job["tests"]:
+        try:
+            value = fn(*args)
+            out.append({"ok": True, "value": json.loads(json.dumps(value))})
+        except BaseException as err:
+            out.append({"ok": False, "error": type(err).__name__})
+    sys.stdout.write("\n" + json.dumps({"results": out}) + "\n")
+    sys.stdout.flush()
+    os._exit(0)
 
-    return apply
+
+def _supervise(cfg: dict) -> None:
+    """Script entry: set up the view, fork the code, wait to the deadline, kill the rest, report."""
+    start = time.monotonic()
+    job = json.loads(sys.stdin.read())
+    linux = sys.platform.startswith("linux")
+    report: dict = {"timeout": False}
+    try:
+        if cfg["namespaces"]:
+            _read_only_view(NOBODY if cfg["to_nobody"] else 0)
+        if linux:
+            libc = _libc()[1]
+            libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: code of our uid cannot ptrace us
+            libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans stay below us
+    except OSError as err:
+        print(json.dumps({"setup_error": f"{err.strerror or err}: {err.filename or ''}"}))
+        return
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(job, cfg, write_fd)
+    os.close(write_fd)
+    out, eof, status = bytearray(), False, None
+    deadline = start + cfg["timeout"]
+    while True:
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = st
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            report["timeout"] = True
+            break
+        if eof:  # a closed pipe is always readable: sleep instead of spinning
+            time.sleep(min(left, 0.005))
+        elif select.select([read_fd], [], [], min(left, 0.05))[0]:
+            chunk = os.read(read_fd, 1 << 16)
+            eof = not chunk
+            out += chunk[:max(0, MAX_OUTPUT - len(out))]
+    _kill_tree(os.getpid())  # every writer of the pipe is gone after this
+    while not eof and select.select([read_fd], [], [], 0.1)[0]:
+        chunk = os.read(read_fd, 1 << 16)
+        eof = not chunk
+        out += chunk[:max(0, MAX_OUTPUT - len(out))]
+    if status is not None:
+        report["signal" if os.WIFSIGNALED(status) else "exit"] = (
+            os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+    report["stdout"] = out.decode("utf-8", "replace")
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- the caller side
+
+_ISOLATION: str | None = None
+_ISOLATION_LOCK = threading.Lock()
+
+
+def isolation() -> str:
+    """The best level that works on this machine: "namespaces", "uid" or "rlimits" (tried once
+    per process with a trivial function, then remembered)."""
+    global _ISOLATION
+    with _ISOLATION_LOCK:
+        if _ISOLATION is None:
+            probe = "def f():\n    return 1\n"
+            if shutil.which("unshare") and sys.platform.startswith("linux") and \
+                    _run(probe, "f", [[[], 1]], 10.0, 256, "namespaces").ok:
+                _ISOLATION = "namespaces"
+            else:
+                _ISOLATION = "uid" if os.geteuid() == 0 else "rlimits"
+    return _ISOLATION
+
+
+def _read_to_deadline(fd: int, deadline: float) -> bytes | None:
+    """Everything written to `fd` until EOF; None when the deadline comes first."""
+    data = bytearray()
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return bytes(data)
+            data += chunk[:max(0, 4 * MAX_OUTPUT - len(data))]  # JSON escaping may grow it
+    return None
+
+
+def _run(code: str, entry: str, tests: list, timeout: float, memory_mb: int,
+         level: str) -> TestReport:
+    root = os.geteuid() == 0
+    cmd = [sys.executable, "-I", "-S", os.path.abspath(__file__)]
+    with tempfile.TemporaryDirectory(prefix="forgetless-sandbox-") as workdir, \
+            tempfile.TemporaryFile() as job:
+        scratch = os.path.join(workdir, "scratch")
+        os.mkdir(scratch, 0o700)
+        if level == "namespaces":
+            cmd = [shutil.which("unshare") or "unshare", *_UNSHARE_FLAGS,
+                   *([] if root else ["--user", "--map-root-user"]), "--", *cmd]
+            scratch = "/tmp"  # the private tmpfs inside the namespace
+        elif level == "uid":
+            os.chmod(workdir, 0o711)  # nobody may pass through to its scratch dir, not list
+            os.chown(scratch, NOBODY, NOBODY)
+        cfg = {"namespaces": level == "namespaces", "to_nobody": root and level != "rlimits",
+               "scratch": scratch, "timeout": timeout, "cpu_s": int(timeout) + 1,
+               "memory_mb": memory_mb, "fsize": SCRATCH_MB << 20 if level == "namespaces" else 0}
+        job.write(json.dumps({"code": code, "entry": entry, "tests": tests}).encode())
+        job.seek(0)
+        deadline = time.monotonic() + timeout + _GRACE
+        proc = subprocess.Popen([*cmd, json.dumps(cfg)], stdin=job, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, cwd=workdir, env={},
+                                start_new_session=True)
+        try:
+            raw = _read_to_deadline(proc.stdout.fileno(), deadline)
+        finally:
+            if proc.poll() is None:  # the supervisor overran: take its tree down ourselves
+                _kill_tree(proc.pid, seconds=0.2)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            proc.stdout.close()
+            proc.wait()
+    if raw is None:
+        return TestReport(0, len(tests), f"timeout after {timeout}s (the sandbox was killed)")
+    try:
+        outer = json.loads(raw.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        outer = {"setup_error": f"no report (exit code {proc.returncode})"}
+    if "setup_error" in outer:
+        return TestReport(0, len(tests), f"sandbox setup failed: {outer['setup_error']}")
+    if outer.get("timeout"):
+        return TestReport(0, len(tests), f"timeout after {timeout}s")
+    lines = outer.get("stdout", "").strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        report = {}
+    if not isinstance(report, dict):
+        report = {}
+    for key in ("setup_error", "error"):
+        if key in report:
+            prefix = "sandbox setup failed: " if key == "setup_error" else ""
+            return TestReport(0, len(tests), prefix + str(report[key]))
+    results = report.get("results")
+    if not isinstance(results, list) or len(results) != len(tests) or \
+            not all(isinstance(r, dict) for r in results):
+        how = f"signal {outer['signal']}" if "signal" in outer else f"exit code {outer.get('exit')}"
+        return TestReport(0, len(tests), f"the process died ({how})")
+    passed = sum(1 for r, (_, want) in zip(results, tests, strict=True)
+                 if r.get("ok") and _same(r.get("value"), want))
+    errors = tuple("" if r.get("ok") else str(r.get("error", "")) for r in results)
+    return TestReport(passed, len(tests), errors=errors)
 
 
 def _same(got, want) -> bool:
@@ -77,28 +378,8 @@ def run_tests(code: str, entry: str, tests: list, timeout: float = 5.0,
     of `tests`; a test passes when the JSON form of the result equals `expected`."""
     if os.name != "posix":
         raise RuntimeError("code checking needs a POSIX system (resource limits in a child)")
-    payload = json.dumps({"code": code, "entry": entry, "tests": tests})
-    with tempfile.TemporaryDirectory(prefix="forgetless-sandbox-") as workdir:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _RUNNER], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env={},
-            start_new_session=True, preexec_fn=_limits(int(timeout) + 1, memory_mb))
-        try:
-            stdout, _ = proc.communicate(payload.encode(), timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return TestReport(0, len(tests), f"timeout after {timeout}s")
-    lines = stdout.decode("utf-8", "replace").strip().splitlines()
-    try:
-        report = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        report = {}
-    if "error" in report:
-        return TestReport(0, len(tests), report["error"])
-    results = report.get("results")
-    if not isinstance(results, list) or len(results) != len(tests):
-        return TestReport(0, len(tests), f"the process died (exit code {proc.returncode})")
-    passed = sum(1 for r, (_, want) in zip(results, tests, strict=True)
-                 if isinstance(r, dict) and r.get("ok") and _same(r.get("value"), want))
-    return TestReport(passed, len(tests))
+    return _run(code, entry, tests, timeout, memory_mb, isolation())
+
+
+if __name__ == "__main__":  # the supervisor, started by _run
+    _supervise(json.loads(sys.argv[1]))
