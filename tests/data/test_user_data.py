@@ -293,3 +293,18 @@ def test_finetune_cli_on_a_chat_jsonl(tmp_path, chat_tokenizer, text_folder):
                                      "--out", str(tmp_path / f"bad{len(task)}")])
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output and "columns" in result.output, result.output
+
+
+def test_template_that_rewrites_past_replies_learns_the_last_one(chat_tokenizer):
+    """Like Qwen3's (which drops earlier replies' reasoning): an earlier reply renders differently
+    once the conversation goes on, so only the last reply has an exact boundary."""
+    import copy
+
+    tok = copy.deepcopy(chat_tokenizer)
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['role'] == 'assistant' "
+                         "and not loop.last %}one{% else %}{{ m['content'] }}{% endif %}<|end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    messages = (("user", "what is one"), ("assistant", "two"), ("user", "and"), ("assistant", "three"))
+    batch = SFTCollator(tok, seq_len=200)([SFTRecord("p", "r", None, messages)])
+    learned = [t for t in batch["labels"][0].tolist() if t != IGNORE_INDEX]
+    assert tok.decode(learned) == "three<|end|>\n"

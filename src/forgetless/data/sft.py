@@ -120,8 +120,9 @@ def chat_example(tokenizer, messages: tuple[tuple[str, str], ...]) -> tuple[list
 
     A turn's part is what it adds to the rendering: from the end of the conversation before it
     with the generation prompt (e.g. "<|im_start|>assistant\\n") to the end of the conversation
-    through it. Templates render a conversation as growing prefixes; one that does not is an
-    error, since no exact boundary exists then.
+    through it. Templates render a conversation as growing prefixes; where one does not for an
+    earlier turn (templates that rewrite past replies), only the later replies are learned, and a
+    template that does not even for the last reply is an error: no exact boundary exists then.
     """
     def render(upto: int, generation_prompt: bool) -> str:
         msgs = [{"role": role, "content": content} for role, content in messages[:upto]]
@@ -135,11 +136,11 @@ def chat_example(tokenizer, messages: tuple[tuple[str, str], ...]) -> tuple[list
 
     text = render(len(messages), False)
     spans = []
-    for i, (role, _) in enumerate(messages):
-        if role != "assistant":
-            continue
+    for i in [i for i, (role, _) in enumerate(messages) if role == "assistant"][::-1]:
         start, end = render(i, True), render(i + 1, False)
         if not (text.startswith(end) and end.startswith(start)):
+            if spans:  # e.g. Qwen3 drops earlier turns' reasoning: learn the last reply alone
+                break
             raise ValueError("the tokenizer's chat template does not render a conversation as "
                              "growing prefixes (turn by turn), so the assistant tokens cannot be "
                              "told apart; use a tokenizer without a template (chat_template=False)")
