@@ -308,3 +308,20 @@ def test_template_that_rewrites_past_replies_learns_the_last_one(chat_tokenizer)
     batch = SFTCollator(tok, seq_len=200)([SFTRecord("p", "r", None, messages)])
     learned = [t for t in batch["labels"][0].tolist() if t != IGNORE_INDEX]
     assert tok.decode(learned) == "three<|end|>\n"
+
+
+def test_hub_dataset_goes_through_the_same_detection(monkeypatch):
+    import datasets
+
+    rows = [{"instruction": f"Echo {i}.", "output": f"{i}"} for i in range(N)]
+    seen = []
+
+    def fake(name, split="train", streaming=False, config=None, local_hint=""):
+        seen.append((name, split))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(hub_mod, "load_hub_dataset", fake)
+    recs = load_task("hf:someone/echo", "train") + load_task("hf:someone/echo", "validation")
+    assert seen == [("someone/echo", "train")] * 2
+    assert {r.response for r in recs} == {str(i) for i in range(N)}
+    assert all(r.prompt.endswith(f"### Instruction:\nEcho {r.response}.\n\n### Response:\n") for r in recs)
