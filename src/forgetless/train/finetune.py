@@ -97,13 +97,13 @@ def forgetting_reference(cfg: FinetuneConfig, tokenizer, model_vocab: int):
     splits = ("val", "train") if cfg.forget_balance else ("val",)
     batches = balanced_batches(forget, cfg.forget_seq_len, cfg.eval_tokens, cfg.eval_batch_size, splits) \
         if cfg.forget_balance else None
-    mix = "equal tokens per source (" + ", ".join(forget.meta.get("source_names", [])) + "), both splits" \
-        if batches is not None else "held-out split as it comes"
     batches = batches or forgetting_batches(forget.val, cfg.forget_seq_len, cfg.eval_tokens, cfg.eval_batch_size)
     # A finer view beside the one number: forgetting per source, on a quarter of the sample
     # each, so it adds little to the evaluation time.
     by_source = source_batches(forget, cfg.forget_seq_len, max(cfg.forget_seq_len, cfg.eval_tokens // 4),
                                cfg.eval_batch_size, splits)
+    mix = f"equal tokens per source ({', '.join(by_source)}), both splits" if cfg.forget_balance and len(by_source) > 1 \
+        else "held-out split as it comes"
     n_tokens = sum(int(x.numel()) for x, _ in batches)
     about = {"corpus": cfg.forget_corpus, "sample_tokens": n_tokens, "windows": sum(len(x) for x, _ in batches),
              "seq_len": cfg.forget_seq_len, "mix": mix, "corpus_val_tokens": len(forget.val),

@@ -286,7 +286,7 @@ def run_job(job: Job) -> RunResult:
                 if step < steps:  # a run killed later says how far it got (forgetless status, report)
                     run.write_status("running", step=step, steps=steps, final_checkpoint=last_ckpt)
             if boundary:
-                window_start = time.perf_counter()  # the next rate excludes evaluation and saving
+                window_tokens, window_start = 0, time.perf_counter()  # the next rate excludes evaluation and saving
     except Diverged as why:
         run.append_metrics({"kind": "status", "status": "diverged", "step": step, "reason": str(why)})
         for tracker in trackers:  # the trackers close as finished: say that it diverged
