@@ -286,6 +286,28 @@ def test_finetune_cli_on_a_chat_jsonl(tmp_path, chat_tokenizer, text_folder):
     assert [p["step"] for p in evals] == [0, 2, 4]
     assert all(0 < p["learning"] < 20 for p in evals)
     assert evals[-1]["learning"] < evals[0]["learning"]  # lr 1e-3 on 32 records: it learns
+    # Step 0 is the base: its learning loss is the mean over the held-out replies' tokens, the
+    # conversation built here piece by piece (the special tokens split the text).
+    model = LlamaForCausalLM.from_pretrained(base).eval()
+    total, count = 0.0, 0
+    for rec in load_task(str(data), "validation"):
+        user, reply = rec.messages[1][1], rec.messages[2][1]
+        pieces = [(["<|system|>"], False), (["\nbe brief"], False), (["<|end|>"], False), (["\n"], False),
+                  (["<|user|>"], False), ([f"\n{user}"], False), (["<|end|>"], False), (["\n"], False),
+                  (["<|assistant|>"], False), (["\n"], False), ([reply, "<|end|>", "\n"], True)]
+        ids, learn = [], []
+        for texts, trained in pieces:
+            for text in texts:
+                part = chat_tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids += part
+                learn += [trained] * len(part)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        for t in range(1, len(ids)):
+            if learn[t]:
+                total -= logp[t - 1, ids[t]].item()
+                count += 1
+    assert evals[0]["learning"] == pytest.approx(total / count, rel=1e-4)
     # A wrong schema, and alpaca:FILE with other columns: one line, exit 2, no traceback.
     odd = write(tmp_path / "odd.jsonl", [{"question": "q", "reply": "r"}] * 3)
     for task in (str(odd), f"alpaca:{data}"):
