@@ -226,3 +226,20 @@ def test_callback_bad_inputs():
     cb = ForgettingCallback(["tiny"], _tokenizer(), seq_len=64)
     with pytest.raises(ValueError, match="fewer than seq_len"):
         cb._prepare(None)
+
+
+def test_every_none_measures_with_each_evaluation(tmp_path):
+    tok = _tokenizer()
+    model = _model("meta-llama/Llama-2-7b-hf")
+    cb = ForgettingCallback(REFERENCE, tok, every=None, seq_len=SEQ, batch_size=4)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4,
+                             eval_strategy="steps", eval_steps=3, logging_steps=1, report_to=[],
+                             save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=_Windows(tok), eval_dataset=_Windows(tok),
+                      optimizers=(create_optimizer(model, lr=1e-3), None))
+    cb.attach(trainer)
+    trainer.train()
+    history = trainer.state.log_history
+    evals = [r["step"] for r in history if "eval_loss" in r]
+    assert 3 in evals  # eval_steps=3 (the Trainer also evaluates at the last step)
+    assert [r["step"] for r in history if "eval_forgetting_loss" in r] == [0] + evals

@@ -2,12 +2,23 @@
 move, the forgetting metric is in the TensorBoard event file and the W&B offline run, and an
 optimizer built before TRL's PEFT wrapping refuses instead of training nothing."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import trackers_readback as rb
 from datasets import Dataset
 from peft import LoraConfig
-from test_trainer import REFERENCE, SEQ, TEXTS, _hf_reference_loss, _model, _tokenizer
+from test_trainer import (
+    REFERENCE,
+    SEQ,
+    TEXTS,
+    _args,
+    _hf_reference_loss,
+    _model,
+    _tokenizer,
+    _Windows,
+)
 
 from forgetless.integrations import (
     ForgetlessTrainerMixin,
@@ -113,3 +124,27 @@ def test_sft_peft_config_with_an_optimizer_built_before_refuses(tmp_path):
                              peft_config=_lora(), optimizers=(create_optimizer(model, lr=1e-3), None))
     with pytest.raises(RuntimeError, match="built before PEFT froze the base model"):
         trainer.train()
+
+
+def _readme_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("Inside an existing Hugging Face `Trainer` script", 1)[1].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+
+
+def test_readme_snippets_run_as_pasted(tmp_path, monkeypatch):
+    """The README's Trainer and TRL + peft_config snippets, with tiny stand-ins for the names they
+    say are the user's: both train, and the metric lands in TensorBoard."""
+    rb.local_trackers(monkeypatch, tmp_path)
+    trainer_block, trl_block = _readme_blocks()
+    tok = _tokenizer()
+    for i, (block, args, ds) in enumerate([
+        (trainer_block, _args(tmp_path / "t", ["tensorboard"], steps=2), _Windows(tok)),
+        (trl_block, _config(tmp_path / "s", ["tensorboard"], steps=2), Dataset.from_dict({"text": TEXTS})),
+    ]):
+        monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / f"tb{i}"))
+        names = dict(model=_model("meta-llama/Llama-2-7b-hf"), tokenizer=tok, ds=ds, args=args,
+                     reference_texts=REFERENCE * 2)
+        exec(block, names)
+        assert names["trainer"].state.global_step == 2
+        assert 0 in rb.tensorboard(tmp_path / f"tb{i}")["eval/forgetting_loss"]
