@@ -7,19 +7,16 @@ import sqlite3
 
 import numpy as np
 import pytest
-import typer
 import yaml
 from _fake_train import fake_executor
 from typer.testing import CliRunner
 
-from forgetless.sweep.commands import register
+from forgetless.cli import app  # the root command: user errors become one line, exit code 2
 from forgetless.sweep.frontier import panels, summarize
 from forgetless.sweep.runner import run_sweep
 from forgetless.sweep.store import Store
 from forgetless.sweep.study import load_study
 
-app = typer.Typer()
-register(app)
 runner = CliRunner()
 
 

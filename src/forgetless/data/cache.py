@@ -13,12 +13,25 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from forgetless.errors import CacheError
+
 
 def cache_dir() -> Path:
-    """The cache root: `$FORGETLESS_CACHE` when set, else `~/.cache/forgetless` (created)."""
+    """The cache root: `$FORGETLESS_CACHE` when set, else `~/.cache/forgetless` (created);
+    CacheError naming FORGETLESS_CACHE when it cannot be created or written."""
     root = os.environ.get("FORGETLESS_CACHE") or str(Path.home() / ".cache" / "forgetless")
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    return writable_dir(Path(root).expanduser(), "the cache directory (FORGETLESS_CACHE)")
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """`path`, created if missing; CacheError saying what to do when it cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as err:
+        fix = f"choose a writable {what}" if what.startswith("--") else "set FORGETLESS_CACHE to a writable directory"
+        raise CacheError(f"{what} {path} cannot be written ({err.strerror or err}); {fix}") from None
     return path
 
 

@@ -28,7 +28,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tokenise a corpus into cached train/val shards (instant when already cached)."""
         from forgetless.data import prepare_pretraining_data
+        from forgetless.data.cache import cache_dir as default_cache
+        from forgetless.data.cache import writable_dir
 
+        # a cache that cannot be written is named before any work (CacheError: one line, code 2)
+        if cache_dir is not None:
+            writable_dir(cache_dir, "--cache-dir")
+        else:
+            default_cache()
         try:
             data = prepare_pretraining_data(corpus, tokenizer, vocab_size, cache_dir,
                                             val_fraction=val_fraction, max_tokens=max_tokens,

@@ -1,6 +1,8 @@
 """Models: from-scratch Llama presets, loading any Hugging Face causal LM, and LoRA via PEFT."""
 
 from forgetless.models.loading import (
+    check_weights,
+    is_hub_name,
     latest_checkpoint,
     load_model,
     quiet,
@@ -14,8 +16,10 @@ __all__ = [
     "PRESETS",
     "apply_lora",
     "build_model",
+    "check_weights",
     "count_parameters",
     "default_lora_targets",
+    "is_hub_name",
     "latest_checkpoint",
     "load_model",
     "merge_lora",

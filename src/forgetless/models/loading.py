@@ -2,14 +2,18 @@
 
 A forgetless run directory (it has `checkpoints/step-*/`) resolves to its newest checkpoint, so
 `load_model("runs/muon-small")` works; a directory holding only a PEFT adapter is loaded on its base
-model and merged. Nothing is downloaded unless the name is not a local path (and then only by
-`transformers` itself, from the hub the user configured).
+model and merged. Nothing is downloaded unless the name is a hub name: the `org/name` form, with
+no local path by that name (nor a local folder `org`), and then only by `transformers` itself,
+from the hub the user configured. Any other name that does not exist is "no such checkpoint".
+Weight files are checked (safetensors header and length) before loading, so a truncated or
+corrupt file is named in one line instead of failing deep inside transformers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +21,16 @@ from typing import Any
 import torch
 import transformers
 
+from forgetless.errors import CorruptCheckpoint, NoCheckpoint, one_line
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest `checkpoints/step-NNNNNN` directory of a run directory, or None."""
+_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def latest_checkpoint(run_dir: str | Path, skip: set[Path] | frozenset = frozenset()) -> Path | None:
+    """The newest `checkpoints/step-NNNNNN` directory of a run directory (not in `skip`), or None."""
     steps = sorted(Path(run_dir).glob("checkpoints/step-*"), key=lambda p: _step_of(p))
-    steps = [p for p in steps if (p / "config.json").is_file() or (p / "adapter_config.json").is_file()]
+    steps = [p for p in steps if p not in skip
+             and ((p / "config.json").is_file() or (p / "adapter_config.json").is_file())]
     return steps[-1] if steps else None
 
 
@@ -32,13 +41,38 @@ def _step_of(path: Path) -> int:
         return -1
 
 
+def is_hub_name(name: str | Path) -> bool:
+    """`org/name` with no local path by that name and no local folder `org` (`runs/typo` is a
+    mistyped local path, not a hub model)."""
+    text = str(name)
+    if not _HUB_NAME.fullmatch(text) or Path(text).exists():
+        return False
+    return not Path(text.split("/", 1)[0]).is_dir()
+
+
 def resolve_checkpoint(path_or_name: str | Path) -> str:
-    """A path to a model directory (a run directory becomes its newest checkpoint), or the hub name."""
+    """A path to a model directory (a run directory becomes its newest checkpoint), or the hub
+    name; NoCheckpoint for a path that does not exist or holds no model, CorruptCheckpoint for
+    damaged weight files (headers only: cheap)."""
+    source = _resolve(path_or_name)
+    check_weights(source)
+    return source
+
+
+def _resolve(path_or_name: str | Path) -> str:
     path = Path(path_or_name)
+    if not path.exists():
+        if is_hub_name(path_or_name):
+            return str(path_or_name)
+        raise NoCheckpoint(f"no such checkpoint: {path_or_name} (no such local path; a hub model is "
+                           "named org/name)")
+    if not path.is_dir():
+        raise NoCheckpoint(f"{path} is a file, not a checkpoint: give its directory (config.json, "
+                           "model.safetensors) or a forgetless run directory")
     if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         ckpt = latest_checkpoint(path)
         if ckpt is None:
-            raise FileNotFoundError(
+            raise NoCheckpoint(
                 f"{path} holds no model: expected a Hugging Face checkpoint (config.json) or a forgetless "
                 "run directory with checkpoints/step-*/"
             )
@@ -78,8 +112,26 @@ def load_model(
     `config_overrides` go to `from_pretrained` (e.g. `attention_dropout=0.1`). The sdpa attention
     kernel is used where the architecture supports it.
     """
+    source = resolve_checkpoint(path_or_name)  # weight files checked there
     with quiet():
-        return _load(resolve_checkpoint(path_or_name), _as_dtype(dtype), config_overrides)
+        return _load(source, _as_dtype(dtype), config_overrides)
+
+
+def check_weights(source: str | Path) -> None:
+    """Every *.safetensors file of a local checkpoint (and its adapter/) has a readable header and
+    the length it announces; CorruptCheckpoint naming the file otherwise. A hub name passes."""
+    from safetensors import safe_open
+
+    path = Path(source)
+    if not path.is_dir():
+        return
+    for file in sorted([*path.glob("*.safetensors"), *path.glob("adapter/*.safetensors")]):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception as err:  # safetensors raises its own SafetensorError (or OSError)
+            raise CorruptCheckpoint(f"{file} is truncated or corrupt ({one_line(err)}); restore it or "
+                                    "save the model again") from None
 
 
 def _load(source: str, dtype: torch.dtype, config_overrides: dict[str, Any]):

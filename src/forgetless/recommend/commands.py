@@ -24,8 +24,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
     ) -> None:
         """Which optimizer and learning rates to finetune MODEL with, and why."""
+        from forgetless.models import resolve_checkpoint
         from forgetless.recommend.advise import recommend as advise
 
+        # A path that does not exist is "no such checkpoint" (never a hub lookup), and damaged
+        # weights are named before any advice (UserError: one line, exit code 2).
+        resolve_checkpoint(model)
         try:
             rec = advise(model, task=task, optimizer=optimizer, infer=infer)
         except ValueError as err:
@@ -39,7 +43,7 @@ def register(app: typer.Typer) -> None:
         if rec.how_known == "fingerprint":
             known += f" (fingerprint, p={rec.confidence:.2f})"
         elif rec.how_known == "provenance":
-            known += " (documented provenance)"
+            known += f" ({rec.provenance_status} provenance)"
         table.add_row("pretrained with", known)
         table.add_row("family", rec.family or "unknown")
         table.add_row("finetune with", f"forgetless finetune ... --method full --optimizer {rec.optimizer}")

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import typer
 
+from forgetless.errors import UserError
+
 STUDY_HELP = "a study YAML file, or a preset: quick, cpu-full, gpt2, llama2-7b"
 OUT_HELP = "sweep directory (default: the study's out_dir, else runs/<name>)"
+STALE = "stale (runner gone)"
+STALE_AFTER = 600.0  # seconds without a heartbeat after which a runner on another host counts as gone
 
 
 def _load(study: str):
-    from forgetless.sweep.study import StudyError, load_study
+    from forgetless.sweep.study import load_study
 
-    try:
-        return load_study(study)
-    except StudyError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
+    return load_study(study)  # StudyError is a UserError: one line, exit code 2 (forgetless.cli)
 
 
 def _root(st, out: Path | None) -> Path:
@@ -26,17 +26,13 @@ def _root(st, out: Path | None) -> Path:
 
 def _open_store(st, out: Path | None):
     from forgetless.sweep.runner import STORE_NAME
-    from forgetless.sweep.store import Store, StoreVersionError
+    from forgetless.sweep.store import Store
 
     path = _root(st, out) / STORE_NAME
     if not path.exists():
         typer.echo(f"{path}: no results yet; run `forgetless sweep` on this study first", err=True)
         raise typer.Exit(1)
-    try:
-        return Store(path)
-    except StoreVersionError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
+    return Store(path)  # StoreError, StoreVersionError: user errors (one line, exit code 2)
 
 
 def default_workers() -> int:
@@ -91,8 +87,7 @@ def sweep_cmd(
             runner_backend = RayBackend(address=ray_address, gpus_per_cell=gpus_per_cell,
                                         cpus_per_cell=cpus_per_cell, max_in_flight=workers or None)
         except (RayBackendError, ValueError) as err:
-            typer.echo(str(err), err=True)
-            raise typer.Exit(2) from None
+            raise UserError(str(err)) from None
         typer.echo(f"study {st.name}: {_root(st, out)} on Ray")
         n = 0
     else:
@@ -104,8 +99,7 @@ def sweep_cmd(
     try:
         counts = run_sweep(st, workers=n, out_dir=out, progress=progress, backend=runner_backend)
     except refused as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(err)) from None
     typer.echo("finished: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if counts.get("failed"):
         typer.echo(f"some cells failed; see `forgetless status {study}`", err=True)
@@ -122,7 +116,7 @@ def status_cmd(
     from rich.table import Table
 
     from forgetless.sweep.runner import STORE_NAME
-    from forgetless.sweep.store import Store
+    from forgetless.sweep.store import Store, _owner_gone
     from forgetless.sweep.study import expand
 
     st = _load(study)
@@ -135,12 +129,15 @@ def status_cmd(
             for r in store.db.execute("SELECT run_id, MAX(step), COUNT(*) FROM points GROUP BY run_id"):
                 last[r[0]] = (r[1], r[2])
     table = Table("status", "cell", "id", "tries", "last step", "points", "error", title=f"study {st.name}")
-    colour = {"done": "green", "running": "cyan", "pending": "white", "diverged": "yellow", "failed": "red"}
+    colour = {"done": "green", "running": "cyan", "pending": "white", "diverged": "yellow", "failed": "red",
+              STALE: "magenta"}
     counts: dict[str, int] = {}
     console = Console()
     for c in cells:
         r = rows.get(c["cell_id"], {})
         status = r.get("status", "pending")
+        if status == "running" and _owner_gone(r.get("owner"), r.get("heartbeat"), STALE_AFTER):
+            status = STALE  # killed runner: the next `forgetless sweep` resumes the cell
         counts[status] = counts.get(status, 0) + 1
         step, npts = last.get(c["cell_id"], ("", ""))
         err = (r.get("error") or "").splitlines()
@@ -211,7 +208,12 @@ def export_cmd(
     st = _load(study)
     with _open_store(st, sweep_dir) as store:
         if csv is not None:
-            typer.echo(f"{export_csv(store, csv, study=st.name)} points -> {csv}")
+            try:
+                n = export_csv(store, csv, study=st.name)
+            except OSError as err:
+                raise UserError(f"--csv {csv}: cannot write ({err.strerror or err}); choose a writable "
+                                "path") from None
+            typer.echo(f"{n} points -> {csv}")
         if parquet is not None:
             try:
                 typer.echo(f"{export_parquet(store, parquet, study=st.name)} points -> {parquet}")

@@ -46,8 +46,8 @@ def train_config(cell: dict, out_dir: Path, base_dir: str | None):
                               **cfg["settings"], **common)
     extra: dict = {}
     if "checkpoint" in cfg["base"]:  # an outside model: forgetting on the study's corpus
-        base = cfg["base"]["checkpoint"]
-        extra = {"forget_corpus": data["corpus"], "forget_tokenizer": data["tokenizer"] or base}
+        base = cfg["base"]["checkpoint"]  # a forgetless run dir stays one: finetune reads its config
+        extra = {"forget_corpus": data["corpus"], "forget_tokenizer": data["tokenizer"] or _model_dir(base)}
     else:
         base = base_dir or "."
     if cfg["method"] == "lora":
@@ -57,11 +57,38 @@ def train_config(cell: dict, out_dir: Path, base_dir: str | None):
                           **{**cfg["task_settings"], **cfg["settings"]}, **common)
 
 
+def _model_dir(base: str) -> str:
+    """The checkpoint directory of a base (a forgetless run directory becomes its newest
+    checkpoint, which holds the tokenizer); a hub name, or a path checked elsewhere, as it is."""
+    from forgetless.errors import UserError
+    from forgetless.models import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(base)
+    except UserError:
+        return base
+
+
+def check_bases(study: Study) -> list[str]:
+    """Problems with the study's outside checkpoints: a path that does not exist or holds no
+    model, or damaged weight files (a hub name is left to the hub)."""
+    from forgetless.errors import UserError, one_line
+    from forgetless.models import resolve_checkpoint
+
+    problems = []
+    for k, b in enumerate(study.bases):
+        try:
+            resolve_checkpoint(b.checkpoint)
+        except UserError as err:
+            problems.append(f"bases[{k}] ({b.name}): {one_line(err)}")
+    return problems
+
+
 def check_study(study: Study) -> None:
     """Build every cell's training config before any work; StudyError naming cell and field."""
     from forgetless.train.config import format_validation_error
 
-    problems = []
+    problems = check_bases(study)
     seen: set[str] = set()
     for cell in expand(study):
         cfg = cell["config"]

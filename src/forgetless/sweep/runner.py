@@ -310,7 +310,11 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     order = [c["cell_id"] for c in cells]
     by_id = {c["cell_id"]: c for c in cells}
     started = backend.start(db_path, executor)  # a pool, or Ray: refused before the store is made
-    store = Store(db_path)
+    try:
+        store = Store(db_path)
+    except BaseException:  # a store that cannot be opened (StoreError): no pool left behind
+        backend.stop(cancel=True)
+        raise
     store.add_study(study.name, study.model_dump(mode="json"), cells)
     store.requeue_failed(order)
     owner = owner_id()
@@ -321,7 +325,7 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     seen_final = {cid for cid in order if statuses[cid] in TERMINAL}
     bar = tqdm(total=len(order), initial=len(seen_final), desc=f"sweep {study.name}", unit="cell",
                disable=not progress, dynamic_ncols=True)
-    say = log or (tqdm.write if progress else (lambda _m: None))
+    say = log or (tqdm.write if progress else (lambda m: print(m, flush=True)))  # each finished cell, always
     if started:
         say(started)
     if seen_final:

@@ -36,6 +36,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from forgetless.errors import UserError
+
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 TERMINAL = ("done", "diverged", "failed")
@@ -82,8 +84,12 @@ CREATE TABLE IF NOT EXISTS points (
 """
 
 
-class StoreVersionError(RuntimeError):
+class StoreVersionError(UserError, RuntimeError):
     """The store was written by a newer forgetless; upgrade instead of touching it."""
+
+
+class StoreError(UserError, OSError):
+    """The store cannot be opened or created: named, and never overwritten."""
 
 
 def owner_id() -> str:
@@ -106,15 +112,36 @@ class Store:
 
     def __init__(self, path: str | Path, timeout: float = 60.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per record.
-        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self._init_schema()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"{self.path.parent}: cannot create the sweep directory ({err.strerror}); "
+                             "choose a writable directory with --out") from None
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"{self.path} is not a file; move it away or choose another --out")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per record.
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as err:
+            raise StoreError(f"{self.path}: cannot open the results store ({err}); choose a writable "
+                             "directory with --out") from None
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:  # checked before WAL mode, which would change the file
+                raise sqlite3.DatabaseError("an SQLite database of something else: it has no meta table")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._init_schema()
+        except sqlite3.DatabaseError as err:  # junk, another program's database, unreadable, read-only
+            self.db.close()
+            raise StoreError(f"{self.path} is not a usable forgetless results store ({err}); the file "
+                             "was not modified: move it away or choose another --out") from None
+        except BaseException:
+            self.db.close()
+            raise
 
     # ------------------------------------------------------------------ plumbing
     def _tx(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -38,10 +39,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from forgetless.errors import UserError
+
 PRESET_DIR = "presets"
 
 
-class StudyError(ValueError):
+class StudyError(UserError, ValueError):
     """A study file that cannot be run; the message names the field."""
 
 
@@ -60,6 +63,8 @@ def _parse_count(value: Any) -> int:
         if not m:
             raise ValueError(f"expected a token count such as 300000, 300k, 1.5M or 8B; got {value!r}")
         n = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}[m.group(2).lower()]
+    if not math.isfinite(n) or n >= 1e18:  # .inf, or 1e400 (which reads as inf)
+        raise ValueError(f"must be a finite token count such as 300k or 1.5M; got {value!r}")
     if n <= 0 or n != int(n):
         raise ValueError(f"must be a positive whole number of tokens; got {value!r}")
     return int(n)
@@ -247,7 +252,14 @@ def load_study(source: str | Path | dict) -> Study:
     else:
         path = Path(source)
         if path.is_file():
-            text, label = path.read_text(), str(path)
+            label = str(path)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise StudyError(f"{label}: not UTF-8 text ({err.reason} at byte {err.start}); save it "
+                                 "as UTF-8") from None
+            except OSError as err:
+                raise StudyError(f"{label}: cannot be read ({err.strerror})") from None
         elif str(source) in preset_names():
             text = resources.files("forgetless.sweep").joinpath(PRESET_DIR, f"{source}.yaml").read_text()
             label = f"preset {source}"

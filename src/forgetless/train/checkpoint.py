@@ -11,7 +11,8 @@ A checkpoint directory `checkpoints/step-NNNNNN/` holds
 Nested state (the optimizer's state_dict) is flattened: each tensor goes to the safetensors file
 under its path ("optimizer.state.3.exp_avg") and the JSON keeps the structure with
 {"__tensor__": path} in its place, so no file the user may hand back is ever unpickled.
-The directory is written under a temporary name and renamed, so a kill never leaves half a checkpoint.
+The directory is written under a temporary name and renamed, so a kill never leaves half a checkpoint;
+`verify_checkpoint` still checks one before a resume trusts it (a disk can lose or garble files).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from forgetless.errors import CorruptCheckpoint, one_line
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -88,8 +92,40 @@ def save_trainer_state(directory: Path, state: dict[str, Any]) -> None:
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:
-    tensors = load_file(str(directory / STATE_TENSORS))
-    return unflatten(json.loads((directory / STATE_JSON).read_text()), tensors)
+    try:
+        tensors = load_file(str(directory / STATE_TENSORS))
+        return unflatten(json.loads((directory / STATE_JSON).read_text()), tensors)
+    except Exception as err:  # SafetensorError, OSError, JSON or structure errors: a bad file
+        raise CorruptCheckpoint(f"{directory}: trainer state unreadable ({one_line(err)})") from None
+
+
+def _tensor_refs(obj: Any) -> set[str]:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return {obj["__tensor__"]}
+        items = obj.get("__dict__", obj.get("__tuple__", []))
+        return set().union(*[_tensor_refs(v[1] if "__dict__" in obj else v) for v in items])
+    if isinstance(obj, list):
+        return set().union(*[_tensor_refs(v) for v in obj])
+    return set()
+
+
+def verify_checkpoint(directory: Path) -> None:
+    """CorruptCheckpoint, naming the file, unless the checkpoint's weight files and trainer state
+    are whole: safetensors headers and lengths, the state JSON, and every tensor it refers to
+    present. Reads headers only, so it is cheap on large checkpoints."""
+    from forgetless.models import check_weights
+
+    check_weights(directory)
+    try:
+        structure = json.loads((directory / STATE_JSON).read_text())
+        with safe_open(str(directory / STATE_TENSORS), "pt") as f:
+            missing = _tensor_refs(structure) - set(f.keys())
+    except Exception as err:
+        raise CorruptCheckpoint(f"{directory}: trainer state unreadable ({one_line(err)})") from None
+    if missing:
+        raise CorruptCheckpoint(f"{directory}: trainer state lacks {len(missing)} tensors "
+                                f"(e.g. {sorted(missing)[0]})")
 
 
 def write_checkpoint(root: Path, step: int, write_model: Callable[[Path], None],

@@ -4,6 +4,10 @@ metrics.jsonl holds one JSON object per line with a `kind`:
     "eval"   step, tokens, forgetting, learning, accuracy (or null), wall_time, ... (the points)
     "train"  step, tokens, loss, lr, tokens_per_s, wall_time (every log_every steps)
     "status" status ("diverged"), step, reason (the last line of a run that did not finish)
+
+Resuming survives a kill at any point: a last line cut mid-write is dropped (and said), a
+checkpoint whose files are damaged is moved aside to checkpoints/.corrupt-step-N and the one
+before it is used (said too), and the directory may have been moved or copied since.
 """
 
 from __future__ import annotations
@@ -11,12 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forgetless.errors import CorruptCheckpoint, one_line
 from forgetless.models import latest_checkpoint
+
+
+def say(message: str) -> None:
+    """A note to the user on stderr (resume repairs), one line."""
+    print(f"forgetless: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -55,15 +66,46 @@ class RunDir:
         self.checkpoints.mkdir(exist_ok=True)
         for tmp in self.checkpoints.glob(".tmp-*"):  # a checkpoint write cut by a kill
             shutil.rmtree(tmp, ignore_errors=True)
-        ckpt = latest_checkpoint(self.path) if resume else None
+        ckpt = self._usable_checkpoint() if resume else None
         if resume and ckpt is None:
             self.metrics_path.unlink(missing_ok=True)  # nothing to continue: start over
         if ckpt is not None:
             step = int(ckpt.name.split("-")[1])
-            kept = [r for r in self.read_metrics() if r.get("kind") != "status" and r.get("step", 0) <= step]
+            records, dropped = self._parse_metrics()
+            if dropped:
+                say(f"{self.metrics_path}: dropped {dropped} partial line(s) cut by a kill; they are "
+                    "measured again")
+            kept = [r for r in records if r.get("kind") != "status" and r.get("step", 0) <= step]
             self._rewrite_metrics(kept)
         self.write_atomic(self.path / "config.yaml", config_yaml)
         return ckpt
+
+    def _usable_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose files are whole; damaged newer ones are moved aside (with a
+        note). A damaged checkpoint with no whole one before it is an error, and nothing moves."""
+        from forgetless.train.checkpoint import verify_checkpoint
+
+        bad: list[tuple[Path, CorruptCheckpoint]] = []
+        good = None
+        while (ckpt := latest_checkpoint(self.path, skip={p for p, _ in bad})) is not None:
+            try:
+                verify_checkpoint(ckpt)
+                good = ckpt
+                break
+            except CorruptCheckpoint as err:
+                bad.append((ckpt, err))
+        if bad and good is None:
+            raise CorruptCheckpoint(f"resume: {one_line(bad[0][1])}; no earlier checkpoint is kept "
+                                    "(keep_checkpoints): restore the files, or start the run again in "
+                                    "another --out")
+        for path, err in bad:
+            aside = path.with_name(f".corrupt-{path.name}")
+            n = 1
+            while aside.exists():
+                aside, n = path.with_name(f".corrupt-{path.name}-{n}"), n + 1
+            os.replace(path, aside)
+            say(f"{one_line(err)}; moved to {aside.name}, resuming from {good.name}")
+        return good
 
     def follower(self) -> RunDir:
         """The same directory for a rank other than 0 of a torchrun job: it reads, never writes."""
@@ -75,10 +117,26 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The records; a line that does not parse (one cut by a kill, or being written) is skipped."""
+        return self._parse_metrics()[0]
+
+    def _parse_metrics(self) -> tuple[list[dict[str, Any]], int]:
         if not self.metrics_path.exists():
-            return []
-        lines = self.metrics_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+            return [], 0
+        records, dropped = [], 0
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                dropped += 1
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                dropped += 1
+        return records, dropped
 
     def points(self) -> list[dict[str, Any]]:
         return [r for r in self.read_metrics() if r.get("kind") == "eval"]

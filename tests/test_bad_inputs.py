@@ -1,0 +1,231 @@
+"""A fixed list of bad inputs through the real command line: each ends with exit code 2, exactly one
+line on stderr, no traceback, and no file the user owns changed (every file under the test's tree
+is hashed before and after each case)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from forgetless.cli import app
+from forgetless.train import PretrainConfig
+
+runner = CliRunner()
+
+
+def _checkpoint(path: Path) -> Path:
+    """A tiny Llama in Hugging Face format (no tokenizer: every case here fails before one is read)."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=2)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+def _run_dir(path: Path, ckpt: Path, state_json: str, truncate: bool = False) -> Path:
+    """A pretraining run directory killed after its step-2 checkpoint, with the files as given."""
+    cfg = PretrainConfig(model="nano", out_dir=path, steps=4, eval_every=2, vocab_size=512, seq_len=64,
+                         batch_size=8, eval_tokens=512, progress=False)
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(cfg.resolved().model_copy(update={"resume": False}).to_yaml())
+    (path / "status.json").write_text(json.dumps({"status": "running", "step": 2}))
+    (path / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 0, "forgetting": 6.0}) + "\n")
+    step = path / "checkpoints" / "step-000002"
+    shutil.copytree(ckpt, step)
+    save_file({"state.x": torch.zeros(3)}, str(step / "trainer_state.safetensors"))
+    (step / "trainer_state.json").write_text(state_json)
+    if truncate:
+        _truncate(step / "model.safetensors")
+    return path
+
+
+def _truncate(file: Path) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+
+
+def _study(root: Path, name: str, **change) -> str:
+    """A small valid study file, with `change` applied (keys: top-level fields; 'pretrain0' and
+    'method0' patch the first pretraining run and method), written as YAML."""
+    raw = {"name": "s", "out_dir": str(root / "out"),
+           "pretrain": [{"name": "adamw", "model": "nano", "optimizer": "adamw", "tokens": 1000}],
+           "finetune": [{"tasks": ["arith"], "steps": 4, "eval_every": 2,
+                         "methods": [{"kind": "full", "optimizer": "adamw", "lrs": [1e-4]}]}]}
+    raw["pretrain"][0].update(change.pop("pretrain0", {}))
+    raw["finetune"][0]["methods"][0].update(change.pop("method0", {}))
+    raw["finetune"][0].update(change.pop("grid0", {}))
+    raw.update(change)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("user")
+    ckpt = _checkpoint(root / "ckpt")
+    for name in ("trunc", "junk"):
+        shutil.copytree(ckpt, root / name)
+    _truncate(root / "trunc" / "model.safetensors")
+    (root / "junk" / "model.safetensors").write_bytes(b"not a safetensors file at all" * 10)
+    (root / "empty").mkdir()
+    (root / "afile").write_text("a file where a directory is expected\n")
+    good_state = json.dumps({"__dict__": [["step", 2], ["x", {"__tensor__": "state.x"}]]})
+    _run_dir(root / "run_trunc", ckpt, good_state, truncate=True)
+    _run_dir(root / "run_state", ckpt, '{"__dict__": [["step", 2], ["x", {"__ten')  # torn JSON
+    (root / "latin1.yaml").write_bytes("lr: 0.001\noptimizer: adamw  # r\xe9glage\n".encode("latin-1"))
+    (root / "study-latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (root / "bad.yaml").write_text("lr: [1, 2\n")
+    (root / "list.yaml").write_text("- lr\n- 1\n")
+    (root / "extra.yaml").write_text("frobnicate: 1\n")
+    # A sweep directory with a results store that is not one, and one where a directory stands
+    (root / "junkstore").mkdir()
+    (root / "junkstore" / "results.sqlite").write_bytes(b"SQLite format 2\x00" + bytes(range(256)) * 8)
+    (root / "dirstore" / "results.sqlite").mkdir(parents=True)
+    from forgetless.sweep.store import Store
+
+    Store(root / "goodstore" / "results.sqlite").close()
+    return root
+
+
+def _cases(r: Path) -> list[tuple[list[str], dict, str]]:
+    """(arguments, environment, a piece of the expected message)."""
+    out = str(r / "newrun")
+    ck, tr, jk = str(r / "ckpt"), str(r / "trunc"), str(r / "junk")
+    s = lambda name, **kw: _study(r, name, **kw)  # noqa: E731
+    nofile = str(r / "afile" / "sub")  # under a regular file: cannot be created, even by root
+    junk = s("junk", out_dir=str(r / "junkstore"))
+    return [
+        # -- refused before this issue: bad values and names --------------------------------------
+        (["pretrain", "--optimizer", "adam", "--out", out], {}, "allowed: adamw"),
+        (["pretrain", "--model", "huge", "--out", out], {}, "allowed: nano"),
+        (["pretrain", "--tokens", "lots", "--out", out], {}, "tokens must be a count"),
+        (["pretrain", "--model", "nano"], {}, "out_dir (--out)"),
+        (["pretrain", "--config", str(r / "missing.yaml"), "--out", out], {}, "no such file"),
+        (["pretrain", "--config", str(r / "bad.yaml"), "--out", out], {}, "not valid YAML"),
+        (["pretrain", "--config", str(r / "list.yaml"), "--out", out], {}, "mapping"),
+        (["pretrain", "--config", str(r / "extra.yaml"), "--out", out], {}, "frobnicate"),
+        (["pretrain", "--lr", "abc", "--out", out], {}, "--lr"),
+        (["pretrain", "--bogus", "--out", out], {}, "--bogus"),
+        (["pretrain", "--lr", "-1", "--out", out], {}, "lr"),
+        (["pretrain", "--momentum", "1.5", "--out", out], {}, "momentum"),
+        (["pretrain", "--warmup", "1", "--out", out], {}, "warmup"),
+        (["pretrain", "--dropout", "1", "--out", out], {}, "dropout"),
+        (["pretrain", "--device", "tpu", "--out", out], {}, "device"),
+        (["pretrain", "--precision", "fp8", "--out", out], {}, "precision"),
+        (["pretrain", "--batch-size", "0", "--out", out], {}, "batch_size"),
+        (["pretrain", "--seq-len", "1", "--out", out], {}, "seq_len"),
+        (["pretrain", "--track", "neptune", "--out", out], {}, "allowed: tensorboard"),
+        (["finetune", str(r / "empty"), "--task", "arith", "--out", out], {}, "holds no model"),
+        (["finetune", ck, "--task", "arith", "--method", "qlora", "--out", out], {}, "lora"),
+        (["finetune", ck, "--task", "arith", "--rank", "0", "--method", "lora", "--out", out], {}, "lora_rank"),
+        (["sweep", str(r / "missing-study.yaml")], {}, "neither a file nor a preset"),
+        (["sweep", s("opt", method0={"optimizer": "adamx"})], {}, "unknown optimizer 'adamx'"),
+        (["sweep", s("neglr", method0={"lrs": [-1e-4]})], {}, "positive and finite"),
+        (["sweep", s("dup", method0={"lrs": [1e-4, 1e-4]})], {}, "repeat"),
+        (["sweep", s("norank", method0={"kind": "lora"})], {}, "rank"),
+        (["sweep", s("interval", grid0={"eval_every": 8})], {}, "eval_every"),
+        (["sweep", s("task", grid0={"tasks": ["poetry"]})], {}, "unknown task"),
+        (["sweep", s("ref", grid0={"bases": ["nobody"]})], {}, "no base named"),
+        (["sweep", s("field", colour="blue")], {}, "colour"),
+        (["sweep", s("ptopt", pretrain0={"optimizer": "adamx"})], {}, "unknown optimizer"),
+        (["sweep", s("ok"), "--backend", "nope"], {}, "--backend"),
+        (["sweep", s("ok"), "--workers", "-1"], {}, "--workers"),
+        (["sweep", s("ok"), "--ray-address", "x:1"], {}, "need --backend ray"),
+        (["frontier", s("ok"), "--metric", "nope"], {}, "--metric"),
+        (["frontier", s("ok"), "--reference", "1"], {}, "--reference"),
+        (["export", s("ok")], {}, "--csv"),
+        (["status", str(r / "missing-study.yaml")], {}, "neither a file nor a preset"),
+        (["recommend", ck, "--task", "poetry"], {}, "task"),
+        (["recommend", ck, "--optimizer", "nope"], {}, "optimizer"),
+        (["activations", ck, "--metric", "kurtosis"], {}, "sparsity"),
+        (["spectrum", ck, "--label", "a", "--label", "b"], {}, "--label"),
+        (["data", "tasks", "nope"], {}, "nope"),
+        (["memorization", "--pairs", "x"], {}, "x"),
+        (["fingerprint"], {}, "CHECKPOINTS"),
+        (["fingerprint", "--calibrate"], {}, "--out"),
+        # -- new in issue 15: damaged files -------------------------------------------------------
+        (["finetune", tr, "--task", "arith", "--out", out], {}, "truncated or corrupt"),
+        (["finetune", jk, "--task", "arith", "--out", out], {}, "truncated or corrupt"),
+        (["spectrum", tr], {}, "truncated or corrupt"),
+        (["fingerprint", tr, "--no-activations"], {}, "truncated or corrupt"),
+        (["recommend", tr, "--infer"], {}, "truncated or corrupt"),
+        (["recommend", jk], {}, "truncated or corrupt"),
+        (["pretrain", "--resume", "--out", str(r / "run_trunc")], {}, "truncated or corrupt"),
+        (["pretrain", "--resume", "--out", str(r / "run_state")], {}, "trainer state unreadable"),
+        (["sweep", s("corrupt", bases=[{"name": "b", "checkpoint": tr, "optimizer": "adamw"}])], {},
+         "truncated or corrupt"),
+        # -- numbers that read as infinity --------------------------------------------------------
+        (["pretrain", "--tokens", "1e999", "--out", out], {}, "tokens must be a count"),
+        (["sweep", s("inf", pretrain0={"tokens": float("inf")})], {}, "finite token count"),
+        (["sweep", s("e400", pretrain0={"tokens": "1e400"})], {}, "finite token count"),
+        (["pretrain", "--lr", "inf", "--out", out], {}, "lr"),
+        (["pretrain", "--weight-decay", "inf", "--out", out], {}, "weight_decay"),
+        (["pretrain", "--adamw-lr", "inf", "--out", out], {}, "adamw_lr"),
+        (["finetune", ck, "--task", "arith", "--lr", "inf", "--out", out], {}, "lr"),
+        # -- text that is not UTF-8 ---------------------------------------------------------------
+        (["pretrain", "--config", str(r / "latin1.yaml"), "--out", out], {}, "not UTF-8"),
+        (["sweep", str(r / "study-latin1.yaml")], {}, "not UTF-8"),
+        # -- stores and directories that cannot be used -------------------------------------------
+        (["status", junk], {}, "not a usable forgetless results store"),
+        (["frontier", junk], {}, "not a usable forgetless results store"),
+        (["export", junk, "--csv", str(r / "x.csv")], {}, "not a usable forgetless results store"),
+        (["sweep", junk, "--workers", "0"], {}, "not a usable forgetless results store"),
+        (["sweep", s("dirstore", out_dir=str(r / "dirstore")), "--workers", "0"], {}, "is not a file"),
+        (["sweep", s("nodir", out_dir=nofile), "--workers", "0"], {}, "cannot create the sweep directory"),
+        (["export", s("good", out_dir=str(r / "goodstore")), "--csv", str(r / "afile" / "p.csv")], {},
+         "cannot write"),
+        (["data", "prepare"], {"FORGETLESS_CACHE": nofile}, "FORGETLESS_CACHE"),
+        (["data", "prepare", "--cache-dir", nofile], {}, "--cache-dir"),
+        # -- paths that do not exist never reach the hub ------------------------------------------
+        (["finetune", "./typo", "--task", "arith", "--out", out], {}, "no such checkpoint"),
+        (["finetune", str(r / "typo"), "--task", "arith", "--out", out], {}, "no such checkpoint"),
+        (["recommend", "/nonexistent"], {}, "no such checkpoint"),
+        (["recommend", "gpt-typo"], {}, "no such checkpoint"),
+        (["spectrum", "./typo"], {}, "no such checkpoint"),
+        (["finetune", str(r / "afile"), "--task", "arith", "--out", out], {}, "is a file"),
+        (["consolidate", str(r / "typo")], {}, "no such checkpoint"),
+        (["sweep", s("typo", bases=[{"name": "b", "checkpoint": "./typo", "optimizer": "adamw"}])], {},
+         "no such checkpoint"),
+    ]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_every_bad_input_is_one_line_and_exit_code_2(tree, monkeypatch) -> None:
+    monkeypatch.chdir(tree)  # ./typo is relative to here
+    cases = _cases(tree)
+    assert len(cases) >= 60
+    failures = []
+    for args, env, expected in cases:
+        before = _snapshot(tree)
+        res = runner.invoke(app, args, env=env)
+        after = _snapshot(tree)
+        problems = []
+        if res.exit_code != 2:
+            problems.append(f"exit code {res.exit_code}")
+        if res.stderr.count("\n") != 1 or not res.stderr.endswith("\n"):
+            problems.append(f"{res.stderr.count(chr(10))} lines on stderr")
+        if "Traceback" in res.output or res.exception is not None and not isinstance(res.exception, SystemExit):
+            problems.append(f"exception {res.exception!r}")
+        if expected not in res.stderr:
+            problems.append(f"{expected!r} not in the message")
+        changed = [k for k in before if before[k] != after.get(k)]
+        if changed:
+            problems.append(f"changed {changed}")
+        if problems:
+            failures.append(f"{args}: {'; '.join(problems)}\n    stderr: {res.stderr!r}")
+        shutil.rmtree(tree / "newrun", ignore_errors=True)
+    assert not failures, "\n".join(failures)
