@@ -110,6 +110,10 @@ def test_auto_family_is_recommends_resolver(tmp_path):
     # An architecture alone is a guess: AdamW, but never "documented".
     name, why = resolve_family(_model("acme/base-135m"))
     assert name == "adamw" and "assumed" in why and "documented" not in why
+    anon = tmp_path / "acme-base"
+    _model("x").save_pretrained(anon)
+    rec = recommend(anon)
+    assert (rec.pretrain_optimizer, rec.provenance_status) == ("adamw", "assumed")
 
 
 def test_create_optimizer_routes_hidden_matrices_to_muon():

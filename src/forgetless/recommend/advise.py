@@ -51,6 +51,7 @@ class Recommendation:
     reasoning: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
+    provenance_status: str | None = None  # "documented" or "assumed" when how_known is provenance
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -108,6 +109,7 @@ class PretrainingOptimizer:
     reasoning: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
+    status: str | None = None  # the provenance's "documented" or "assumed"
 
 
 def resolve_pretraining(model: str | Path, facts: ModelFacts | None = None, infer: bool = False,
@@ -121,7 +123,7 @@ def resolve_pretraining(model: str | Path, facts: ModelFacts | None = None, infe
     found = PretrainingOptimizer(None, "unknown", None)
     prov = lookup(facts)
     if prov is not None and prov.optimizer in OPTIMIZERS:
-        found.optimizer, found.how_known = prov.optimizer, "provenance"
+        found.optimizer, found.how_known, found.status = prov.optimizer, "provenance", prov.status
         found.reasoning.append(
             f"{prov.family} checkpoints were pretrained with {prov.variant} "
             f"({prov.status}; matched on {prov.matched_on})."
@@ -199,7 +201,7 @@ def recommend(
         model=str(model), pretrain_optimizer=pretrain_opt, how_known=how, confidence=confidence,
         family=family, optimizer=choice, method="full", lr_grid=full_grid, lora_lr_grid=lora_grid,
         weight_decay=0.0, n_parameters=n_params, reasoning=reasoning, sources=sources,
-        cautions=cautions,
+        cautions=cautions, provenance_status=found.status if how == "provenance" else None,
     )
 
 
