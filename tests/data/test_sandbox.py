@@ -165,6 +165,12 @@ ATTACKS = {
     "chmod": "os.chmod(m, 0o600)",
     "create": "open(os.path.join(os.path.dirname(m), 'new.txt'), 'x').close()",
     "mkdir": "os.mkdir(os.path.join(os.path.dirname(m), 'newdir'))",
+    # a user namespace of its own gives back capabilities: remount the folder writable there
+    "nested_userns": ("libc = ctypes.CDLL(None, use_errno=True)\n"
+                      "        if libc.unshare(0x10000000 | 0x20000) == 0:  # CLONE_NEWUSER|NEWNS\n"
+                      "            libc.mount(b'none', os.path.dirname(m).encode(), None,\n"
+                      "                       32 | 4096 | 16384, None)  # remount, bind, rec\n"
+                      "        open(m, 'w').close()"),
 }
 
 
@@ -177,7 +183,7 @@ def test_files_outside_the_scratch_dir_are_untouched(level, attack, outside):
         outside.parent.chmod(0o755)
         outside.chmod(0o644)
     before = (outside.read_bytes(), outside.stat().st_mode, outside.stat().st_mtime_ns)
-    code = (f"import mmap, os\ndef f(x):\n    m = {str(outside)!r}\n    try:\n"
+    code = (f"import ctypes, mmap, os\ndef f(x):\n    m = {str(outside)!r}\n    try:\n"
             f"        {ATTACKS[attack]}\n        return 'done'\n"
             f"    except OSError as err:\n        return 'failed'\n")
     report, _ = _run(level, code, tests=[[[0], "failed"]])

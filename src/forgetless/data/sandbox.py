@@ -184,7 +184,6 @@ def _child(job: dict, cfg: dict, write_fd: int) -> None:
         if sys.platform.startswith("linux"):
             _libc()[1].prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the supervisor
         os.chdir(cfg["scratch"])
-        _keep_stdlib_reachable()
         _drop_privileges(cfg["to_nobody"])
         mem = cfg["memory_mb"] * 1024 * 1024
         for res, value in ((resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, mem),
@@ -222,6 +221,7 @@ def _supervise(cfg: dict) -> None:
     linux = sys.platform.startswith("linux")
     report: dict = {"timeout": False}
     try:
+        _keep_stdlib_reachable()  # before /tmp is covered, in case the interpreter lives there
         if cfg["namespaces"]:
             _read_only_view(NOBODY if cfg["to_nobody"] else 0)
         if linux:
@@ -324,15 +324,16 @@ def _run(code: str, entry: str, tests: list, timeout: float, memory_mb: int,
         proc = subprocess.Popen([*cmd, json.dumps(cfg)], stdin=job, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, cwd=workdir, env={},
                                 start_new_session=True)
+        raw = None
         try:
             raw = _read_to_deadline(proc.stdout.fileno(), deadline)
         finally:
-            if proc.poll() is None:  # the supervisor overran: take its tree down ourselves
+            if raw is None:  # the supervisor overran: take its tree down ourselves
                 _kill_tree(proc.pid, seconds=0.2)
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            try:  # and whatever is left in its group, which lives on until we reap proc
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
             proc.stdout.close()
             proc.wait()
     if raw is None:
@@ -360,7 +361,7 @@ def _run(code: str, entry: str, tests: list, timeout: float, memory_mb: int,
     if not isinstance(results, list) or len(results) != len(tests) or \
             not all(isinstance(r, dict) for r in results):
         how = f"signal {outer['signal']}" if "signal" in outer else f"exit code {outer.get('exit')}"
-        return TestReport(0, len(tests), f"the process died ({how})")
+        return TestReport(0, len(tests), f"the process ended without results ({how})")
     passed = sum(1 for r, (_, want) in zip(results, tests, strict=True)
                  if r.get("ok") and _same(r.get("value"), want))
     errors = tuple("" if r.get("ok") else str(r.get("error", "")) for r in results)
