@@ -136,9 +136,11 @@ def test_process_count_is_limited():
     code = ("import os\ndef f(x):\n    n = 0\n    for _ in range(200):\n        try:\n"
             "            pid = os.fork()\n        except OSError:\n            break\n"
             "        if pid == 0:\n            import time\n            time.sleep(5)\n"
-            "            os._exit(0)\n        n += 1\n    return 0 < n < x\n")
+            "            os._exit(0)\n        n += 1\n    return n < x\n")
     report, _ = _run(level, code, tests=[[[sandbox.NPROC], True]], timeout=3.0)
-    assert report.ok, report  # forks stop below RLIMIT_NPROC (the code itself is one process)
+    # forks stop below RLIMIT_NPROC: the code itself is one of the uid's processes (and other
+    # sandboxes running as nobody at the same time count too, hence no lower bound)
+    assert report.ok, report
 
 
 @pytest.fixture
