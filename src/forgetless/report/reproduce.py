@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from forgetless.report.regime import check as check_regime
 from forgetless.report.verdicts import Verdict, all_verdicts
 
 # Per preset: the sweep study (a preset of forgetless.sweep), the probe budget and the
@@ -98,30 +99,38 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
                                                              root / "probes", n_tokens=budget)
     spectra, activations = tables.analysis_rows(pretrain, probes)
 
-    mem_settings = memorization if memorization is not None else settings.get("memorization")
-    mem_result, mem_dir = None, root / "memorization"
+    mem_settings = dict(memorization if memorization is not None else settings.get("memorization") or {})
+    mem_results, mem_dir = [], root / "memorization"
     if mem_settings:
-        cfg = MemorizationConfig(**mem_settings)
-        cached = mem_dir / "results.json"
-        if cached.is_file() and json.loads(cached.read_text())["config"] == cfg.model_dump(mode="json"):
-            log("[3/4] memorisation test: cached")
-            mem_result = json.loads(cached.read_text())
-        else:
-            log(f"[3/4] memorisation test: {', '.join(cfg.optimizers)} on a corrupted corpus")
-            run_memorization(cfg, out_dir=mem_dir, log=log)
-            mem_result = json.loads(cached.read_text())  # as written: JSON types, like the cache
+        mem_seeds = mem_settings.pop("seeds", None) or [mem_settings.get("seed", 0)]
+        for seed in mem_seeds:
+            cfg = MemorizationConfig(**{**mem_settings, "seed": seed})
+            seed_dir = mem_dir if len(mem_seeds) == 1 else mem_dir / f"seed-{seed}"
+            cached = seed_dir / "results.json"
+            if cached.is_file() and json.loads(cached.read_text())["config"] == cfg.model_dump(mode="json"):
+                log(f"[3/4] memorisation test, seed {seed}: cached")
+            else:
+                log(f"[3/4] memorisation test, seed {seed}: {', '.join(cfg.optimizers)} on a corrupted corpus")
+                run_memorization(cfg, out_dir=seed_dir, log=log)
+            mem_results.append(json.loads(cached.read_text()))  # as written: JSON types, like the cache
     else:
         log("[3/4] memorisation test: not part of this preset")
 
     log("[4/4] verdicts and report")
     table_set = {"pretrain": pretrain, "points": points, "spectra": spectra,
                  "activations": activations,
-                 "memorization": tables.memorization_rows(mem_result) if mem_result else []}
+                 "memorization": tables.memorization_rows(mem_results)}
     verdicts = all_verdicts(table_set)
-    (root / "verdicts.json").write_text(json.dumps([asdict(v) for v in verdicts], indent=1))
+    with Store(store_path(study, root)) as store:
+        regime = check_regime(runs, store.points(study=study.name), points)
+    for line in regime.lines():
+        log(f"      regime: {line}")
+    (root / "verdicts.json").write_text(json.dumps(
+        {"verdicts": [asdict(v) for v in verdicts], "regime": asdict(regime)}, indent=1))
     from .document import build_report
 
     md, html = build_report(study, root, table_set, verdicts, probes, pretrain, runs,
-                            mem_dir if mem_result else None, elapsed=time.time() - start,
+                            (mem_dir if len(mem_results) <= 1 else mem_dir / f"seed-{mem_results[0]['config']['seed']}")
+                            if mem_results else None, elapsed=time.time() - start, regime=regime,
                             machine=f"{platform.machine()} {platform.system()}, python {platform.python_version()}")
     return ReproduceResult(root, md, html, verdicts, counts, time.time() - start)

@@ -108,22 +108,35 @@ def analysis_rows(pretrain: list[dict], probes: dict[str, dict]) -> tuple[list[d
                 continue
             activations.append({"optimizer": row["optimizer"], "seed": row["seed"], "kind": kind,
                                 "input_sparsity": stats.get("input_sparsity", float("nan")),
-                                "output_sparsity": stats.get("output_sparsity", float("nan"))})
+                                "output_sparsity": stats.get("output_sparsity", float("nan")),
+                                "input_l1_l2": stats.get("input_l1_l2", float("nan")),
+                                "output_l1_l2": stats.get("output_l1_l2", float("nan"))})
     return spectra, activations
 
 
-def memorization_rows(result: dict) -> list[dict]:
-    """Final clean/corrupted exact match per optimizer, at the shortest (prompt, gen) pair (the
-    one with most signal at small scale; the report shows every pair)."""
-    pairs = [tuple(p) for p in result["config"]["pairs"]]
-    prompt, gen = pairs[0]
+def memorization_rows(results: list[dict]) -> list[dict]:
+    """Per optimizer and seed, at the lr with the best clean exact match (paper A.2), final clean /
+    corrupted exact match at the shortest (prompt, gen) pair (the one with most signal at small
+    scale; the report shows every pair), the onset step (first eval with any corrupted block
+    reproduced) and both rates at the train loss every optimizer reached (matched-loss view)."""
+    from forgetless.analysis.memorization_run import matched_loss_points
+
     rows = []
-    for opt, history in result["selected"].items():
-        last = history[-1]
-        rows.append({"optimizer": opt, "seed": result["config"].get("seed", 0),
-                     "clean": last[f"clean_exact_{prompt}_{gen}"],
-                     "corrupted": last[f"corrupted_exact_{prompt}_{gen}"],
-                     "train_loss": last["train_loss"]})
+    for result in results:
+        prompt, gen = [tuple(p) for p in result["config"]["pairs"]][0]
+        clean, bad = f"clean_exact_{prompt}_{gen}", f"corrupted_exact_{prompt}_{gen}"
+        try:
+            _, matched = matched_loss_points(result["selected"])
+        except ValueError:  # a diverged run never reaches the others' loss
+            matched = {}
+        for opt, history in result["selected"].items():
+            last = history[-1]
+            onset = next((p["step"] for p in history if p[bad] > 0), None)
+            rows.append({"optimizer": opt, "seed": result["config"].get("seed", 0), "lr": last["lr"],
+                         "clean": last[clean], "corrupted": last[bad], "train_loss": last["train_loss"],
+                         "n_eval": result["config"].get("n_eval"), "onset": onset,
+                         "matched_clean": matched.get(opt, {}).get(clean),
+                         "matched_corrupted": matched.get(opt, {}).get(bad)})
     return rows
 
 
