@@ -229,3 +229,26 @@ def test_every_bad_input_is_one_line_and_exit_code_2(tree, monkeypatch) -> None:
             failures.append(f"{args}: {'; '.join(problems)}\n    stderr: {res.stderr!r}")
         shutil.rmtree(tree / "newrun", ignore_errors=True)
     assert not failures, "\n".join(failures)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    """Only user errors are folded into one line: anything else is a bug and is raised as it is."""
+    import forgetless.sweep.study as study_module
+
+    def broken(source):
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(study_module, "load_study", broken)
+    res = runner.invoke(app, ["status", "quick"])
+    assert res.exit_code == 1 and isinstance(res.exception, KeyError)
+
+
+def test_the_installed_command_says_one_line(tmp_path) -> None:
+    """The same through `python -m forgetless` (the console script's main)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "forgetless", "recommend", str(tmp_path / "nothing")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "no such checkpoint" in proc.stderr and "Traceback" not in proc.stderr
