@@ -22,7 +22,7 @@ def _interval(v: Verdict) -> str:
     return f"{v.effect:+.3f} (no interval)"
 
 
-def verdict_section(verdicts: list[Verdict], regime: RegimeCheck | None = None) -> Section:
+def verdict_sections(verdicts: list[Verdict], regime: RegimeCheck | None = None) -> list[Section]:
     rows = [[v.claim, v.title, v.status, _interval(v), v.n_units, v.paper,
              v.scale_note or "; ".join(f"{k}: {s}" for k, s in v.parts.items() if len(v.parts) > 1)]
             for v in verdicts]
@@ -36,13 +36,11 @@ def verdict_section(verdicts: list[Verdict], regime: RegimeCheck | None = None) 
             f"with fewer than 3 units. The rule's error rates, measured on simulated tables with a known "
             f"truth, are in docs/BENCHMARKS.md. Small models on a CPU show the shape of the paper's "
             f"results at best, not its values.")
-    paragraphs = [rule] + (["Regime: " + line for line in regime.lines()] if regime else []) + details
-    return Section(
-        "Verdicts",
-        paragraphs=paragraphs,
-        tables=[Table(["claim", "statement", "verdict", "effect [interval]", "units", "paper",
-                       "parts / why not decisive here"], rows)],
-    )
+    paragraphs = [rule] + (["Regime: " + line for line in regime.lines()] if regime else [])
+    return [Section("Verdicts", paragraphs=paragraphs,
+                    tables=[Table(["claim", "statement", "verdict", "effect [interval]", "units", "paper",
+                                   "parts / why not decisive here"], rows)]),
+            Section("How each verdict was reached", paragraphs=details)]
 
 
 def pretrain_section(pretrain: list[dict]) -> Section:
@@ -177,7 +175,7 @@ def build_report(study, root: Path, tables: dict, verdicts: list[Verdict], probe
         "Paper: Optimizer-Model Consistency: Full Finetuning with the Same Optimizer as Pretraining "
         "Forgets Less. Its numbers are quoted beside ours for shape, not value."],
         tables=[Table(["cell", "status", "error"], problems, caption="Diverged or failed cells")] if problems else [])
-    sections = [verdict_section(verdicts, regime), overview, pretrain_section(pretrain)]
+    sections = verdict_sections(verdicts, regime) + [overview, pretrain_section(pretrain)]
     sections += frontier_sections(tables["points"], store_points, fig_dir)
     sections += analysis_sections(pretrain, probes, fig_dir)
     sections += memorization_section(mem_dir)

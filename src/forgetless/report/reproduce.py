@@ -23,13 +23,16 @@ from forgetless.report.verdicts import Verdict, all_verdicts
 # memorisation test's settings (None: the preset has no pretraining of its own to test).
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"study": "quick", "probe_tokens": 8192, "memorization": {
-        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "nano", "vocab_size": 4096,
-        "n_tokens": 8192, "block_len": 32, "pairs": [[8, 8], [16, 16]], "steps": 300,
-        "eval_every": 100, "n_eval": 32, "batch_size": 16}},
+        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "nano", "vocab_size": 2048,
+        "n_tokens": 8192, "block_len": 32, "pairs": [[8, 8], [16, 16]], "steps": 200,
+        "eval_every": 50, "n_eval": 32, "batch_size": 16}},
+    # Claim 7 as the paper runs it (A.2): each optimizer's lr chosen by best clean exact match over
+    # a grid, three seeds (units), 128 eval blocks per split, and a corpus that ~19 epochs do not
+    # saturate (1000 steps did: every optimizer reached 100% on clean and corrupted blocks).
     "cpu-full": {"study": "cpu-full", "probe_tokens": 32768, "memorization": {
-        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "nano",
-        "n_tokens": 16384, "block_len": 64, "pairs": [[8, 8], [16, 16], [32, 32]],
-        "steps": 1000, "eval_every": 100}},
+        "optimizers": ["adamw", "muon", "sgd"], "lrs": [1e-3, 3e-3], "preset": "nano",
+        "n_tokens": 16384, "block_len": 64, "pairs": [[8, 8], [16, 16]], "steps": 300,
+        "eval_every": 50, "n_eval": 128, "seeds": [0, 1, 2]}},
     "gpt2": {"study": "gpt2", "probe_tokens": 262144, "memorization": {
         "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "gpt2-small",
         "corpus": "hf:openwebtext", "vocab_size": 50257, "n_tokens": 4_000_000, "block_len": 128,
