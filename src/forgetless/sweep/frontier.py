@@ -69,6 +69,11 @@ def panels(points: list[dict], metric: str = "loss") -> list[Panel]:
                 runs=[q["run_id"] for q in pts])
         step0 = np.concatenate([m.points[m.steps == 0] for m in methods.values()])
         base_point = tuple(np.median(step0, axis=0)) if len(step0) else (float("nan"),) * 2
+        # The step-0 point is the untouched base, the same for every method: it is drawn once as
+        # the base point and left out of the clouds (it would cap every share at 1 - 1/n).
+        methods = {name: MethodCloud(m.points[m.steps != 0], m.lrs[m.steps != 0], m.steps[m.steps != 0],
+                                     [r for r, st in zip(m.runs, m.steps, strict=True) if st != 0])
+                   for name, m in methods.items() if (m.steps != 0).any()}
         out.append(Panel(base=str(k[0]), base_optimizer=str(info[k].get("base_optimizer")), task=str(k[1]),
                          methods=dict(sorted(methods.items())), maximize=(False, metric == "accuracy"),
                          base_point=base_point))
