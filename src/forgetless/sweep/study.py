@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +83,11 @@ def _check_lr(lr: float) -> float:
     if not (lr > 0 and lr < float("inf")):
         raise ValueError(f"learning rates must be positive and finite; got {lr!r}")
     return lr
+
+
+# Presets keep every finetune at or below this share of its base's pretraining tokens (the
+# paper's are 1.3-10%); forgetless.report.regime checks the same from the measured tokens.
+MAX_FINETUNE_RATIO = 0.20
 
 
 class DataSpec(_Strict):
@@ -222,6 +228,21 @@ class Study(_Strict):
     def base_names(self) -> list[str]:
         return [p.name or p.optimizer for p in self.pretrain] + [b.name for b in self.bases]
 
+    def token_ratios(self) -> list[tuple[int, str, float]]:
+        """(grid index, base name, finetune tokens / pretraining tokens) for every grid x pretrained
+        base whose batch and sequence length the grid sets (others are resolved only at run time)."""
+        out = []
+        for g, grid in enumerate(self.finetune):
+            st = grid.settings
+            if not st.get("batch_size") or not st.get("seq_len"):
+                continue
+            tokens = grid.steps * st["batch_size"] * st["seq_len"] * st.get("grad_accum", 1)
+            for p in self.pretrain:
+                name = p.name or p.optimizer
+                if grid.bases is None or name in grid.bases:
+                    out.append((g, name, tokens / p.tokens))
+        return out
+
     def resolved_out_dir(self) -> Path:
         return Path(self.out_dir or Path("runs") / self.name)
 
@@ -273,9 +294,22 @@ def load_study(source: str | Path | dict) -> Study:
         if not isinstance(raw, dict):
             raise StudyError(f"{label}: a study file is a YAML mapping with at least `name:`")
     try:
-        return Study.model_validate(raw)
+        study = Study.model_validate(raw)
     except ValidationError as err:
         raise StudyError(_format_error(err, label)) from None
+    over = [(g, b, r) for g, b, r in study.token_ratios() if r > MAX_FINETUNE_RATIO]
+    if over:
+        g, b, r = max(over, key=lambda x: x[2])
+        warnings.warn(f"{label}: finetune[{g}] on base {b} trains on {r:.0%} of the base's pretraining "
+                      f"tokens ({len(over)} grid x base pair(s) above {MAX_FINETUNE_RATIO:.0%}); the paper's "
+                      "finetunes use 1.3-10%, and its theory assumes a small move from the pretrained "
+                      "weights: fewer steps or a longer pretraining keep the study in that regime",
+                      RegimeWarning, stacklevel=2)
+    return study
+
+
+class RegimeWarning(UserWarning):
+    """A study outside the paper's regime (finetunes above MAX_FINETUNE_RATIO of pretraining)."""
 
 
 # ---------------------------------------------------------------------- expansion into cells
