@@ -33,6 +33,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizers": ["adamw", "muon", "sgd"], "lrs": [1e-3, 3e-3], "preset": "nano",
         "n_tokens": 16384, "block_len": 64, "pairs": [[8, 8], [16, 16]], "steps": 300,
         "eval_every": 50, "n_eval": 128, "seeds": [0, 1, 2]}},
+    "gpu-quick": {"study": "gpu-quick", "probe_tokens": 65536, "memorization": {
+        "optimizers": ["adamw", "muon", "sgd"], "lrs": [1e-3, 3e-3], "preset": "small",
+        "vocab_size": 8192, "n_tokens": 65536, "block_len": 64, "pairs": [[8, 8], [16, 16], [32, 32]],
+        "steps": 600, "eval_every": 100, "n_eval": 256, "batch_size": 32, "seeds": [0, 1, 2],
+        "device": "cuda"}},
     "gpt2": {"study": "gpt2", "probe_tokens": 262144, "memorization": {
         "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "gpt2-small",
         "corpus": "hf:openwebtext", "vocab_size": 50257, "n_tokens": 4_000_000, "block_len": 128,
