@@ -63,7 +63,7 @@ def test_swiglu_mlp_matches_hand_formula() -> None:
 
 
 def test_unknown_preset_names_allowed_values() -> None:
-    with pytest.raises(ValueError, match="nano, micro, small, gpt2-small"):
+    with pytest.raises(ValueError, match="nano, micro, small, medium, gpt2-small"):
         build_model("huge", vocab_size=100)
 
 
