@@ -18,14 +18,15 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from forgetless.errors import UserError
 from forgetless.train.config import FinetuneConfig, PretrainConfig, format_validation_error
 
 _err = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    _err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    """A user error: the root command prints it as one line, exit code 2 (see forgetless.cli)."""
+    raise UserError(message)
 
 
 def _build(cls, given: dict[str, Any], config_file: Path | None):
@@ -40,6 +41,8 @@ def _build(cls, given: dict[str, Any], config_file: Path | None):
             _fail(f"--config {source}: no such file")
         try:
             loaded = yaml.safe_load(Path(source).read_text()) or {}
+        except UnicodeDecodeError as err:
+            _fail(f"--config {source} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8")
         except yaml.YAMLError as err:
             _fail(f"--config {source} is not valid YAML: {err}")
         if not isinstance(loaded, dict):
@@ -54,10 +57,19 @@ def _build(cls, given: dict[str, Any], config_file: Path | None):
 
 
 def _run(fn, cfg) -> None:
+    from forgetless.train.runtime import OutOfMemory, is_oom
+
     try:
         result = fn(cfg)
+    except OutOfMemory as err:  # the run is marked failed; the message names the setting to lower
+        _fail(str(err))
     except (ValueError, OSError) as err:  # bad values, paths, names: user errors
         _fail(str(err))
+    except Exception as err:
+        if not is_oom(err):
+            raise
+        _fail(f"out of memory before training started ({type(err).__name__}); lower batch_size (--batch-size), "
+              "micro_batch (--micro-batch), eval_batch_size (--eval-batch-size) or seq_len (--seq-len)")
     except KeyboardInterrupt:
         _err.print(f"interrupted; continue with the same command and --resume (run dir {cfg.out_dir})")
         raise typer.Exit(130) from None
@@ -76,7 +88,9 @@ def _run(fn, cfg) -> None:
 
 def _common(d: dict[str, Any], *, optimizer, lr, adamw_lr, weight_decay, momentum, warmup, steps,
             batch_size, seq_len, grad_accum, dropout, seed, eval_every, eval_tokens, save_every,
-            device, precision, compile_, track, progress, resume, out, parallel=None) -> dict[str, Any]:
+            device, precision, compile_, track, progress, resume, out, parallel=None,
+            micro_batch=None, eval_batch_size=None, checkpointing=None) -> dict[str, Any]:
+    d.update(micro_batch=micro_batch, eval_batch_size=eval_batch_size, gradient_checkpointing=checkpointing)
     d.update(optimizer=optimizer, lr=lr, adamw_lr=adamw_lr, weight_decay=weight_decay, momentum=momentum,
              warmup=warmup, steps=steps, batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum,
              dropout=dropout, seed=seed, eval_every=eval_every, eval_tokens=eval_tokens, save_every=save_every,
@@ -117,6 +131,10 @@ def _o(default, *names, **kw):
 NPROC = ("Processes on this machine, one per GPU (runs the command under torchrun; "
          "or start it with torchrun --nproc-per-node N -m forgetless ...). (default: 1)")
 PARALLEL = "Under torchrun: ddp (a replica per process), fsdp (FSDP2 shards), auto. (default: auto)"
+MICRO = ("Sequences per forward/backward; each batch is cut into pieces this size, the step's gradient "
+         "is the same. (default: sized from the model and free memory)")
+EVAL_BATCH = "Sequences per evaluation batch. (default: --batch-size)"
+CHECKPOINTING = "Recompute activations in the backward to save memory. (default: on from 100M parameters)"
 OPTIMIZER = dict(help="Optimizer (see `forgetless optimizers`): adamw, muon, signsgd, lion, sgd, coltop1, rowtop1, colnorm, rownorm.")
 
 
@@ -135,9 +153,12 @@ def register(app: typer.Typer) -> None:
         weight_decay: float = _o(None, "--weight-decay", help="Decoupled weight decay. (default: 0.1)"),
         momentum: float = _o(None, "--momentum", help="Momentum of the optimizer's rule. (default: 0.95)"),
         warmup: float = _o(None, "--warmup", help="Warm-up fraction of the steps. (default: 0.1)"),
-        batch_size: int = _o(None, "--batch-size", help="Sequences per micro-batch. (default: 32; 240 for gpt2-small)"),
+        batch_size: int = _o(None, "--batch-size", help="Sequences per batch. (default: 32; 240 for gpt2-small)"),
         seq_len: int = _o(None, "--seq-len", help="Tokens per sequence. (default: 128; 1024 for gpt2-small)"),
-        grad_accum: int = _o(None, "--grad-accum", help="Micro-batches per optimizer step. (default: 1)"),
+        grad_accum: int = _o(None, "--grad-accum", help="Batches per optimizer step. (default: 1)"),
+        micro_batch: int = _o(None, "--micro-batch", help=MICRO),
+        eval_batch_size: int = _o(None, "--eval-batch-size", help=EVAL_BATCH),
+        checkpointing: bool = _o(None, "--gradient-checkpointing/--no-gradient-checkpointing", help=CHECKPOINTING),
         dropout: float = _o(None, "--dropout", help="Dropout probability. (default: 0)"),
         seed: int = _o(None, "--seed", help="Seed of initialisation, data order and dropout. (default: 0)"),
         eval_every: int = _o(None, "--eval-every", help="Steps between validation-loss evaluations. (default: 100)"),
@@ -163,7 +184,8 @@ def register(app: typer.Typer) -> None:
                         warmup=warmup, steps=steps, batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum,
                         dropout=dropout, seed=seed, eval_every=eval_every, eval_tokens=eval_tokens,
                         save_every=save_every, device=device, precision=precision, compile_=compile_, track=track,
-                        progress=progress and sys.stderr.isatty(), resume=resume, out=out, parallel=parallel)
+                        progress=progress and sys.stderr.isatty(), resume=resume, out=out, parallel=parallel,
+                        micro_batch=micro_batch, eval_batch_size=eval_batch_size, checkpointing=checkpointing)
         cfg = _build(PretrainConfig, given, config)
         relaunch(nproc)
         from forgetless.train.pretrain import pretrain
@@ -188,9 +210,12 @@ def register(app: typer.Typer) -> None:
         momentum: float = _o(None, "--momentum", help="Momentum of the optimizer's rule. (default: 0.95)"),
         warmup: float = _o(None, "--warmup", help="Warm-up fraction of the steps. (default: 0.1)"),
         steps: str = _o(None, "--steps", help="Optimizer steps. (default: 300 small bases, 800 otherwise)"),
-        batch_size: int = _o(None, "--batch-size", help="Records per micro-batch. (default: 32 small bases, 128 otherwise)"),
+        batch_size: int = _o(None, "--batch-size", help="Records per batch. (default: 32 small bases, 128 otherwise)"),
         seq_len: int = _o(None, "--seq-len", help="Longest record in tokens. (default: 128 small bases, 1024 otherwise)"),
-        grad_accum: int = _o(None, "--grad-accum", help="Micro-batches per optimizer step. (default: 1)"),
+        grad_accum: int = _o(None, "--grad-accum", help="Batches per optimizer step. (default: 1)"),
+        micro_batch: int = _o(None, "--micro-batch", help=MICRO),
+        eval_batch_size: int = _o(None, "--eval-batch-size", help=EVAL_BATCH),
+        checkpointing: bool = _o(None, "--gradient-checkpointing/--no-gradient-checkpointing", help=CHECKPOINTING),
         dropout: float = _o(None, "--dropout", help="Dropout probability. (default: 0.1)"),
         seed: int = _o(None, "--seed", help="Seed of data order and dropout. (default: 0)"),
         eval_every: int = _o(None, "--eval-every", help="Steps between forgetting/learning points. (default: 50 small bases, 200 otherwise)"),
@@ -199,7 +224,7 @@ def register(app: typer.Typer) -> None:
         train_n: int = _o(None, "--train-n", help="Training records used. (default: all)"),
         accuracy: bool = _o(None, "--accuracy/--no-accuracy", help="Also measure exact-match accuracy of greedy answers."),
         accuracy_n: int = _o(None, "--accuracy-n", help="Held-out records generated for accuracy. (default: 64)"),
-        forget_corpus: str = _o(None, "--forget-corpus", help="Corpus of the forgetting sample. (default: the base run's corpus, else stdlib)"),
+        forget_corpus: str = _o(None, "--forget-corpus", help="Reference text of forgetting, tokenised with the model's tokenizer. (default: the base run's corpus; for other models stdlib, half prose, half code)"),
         save_every: int = _o(None, "--save-every", help="Steps between checkpoints. (default: --eval-every)"),
         device: str = _o(None, "--device", help="auto, cpu, cuda, cuda:N, mps. (default: auto)"),
         precision: str = _o(None, "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32."),
@@ -224,7 +249,8 @@ def register(app: typer.Typer) -> None:
                         warmup=warmup, steps=steps, batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum,
                         dropout=dropout, seed=seed, eval_every=eval_every, eval_tokens=eval_tokens,
                         save_every=save_every, device=device, precision=precision, compile_=compile_, track=track,
-                        progress=progress and sys.stderr.isatty(), resume=resume, out=out, parallel=parallel)
+                        progress=progress and sys.stderr.isatty(), resume=resume, out=out, parallel=parallel,
+                        micro_batch=micro_batch, eval_batch_size=eval_batch_size, checkpointing=checkpointing)
         cfg = _build(FinetuneConfig, given, config)
         relaunch(nproc)
         from forgetless.train.finetune import finetune
