@@ -85,9 +85,21 @@ def test_reproduce_end_to_end(tmp_path, corpus):
     assert [v["status"] for v in saved["verdicts"]] == [v.status for v in result.verdicts]
     assert "ratios" in saved["regime"] and "unbracketed" in saved["regime"]
 
-    # A second run does no training: every stage is cached, the verdicts are identical.
+    # A second run does no training: no cell starts again (the store's start and finish times are
+    # unchanged), the memorisation test and the probes come from their caches, and the verdicts
+    # are identical.
+    with Store(result.out_dir / "results.sqlite") as store:
+        before = {r["cell_id"]: (r["started_at"], r["finished_at"]) for r in store.runs("tiny-reproduce")}
+    cached = sorted((result.out_dir / "probes").glob("*.json")) + [result.out_dir / "memorization" / "results.json"]
+    stamps = {f: f.stat().st_mtime_ns for f in cached}
+    lines: list[str] = []
     again = reproduce(str(path), workers=0, memorization=memorization, probe_tokens=256,
-                      progress=False, log=lambda _m: None)
+                      progress=False, log=lines.append)
+    with Store(result.out_dir / "results.sqlite") as store:
+        after = {r["cell_id"]: (r["started_at"], r["finished_at"]) for r in store.runs("tiny-reproduce")}
+    assert after == before and len(before) == 8  # 2 pretraining + 6 finetuning cells
+    assert {f: f.stat().st_mtime_ns for f in cached} == stamps
+    assert any("memorisation test, seed 0: cached" in line for line in lines), lines
     assert [v.status for v in again.verdicts] == [v.status for v in result.verdicts]
     assert [v.ours for v in again.verdicts] == [v.ours for v in result.verdicts]
 
