@@ -65,7 +65,7 @@ def test_bad_arguments_are_named(checkpoint):
 def test_fingerprint_command_on_shipped_reference(checkpoint):
     ckpt, corpus = checkpoint
     res = CliRunner().invoke(app, ["fingerprint", str(ckpt), "--corpus", str(corpus), "--tokens", "256",
-                                   "--device", "cpu", "--calibration"])
+                                   "--device", "cpu", "--calibration", "--activations"])
     assert res.exit_code == 0, res.output
     assert "leave-one-out accuracy" in res.output
     assert "full" in res.output  # activation features were measured and used

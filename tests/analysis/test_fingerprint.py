@@ -1,5 +1,6 @@
-"""The fingerprint tells tiny AdamW- and Muon-pretrained models apart, also at a held-out width,
-and reports the leave-one-out accuracy it measured."""
+"""The fingerprint tells tiny AdamW- and Muon-pretrained models apart at a held-out width, keeps
+its answer through a 4-bit quantise-dequantise round trip, and reports leave-one-out accuracy that
+a brute-force refit reproduces."""
 
 import json
 import math
@@ -11,9 +12,11 @@ from analysis_models import tiny_llama
 
 from forgetless.analysis.fingerprint import (
     FEATURE_SETS,
+    TRAINED_FEATURE,
     Reference,
     calibrate,
     fingerprint,
+    held_out,
     leave_one_out,
     load_references,
     model_features,
@@ -36,9 +39,9 @@ TOKENS = markov_tokens(20000)
 WINDOWS = torch.stack([TOKENS[i : i + 32] for i in range(0, 4096, 512)])
 
 
-def pretrain_tiny(optimizer: str, seed: int, hidden: int, steps: int = 60) -> torch.nn.Module:
+def pretrain_tiny(optimizer: str, seed: int, hidden: int, steps: int = 60, lr: float = 3e-3) -> torch.nn.Module:
     model = tiny_llama(seed, hidden=hidden).train()
-    opt = build(model, optimizer, lr=3e-3)
+    opt = build(model, optimizer, lr=lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         starts = torch.randint(0, len(TOKENS) - 33, (8,), generator=g)
@@ -52,17 +55,20 @@ def pretrain_tiny(optimizer: str, seed: int, hidden: int, steps: int = 60) -> to
 
 @pytest.fixture(scope="module")
 def references() -> list[Reference]:
+    """AdamW and Muon at width 32, two seeds and two lrs each (preset "w32")."""
     refs = []
     for optimizer in ("adamw", "muon"):
-        for seed in (0, 1):
-            feats = model_features(pretrain_tiny(optimizer, seed, hidden=32), WINDOWS)
-            refs.append(Reference(f"{optimizer}-{seed}", optimizer, optimizer, feats, preset="w32", seed=seed))
+        for seed, lr in ((0, 3e-3), (1, 1e-2)):
+            feats = model_features(pretrain_tiny(optimizer, seed, hidden=32, lr=lr), WINDOWS)
+            refs.append(Reference(f"{optimizer}-{seed}", optimizer, optimizer, feats, preset="w32", seed=seed,
+                                  lr=lr, steps=60))
     return refs
 
 
 def brute_force_loo(refs: list[Reference], names: list[str]) -> float:
-    """Nearest centroid, standardised by the pooled within-class std, refitted without each model."""
-    X = np.array([[r.features[n] for n in names] for r in refs])
+    """Nearest centroid on log-features, standardised by the pooled within-class std, refitted
+    without each model."""
+    X = np.log(np.maximum([[r.features[n] for n in names] for r in refs], 1e-4))
     y = np.array([r.family for r in refs])
     right = 0
     for i in range(len(refs)):
@@ -70,48 +76,104 @@ def brute_force_loo(refs: list[Reference], names: list[str]) -> float:
         fams = sorted(set(y[keep]))
         cents = {f: X[keep & (y == f)].mean(0) for f in fams}
         resid = np.concatenate([X[keep & (y == f)] - cents[f] for f in fams])
-        sd = np.sqrt((resid**2).sum(0) / (keep.sum() - len(fams)))
+        sd = np.maximum(np.sqrt((resid**2).sum(0) / (keep.sum() - len(fams))), 1e-3)
         dist = {f: np.mean(((X[i] - cents[f]) / sd) ** 2) for f in fams}
         right += min(dist, key=dist.get) == y[i]
     return right / len(refs)
 
 
+def quantise_dequantise(model: torch.nn.Module, bits: int = 4, block: int = 32) -> torch.nn.Module:
+    """Absmax round trip of every linear weight, per block of `block` entries along the input
+    dimension (what GGUF Q4_0-style formats do): w -> round(w / a * m) * a / m, m = 2^(bits-1) - 1."""
+    m = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear):
+                w = mod.weight
+                blocks = w.reshape(w.shape[0], -1, block)
+                a = blocks.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+                w.copy_((torch.round(blocks / a * m) * a / m).reshape_as(w))
+    return model
+
+
 def test_adamw_and_muon_told_apart_at_held_out_width(references, tmp_path):
     for names in FEATURE_SETS.values():
-        clf, loo = calibrate(references, names)
+        _, loo = calibrate(references, names)
         assert loo["accuracy"] == pytest.approx(brute_force_loo(references, names))
         assert loo["n"] == 4
     path = tmp_path / "ref.json"
     save_references(references, path)
     doc = json.loads(path.read_text())
-    assert doc["evaluation"]["full"]["loo"]["accuracy"] == pytest.approx(brute_force_loo(references, FEATURE_SETS["full"]))
+    assert doc["evaluation"]["full"]["loo"]["accuracy"] == pytest.approx(
+        brute_force_loo(references, FEATURE_SETS["full"]))
     assert load_references(path)[0][0].features == references[0].features
-    # Width 48 was never calibrated on: the features are scale-free, the family must still show.
+    assert "weight" not in path.read_text().replace("weights", "")  # features only, no tensors
+    # Width 48 was never calibrated on: the features are ratios, the family must still show.
     for optimizer in ("adamw", "muon"):
         feats = model_features(pretrain_tiny(optimizer, seed=7, hidden=48), WINDOWS)
-        for spectrum_only in (False, True):
-            if spectrum_only:
-                feats = {k: v for k, v in feats.items() if k in FEATURE_SETS["spectrum"]}
+        for weights_only in (False, True):
+            if weights_only:
+                feats = {k: v for k, v in feats.items() if k not in FEATURE_SETS["full"][len(FEATURE_SETS["weights"]):]}
             pred = fingerprint(feats, path)
             assert pred.nearest == optimizer
-            assert pred.feature_set == ("spectrum" if spectrum_only else "full")
-            assert pred.probabilities[optimizer] > 0.5
+            assert pred.feature_set == ("weights" if weights_only else "full")
             assert math.isclose(sum(pred.probabilities.values()), 1.0)
 
 
+def test_leave_one_size_out_by_hand(references):
+    """Two sizes: the held-out evaluation calibrates on one and tests the other, both ways."""
+    w48 = [Reference(f"{o}-w48-{s}", o, o, model_features(pretrain_tiny(o, s, hidden=48, lr=lr)), preset="w48",
+                     seed=s, lr=lr, steps=60) for o in ("adamw", "muon") for s, lr in ((3, 3e-3), (4, 1e-2))]
+    names = FEATURE_SETS["weights"]
+    res = held_out(references + w48, names, "preset")
+    assert res["n"] == 8 and [f["held_out"] for f in res["folds"]] == ["w32", "w48"]
+    right = 0
+    for test, train in ((references, w48), (w48, references)):
+        clf, _ = calibrate(train, names)
+        right += sum(clf.predict(r.features).nearest == r.family for r in test)
+    assert res["right"] == right
+    assert res["right"] == 8  # every model of the held-out width is named right
+    assert sum(sum(row.values()) for row in res["confusion"].values()) == 8
+
+
+def test_quantise_dequantise_keeps_the_answer(references):
+    clf, _ = calibrate(references, FEATURE_SETS["weights"])
+    for optimizer in ("adamw", "muon"):
+        model = pretrain_tiny(optimizer, seed=5, hidden=64)
+        before = clf.predict(model_features(model))
+        after = clf.predict(model_features(quantise_dequantise(model)))
+        assert before.family == optimizer and after.family == optimizer
+
+
+def test_random_init_is_unknown_and_says_why(references):
+    clf, _ = calibrate(references, FEATURE_SETS["weights"])
+    pred = clf.predict(model_features(tiny_llama(seed=11, hidden=48)))
+    assert pred.family == "unknown"
+    assert pred.out_of_range[0]["feature"] == TRAINED_FEATURE and pred.out_of_range[0]["value"] == 0.0
+    assert pred.to_dict()["probabilities"] is None and pred.deciding == []
+
+
 def test_far_checkpoint_is_unknown(references):
-    clf, loo = calibrate(references, FEATURE_SETS["spectrum"])
+    clf, loo = calibrate(references, FEATURE_SETS["weights"])
     far = {k: 10 * v for k, v in references[0].features.items()}
     pred = clf.predict(far)
-    assert pred.family == "unknown" and pred.distance > loo["unknown_distance"]
-    assert clf.predict(references[0].features).family == references[0].family
+    assert pred.family == "unknown" and pred.out_of_range
+    assert all(o["value"] > o["hi"] or o["value"] < o["lo"] for o in pred.out_of_range)
+    near = clf.predict(references[0].features)
+    assert near.family == references[0].family
+    assert 1 <= len(near.deciding) <= 3
+    for d in near.deciding:  # each deciding feature with the model's value and every family's range
+        assert d["value"] == references[0].features[d["feature"]]
+        lo, hi = d["ranges"]["adamw"]
+        vals = [r.features[d["feature"]] for r in references if r.family == "adamw"]
+        assert (lo, hi) == (min(vals), max(vals))
 
 
 def test_one_family_is_refused(references):
     with pytest.raises(ValueError, match="two optimizer families"):
-        calibrate([r for r in references if r.family == "adamw"], FEATURE_SETS["spectrum"])
+        calibrate([r for r in references if r.family == "adamw"], FEATURE_SETS["weights"])
 
 
 def test_loo_reports_its_own_predictions(references):
-    loo = leave_one_out(references, FEATURE_SETS["spectrum"])
+    loo = leave_one_out(references, FEATURE_SETS["weights"])
     assert loo["accuracy"] == np.mean([p == t for p, t in zip(loo["predictions"], loo["truth"], strict=True)])

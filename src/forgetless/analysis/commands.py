@@ -136,54 +136,9 @@ def register(app: typer.Typer) -> None:
             png = activation_bars(by_label, out / f"activations-{metric}.png", metric)
             typer.echo(f"wrote {out / 'activations.json'} and {png}")
 
-    @app.command("fingerprint")
-    def fingerprint_cmd(
-        checkpoints: list[str] = typer.Argument(None, help="Checkpoints whose optimizer to infer."),
-        reference: Path | None = typer.Option(None, help="Reference file (default: the shipped one)."),
-        no_activations: bool = typer.Option(False, "--no-activations", help="Spectrum features only."),
-        corpus: str = typer.Option("stdlib", help="Corpus of the activation token sample."),
-        tokens: int | None = typer.Option(None, min=1, help="Token budget of the activation sample "
-                                          "(default: the reference's, 4096)."),
-        calibration: bool = typer.Option(False, "--calibration", help="Show the calibration set and its accuracy."),
-        calibrate: bool = typer.Option(False, "--calibrate", help="Pretrain references and fit a new file (--out)."),
-        out: Path | None = typer.Option(None, help="With --calibrate: the reference file to write."),
-        runs_dir: Path | None = typer.Option(None, help="With --calibrate: where reference runs go."),
-        presets: str = typer.Option("nano,micro", help="With --calibrate: model presets."),
-        optimizers: str = typer.Option("adamw,signsgd,muon,coltop1,rowtop1", help="With --calibrate: optimizers."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-    ) -> None:
-        """Infer the optimizer family that pretrained a checkpoint, with calibrated probabilities."""
-        from . import fingerprint as fp
+    from .fingerprint_cli import register as register_fingerprint
 
-        if calibrate:
-            from .calibration import run_calibration
-
-            if out is None:
-                raise typer.BadParameter("--calibrate needs --out PATH for the reference file", param_hint="--out")
-            run_calibration(out, runs_dir or out.with_suffix("").with_name(out.stem + "-runs"),
-                            tuple(presets.split(",")), tuple(optimizers.split(",")), device=device,
-                            log=typer.echo)
-            calibration = True
-            reference = out
-        if calibration:
-            _show_calibration(reference)
-        if not checkpoints:
-            if not calibration:
-                raise typer.BadParameter("give CHECKPOINTS, --calibration or --calibrate")
-            return
-        table = Table(title="optimizer fingerprint")
-        for col in ("checkpoint", "verdict", "probabilities", "distance / unknown above", "features"):
-            table.add_column(col)
-        for ckpt in checkpoints:
-            try:
-                pred = fp.fingerprint_checkpoint(ckpt, corpus, reference, activations=not no_activations,
-                                                 device=_device(device), tokens=tokens)
-            except (OSError, ValueError) as err:
-                raise typer.BadParameter(f"cannot load {ckpt!r}: {err}", param_hint="CHECKPOINTS") from err
-            probs = ", ".join(f"{k} {v:.0%}" for k, v in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]))
-            table.add_row(ckpt, pred.family, probs, f"{pred.distance:.2f} / {pred.unknown_distance:.2f}",
-                          pred.feature_set)
-        console.print(table)
+    register_fingerprint(app)
 
     @app.command("memorization")
     def memorization_cmd(
@@ -220,24 +175,3 @@ def register(app: typer.Typer) -> None:
         typer.echo(table3(result["selected"], cfg.pairs))
         typer.echo(f"wrote {out}/table.md, figure7.png, figure7_token.png, results.json, history.jsonl")
 
-
-def _show_calibration(reference: Path | None) -> None:
-    from . import fingerprint as fp
-
-    refs, doc = fp.load_references(reference)
-    table = Table(title=f"fingerprint calibration set ({len(refs)} references)")
-    for col in ("reference", "optimizer", "family", "preset", "lr", "tokens", "val loss", "stable rank/r (q,k,v)"):
-        table.add_column(col)
-    for r in refs:
-        table.add_row(r.name, r.optimizer, r.family, r.preset, f"{r.lr:g}", str(r.tokens), f"{r.val_loss:.3f}",
-                      f"{r.features.get('attn_in_stable_rank_ratio', math.nan):.3f}")
-    console.print(table)
-    for set_name, res in fp.evaluate(refs).items():  # recomputed from the references, not copied
-        loo = res["loo"]
-        typer.echo(f"[{set_name} features] leave-one-out accuracy {loo['accuracy']:.1%} "
-                   f"({round(loo['accuracy'] * loo['n'])}/{loo['n']}), temperature {loo['temperature']:.3g}, "
-                   f"unknown beyond distance {loo['unknown_distance']:.2f}")
-        for held in res.get("held_out", []):
-            typer.echo(f"[{set_name} features] calibrated without preset {held['preset']}, tested on it: "
-                       f"{held['accuracy']:.1%} ({round(held['accuracy'] * held['n'])}/{held['n']}), "
-                       f"{held['unknown']} called unknown")

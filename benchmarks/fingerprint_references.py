@@ -1,0 +1,59 @@
+"""Reference checkpoints for `forgetless fingerprint`, pretrained by the package's own `pretrain`.
+
+A grid of presets × families × training lengths × (seed, lr) pairs; each finished run's weight
+features (and, with --activations, its activation features) become one row of the calibration
+file. The file holds features only, never weights. Runs are resumed/reused from --runs-dir, so a
+killed grid picks up where it stopped and a feature change only needs the measuring pass again.
+
+The shipped calibration (src/forgetless/analysis/fingerprint_reference.json) was made with the
+reduced grid (CPU, 2 cores shared, about 40 min):
+
+    nice -n 10 python benchmarks/fingerprint_references.py --presets nano,micro \\
+        --steps 80,240 --runs-dir /tmp/fp-runs
+
+The full grid (three sizes, three lengths; CPU-hours, meant for a later session or a GPU):
+
+    python benchmarks/fingerprint_references.py --presets nano,micro,small \\
+        --steps 80,240,720 --seeds 0,1 --lrs 3e-3,1e-3 --runs-dir runs/fp-refs --activations
+
+`--train-only` pretrains without measuring (to start the CPU-heavy part early).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from forgetless.analysis.calibration import grid, run_calibration
+from forgetless.analysis.fingerprint import REFERENCE_PATH
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", default="nano,micro", help="model presets, comma-separated")
+    ap.add_argument("--optimizers", default="adamw,signsgd,muon,coltop1,rowtop1")
+    ap.add_argument("--steps", default="80,240", help="training lengths in optimizer steps")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--lrs", default="3e-3,1e-3")
+    ap.add_argument("--full-product", action="store_true",
+                    help="every seed × every lr (default: seed i paired with lr i, halving the grid)")
+    ap.add_argument("--runs-dir", default="runs/fp-refs", type=Path)
+    ap.add_argument("--out", default=REFERENCE_PATH, type=Path)
+    ap.add_argument("--activations", action="store_true", help="also measure activation features")
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    specs = grid(a.presets.split(","), a.optimizers.split(","), [int(s) for s in a.steps.split(",")],
+                 [int(s) for s in a.seeds.split(",")], [float(x) for x in a.lrs.split(",")], a.full_product)
+    print(f"{len(specs)} reference runs", flush=True)
+    run_calibration(a.out, a.runs_dir, specs, activations=a.activations, device=a.device,
+                    train_only=a.train_only, log=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""CLI: `forgetless fingerprint` (see docs/analysis.md, "Optimizer fingerprint").
+
+    forgetless fingerprint runs/muon-micro                 # weights only, the fast path
+    forgetless fingerprint runs/muon-micro --activations   # + a <= 16k-token activation sample
+    forgetless fingerprint runs/muon-micro --json
+    forgetless fingerprint --calibration                   # held-out accuracies, confusion matrix
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+MAX_TOKENS = 16384
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _ints(text: str, hint: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError as err:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=hint) from err
+
+
+def _floats(text: str, hint: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError as err:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=hint) from err
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("fingerprint")
+    def fingerprint_cmd(
+        checkpoints: list[str] = typer.Argument(None, help="Checkpoints whose optimizer to infer."),
+        reference: Path | None = typer.Option(None, help="Reference file (default: the shipped one)."),
+        activations: bool = typer.Option(False, "--activations", help="Also activation features, from a "
+                                         "token sample in the checkpoint's own tokenizer (slower)."),
+        no_activations: bool = typer.Option(False, "--no-activations", help="Weights only (the default).",
+                                            hidden=True),
+        corpus: str = typer.Option("stdlib", help="Corpus of the activation token sample."),
+        tokens: int | None = typer.Option(None, min=1, max=MAX_TOKENS, help="Token budget of the activation "
+                                          "sample (default: the references', 4096)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
+        calibration: bool = typer.Option(False, "--calibration", help="Show the calibration set and its "
+                                         "held-out accuracies."),
+        calibrate: bool = typer.Option(False, "--calibrate", help="Pretrain references and fit a new file (--out)."),
+        out: Path | None = typer.Option(None, help="With --calibrate: the reference file to write."),
+        runs_dir: Path | None = typer.Option(None, help="With --calibrate: where reference runs go."),
+        presets: str = typer.Option("nano,micro", help="With --calibrate: model presets."),
+        optimizers: str = typer.Option("adamw,signsgd,muon,coltop1,rowtop1", help="With --calibrate: optimizers."),
+        steps: str = typer.Option("80,240", help="With --calibrate: training lengths (steps)."),
+        seeds: str = typer.Option("0,1", help="With --calibrate: seeds (paired with --lrs)."),
+        lrs: str = typer.Option("3e-3,1e-3", help="With --calibrate: learning rates."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    ) -> None:
+        """Infer the optimizer family that pretrained a checkpoint, from its weights (fast), or
+        also its activations (--activations); "unknown" when it is unlike every reference."""
+        from . import fingerprint as fp
+
+        if calibrate:
+            from .calibration import grid, run_calibration
+
+            if out is None:
+                raise typer.BadParameter("--calibrate needs --out PATH for the reference file", param_hint="--out")
+            specs = grid(presets.split(","), optimizers.split(","), _ints(steps, "--steps"),
+                         _ints(seeds, "--seeds"), _floats(lrs, "--lrs"))
+            run_calibration(out, runs_dir or out.with_suffix("").with_name(out.stem + "-runs"), specs,
+                            activations=True, device=device, log=typer.echo)
+            calibration, reference = True, out
+        if not checkpoints and not calibration:
+            raise typer.BadParameter("give CHECKPOINTS, --calibration or --calibrate", param_hint="CHECKPOINTS")
+        doc: dict = {}
+        if calibration:
+            refs, _ = fp.load_references(reference)
+            doc["calibration"] = {"n_references": len(refs), "evaluation": fp.evaluate(refs)}
+            if not as_json:
+                _show_calibration(refs, doc["calibration"]["evaluation"])
+        results = []
+        for ckpt in checkpoints or []:
+            start = time.perf_counter()
+            try:
+                pred = fp.fingerprint_checkpoint(ckpt, corpus, reference, activations=activations and not no_activations,
+                                                 device=_device(device), tokens=tokens)
+            except (OSError, ValueError) as err:
+                raise typer.BadParameter(f"cannot load {ckpt!r}: {err}", param_hint="CHECKPOINTS") from err
+            seconds = time.perf_counter() - start
+            results.append({"checkpoint": ckpt, "seconds": round(seconds, 2), **pred.to_dict()})
+            if not as_json:
+                _show_prediction(ckpt, pred, seconds)
+        if checkpoints:
+            doc["checkpoints"] = results
+        if as_json:
+            typer.echo(json.dumps(doc, indent=1, allow_nan=True))
+
+
+def _show_prediction(ckpt: str, pred, seconds: float) -> None:
+    head = f"{ckpt}: [{pred.feature_set} features, {seconds:.1f} s] "
+    if pred.family == "unknown":
+        typer.echo(head + "unknown: unlike every reference checkpoint, so no family is claimed.")
+        from .fingerprint import TRAINED_FEATURE
+
+        for o in pred.out_of_range[:5]:
+            side = "below" if o["value"] < o["lo"] else "above"
+            why = " (untrained: norm gains still at their initial 1)" if o["feature"] == TRAINED_FEATURE else ""
+            typer.echo(f"  {o['feature']} = {o['value']:.4g}, {side} the references' range "
+                       f"{o['lo']:.4g}..{o['hi']:.4g} by {o['excess_sigma']:.1f} σ "
+                       f"(unknown beyond {pred.range_limit:.1f} σ){why}")
+        if pred.distance > pred.unknown_distance:
+            typer.echo(f"  distance to the nearest family ({pred.nearest}) {pred.distance:.2f}, "
+                       f"beyond the {pred.unknown_distance:.2f} any held-out reference reached")
+        return
+    typer.echo(head + f"{pred.family}, p = {pred.probabilities[pred.family]:.2f} "
+               f"(distance {pred.distance:.2f}, unknown above {pred.unknown_distance:.2f})")
+    table = Table(title=f"features that decided it (against {pred.deciding[0]['against']})" if pred.deciding else "")
+    table.add_column("feature")
+    table.add_column("this model", justify="right")
+    fams = list(pred.deciding[0]["ranges"]) if pred.deciding else []
+    for fam in fams:
+        table.add_column(f"{fam} references", justify="right")
+    for d in pred.deciding:
+        table.add_row(d["feature"], f"{d['value']:.4g}", *(f"{lo:.3g}..{hi:.3g}" for lo, hi in d["ranges"].values()))
+    console.print(table)
+
+
+def _pct(res: dict) -> str:
+    if not res.get("n"):
+        return "not measurable (needs two values)"
+    return f"{res['accuracy']:.1%} ({res['right']}/{res['n']} references), {res['unknown']} also called unknown"
+
+
+def _show_calibration(refs, evaluation: dict) -> None:
+    table = Table(title=f"fingerprint calibration set: {len(refs)} references (features only)")
+    for col in ("preset", "steps", "families", "lrs", "seeds", "references"):
+        table.add_column(col)
+    cells: dict = {}
+    for r in refs:
+        cells.setdefault((r.preset, r.steps), []).append(r)
+    for (preset, steps), rs in sorted(cells.items()):
+        table.add_row(preset, str(steps), ", ".join(sorted({r.family for r in rs})),
+                      ", ".join(f"{x:g}" for x in sorted({r.lr for r in rs})),
+                      ", ".join(str(x) for x in sorted({r.seed for r in rs})), str(len(rs)))
+    console.print(table)
+    for set_name, res in evaluation.items():
+        loo = res["loo"]
+        typer.echo(f"[{set_name} features] leave-one-out accuracy {loo['accuracy']:.1%} "
+                   f"({round(loo['accuracy'] * loo['n'])}/{loo['n']}), temperature {loo['temperature']:.3g}, "
+                   f"unknown beyond distance {loo['unknown_distance']:.2f} or {loo['range_limit']:.1f} σ out of range")
+        for key, label in (("size", "leave-one-size-out"), ("length", "leave-one-length-out")):
+            typer.echo(f"[{set_name} features] {label}, 5 families: {_pct(res[key])}")
+            typer.echo(f"[{set_name} features] {label}, Adam-like (l1->linf) vs Muon (l2->l2): "
+                       f"{_pct(res[key + '_adam_muon'])}")
+            for f in res[key]["folds"]:
+                typer.echo(f"    held out {f['held_out']}: {f['right']}/{f['n']} right, {f['unknown']} unknown")
+        conf = res["size"].get("confusion")
+        if conf:
+            fams = list(conf)
+            t = Table(title=f"[{set_name}] leave-one-size-out confusion (rows: true family, columns: predicted)")
+            t.add_column("true \\ predicted")
+            for f in fams:
+                t.add_column(f, justify="right")
+            t.add_column("n", justify="right")
+            for f in fams:
+                t.add_row(f, *(str(conf[f][g]) for g in fams), str(sum(conf[f].values())))
+            console.print(t)
+    if not evaluation:
+        typer.echo("no feature set was measured on every reference; nothing to evaluate")
