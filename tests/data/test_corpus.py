@@ -68,7 +68,7 @@ def test_bad_corpus_inputs_name_the_file_and_the_fix(tmp_path):
         open_corpus(str(tmp_path / "data.bin"))
 
 
-def test_corpus_without_validation_documents_is_an_error(tmp_path):
+def test_corpus_without_validation_documents_is_an_error(tmp_path, private_cache):
     from forgetless.data.corpus import split_of
 
     folder = tmp_path / "few"
@@ -78,7 +78,8 @@ def test_corpus_without_validation_documents_is_an_error(tmp_path):
         (folder / name).write_text("the same words again and again, " * 20)
     with pytest.raises(ValueError, match="no validation documents.*raise val_fraction"):
         prepare_pretraining_data(str(folder), vocab_size=300, progress=False)
-    assert not any((tmp_path.parent / "cache" / "shards").glob("*/meta.json"))
+    # Nothing half-made is left in the cache the run used (the fixture's, not a sibling folder).
+    assert not any(private_cache.glob("shards/*/meta.json"))
 
 
 def test_hub_dataset_offline_names_dataset_and_local_alternative(monkeypatch):

@@ -23,29 +23,12 @@ import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from .cache import key_fraction, stable_hash
+from .documents import Corpus, Document
 
 SPLITS = ("train", "val")
 DEFAULT_VAL_FRACTION = 0.05
-
-
-@dataclass(frozen=True)
-class Document:
-    key: str  # stable identity; decides the split
-    text: str
-    source: str  # "code" | "prose" | "text"
-
-
-class Corpus(Protocol):
-    spec: str
-
-    def identity(self) -> dict:
-        """JSON-able description of exactly what `documents()` yields (hashed for the cache)."""
-        ...
-
-    def documents(self) -> Iterator[Document]: ...
 
 
 def split_of(key: str, val_fraction: float) -> str:

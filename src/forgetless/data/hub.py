@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from .corpus import Document
+from .documents import Document
 
 
 class DatasetUnavailable(RuntimeError):

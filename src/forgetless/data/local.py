@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import stable_hash
-from .corpus import Document
+from .documents import Document
 
 RECORD_EXTS = (".jsonl", ".json", ".parquet")
 CODE_EXTS = (".py", ".c", ".h", ".cpp", ".rs", ".go", ".js", ".ts", ".java", ".sh")
