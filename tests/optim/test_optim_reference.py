@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from forgetless.optim import SteepestDescent, build
-from forgetless.optim import optimizer as optimizer_module
+from forgetless.optim import SteepestDescent, build, functional
 
 
 def _params(seed: int, shapes):
@@ -71,7 +70,7 @@ def test_muon_matches_torch_muon_same_precision(max_batch, monkeypatch):
     # torch.optim.Muon runs Newton-Schulz in bf16 on every device; in bf16 ours is bit-identical,
     # also when same-shape matrices are split into several batches (max_batch elements).
     if max_batch is not None:
-        monkeypatch.setattr(optimizer_module, "_MAX_BATCH_NUMEL", max_batch)
+        monkeypatch.setattr(functional, "MAX_BATCH_NUMEL", max_batch)
     base, ref, ours, opt_ref, opt_ours = _muon_pair("bfloat16")
     _run([(opt_ref, ref), (opt_ours, ours)], n_steps=5)
     for a, b in zip(ref, ours, strict=True):

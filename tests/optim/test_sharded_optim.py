@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from forgetless.optim import OPTIMIZERS, SteepestDescent, build
+from forgetless.optim import OPTIMIZERS, SteepestDescent, build, functional
 
 WORLD, STEPS = 2, 3
 OPTS = dict(lr=0.05, weight_decay=0.1)
@@ -102,13 +102,13 @@ def _compare(model: nn.Module, opt, ref: nn.Module, ref_opt) -> dict[str, str | 
 
 
 def _counting(seen: list[int]):
-    """SteepestDescent._direction that records how many matrices each call gets."""
-    original = SteepestDescent._direction
+    """functional.direction that records how many matrices each call gets."""
+    original = functional.direction
 
-    def direction(group, m):
-        seen.append(m.shape[0])
-        return original(group, m)
-    return staticmethod(direction)
+    def direction(rule, stacked, **kwargs):
+        seen.append(stacked.shape[0])
+        return original(rule, stacked, **kwargs)
+    return direction
 
 
 def _fsdp_case(rule: str, mesh, ckpt_dir: str, seen: list[int], make=Net,
@@ -204,7 +204,7 @@ def _worker(rank: int, tmp: str) -> None:
     dist.init_process_group("gloo", store=dist.FileStore(os.path.join(tmp, "store"), WORLD),
                             rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
     seen: list[int] = []
-    SteepestDescent._direction = _counting(seen)
+    functional.direction = _counting(seen)
     results: dict = {}
     try:
         mesh = init_device_mesh("cpu", (WORLD,))

@@ -24,6 +24,9 @@ from torch import Tensor
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
 _EPS = 1e-7  # as torch.optim.Muon: guards the normalisation of an all-zero momentum
+# Working precision of Newton-Schulz by name; "auto" is bf16 on CUDA, fp32 elsewhere.
+NS_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
+             "float16": torch.float16}
 
 
 def sign(m: Tensor) -> Tensor:
@@ -61,6 +64,17 @@ def newton_schulz(
     if not wide:
         x = x.mT
     return x.to(m.dtype)
+
+
+def orthogonalise(m: Tensor, ns_steps: int = NS_STEPS,
+                  ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+                  ns_dtype: str = "auto") -> Tensor:
+    """l2->l2 as Muon runs it: `newton_schulz` in the working precision named by `ns_dtype`
+    (a key of NS_DTYPES; "auto" is bf16 on CUDA, where it is fast, and fp32 elsewhere)."""
+    dtype = NS_DTYPES[ns_dtype]
+    if dtype is None:
+        dtype = torch.bfloat16 if m.is_cuda else torch.float32
+    return newton_schulz(m, ns_steps, ns_coefficients, dtype=dtype)
 
 
 def _top1(m: Tensor, dim: int) -> Tensor:

@@ -12,16 +12,17 @@ Under torch.distributed (world size W) a param group holds two kinds of paramete
 Momentum, weight decay and Lion's second EMA are element-wise, so every rank applies them to its
 local shard (`to_local()` shares storage with the DTensor). What happens next depends on the rule:
 
-- rules local up to one scalar per matrix (signsgd and lion, element-wise in the registry, and
-  sgd, whose lmo U / ||U||_F is too) on DTensors: the direction is computed on the local shard;
+- rules local up to one scalar per matrix (record `on_shards` ENTRYWISE: signsgd and lion, whose
+  lmo_fn acts entry by entry; FROBENIUS: sgd, whose lmo U / ||U||_F does up to the norm) on
+  DTensors: the direction is computed on the local shard;
   the one global quantity the single-process rule needs per matrix (sum of lmo(U)^2 for the RMS
   scale of the sign rules, sum of U^2 for sgd's Frobenius norm) is summed over ranks with
   ONE all_reduce of a vector holding one partial sum per matrix of the group.
-- matrix rules (muon, coltop1, rowtop1, colnorm, rownorm) on DTensors: matrix j of the group (in
+- matrix rules (on_shards WHOLE: muon, coltop1, rowtop1, colnorm, rownorm) on DTensors: matrix j of the group (in
   group order) is owned by rank j % W. ONE all_to_all_single sends every rank's shard of the
   (Nesterov-combined) momentum U of each matrix to its owner, the owner stacks the whole matrices
-  it owns and runs the single-process code path (batched by shape, Muon's flip of tall matrices,
-  transposed groups, the same scale), and ONE more all_to_all_single sends each rank its rows of
+  it owns and runs the single-process code path (`functional.full_directions`: batched by shape, Muon's flip of tall
+  matrices, transposed groups, the same scale), and ONE more all_to_all_single sends each rank its rows of
   the directions back. Every rank then applies its shard of the update. So each rank
   orthogonalises only about 1/W of the matrices (the scheme of microsoft/dion and modded-nanogpt).
   all_to_all_single takes uneven split sizes (gloo and NCCL both support it), so no padding;
@@ -32,33 +33,27 @@ local shard (`to_local()` shares storage with the DTensor). What happens next de
 - those local rules on DDP replicas and AdamW (torch's arithmetic, which supports DTensors) run
   exactly as in a single process; they need no communication.
 
-Every rank must call `step()` with the same param groups and the same parameters having
+The arithmetic is `functional`'s; this module adds only the collectives and never sees the
+optimizer object. Every rank must call `step()` with the same param groups and the same parameters having
 gradients (as FSDP2 and DDP guarantee), since every collective is issued by every rank.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import lmo
-from .registry import OPTIMIZERS
-
-# Rules whose direction on a shard needs only per-matrix sums from the other shards (see above);
-# every other LMO rule needs whole matrices.
-LOCAL_RULES = frozenset(n for n, i in OPTIMIZERS.items() if i.element_wise) - {"adamw"} | {"sgd"}
+from . import functional, lmo
+from .registry import FROBENIUS, OPTIMIZERS, WHOLE
 
 try:
     from torch.distributed.tensor import DTensor, Shard
 except ImportError:  # a torch build without distributed support: no parameter is a DTensor
     DTensor, Shard = None, None
-
-if TYPE_CHECKING:
-    from .optimizer import SteepestDescent
 
 
 def is_dtensor(t: Tensor) -> bool:
@@ -94,7 +89,7 @@ def check_distributed(distributed: bool, process_group: Any) -> bool:
 
 def check_group(group: dict[str, Any], distributed: bool) -> None:
     """Reject DTensor parameters this optimizer cannot update correctly."""
-    if group["rule"] == "adamw":  # torch's AdamW arithmetic handles any DTensor itself
+    if OPTIMIZERS[group["rule"]].lmo_fn is None:  # torch's AdamW handles any DTensor itself
         return
     dtensors = [p for p in group["params"] if is_dtensor(p)]
     if dtensors and not distributed:
@@ -113,55 +108,49 @@ def check_group(group: dict[str, Any], distributed: bool) -> None:
                              "on one device mesh; put parameters of other meshes in other groups")
     # the matrices of a group travel in one flat buffer, so they must share a dtype
     dtypes = {p.dtype for p in group["params"]}
-    if distributed and group["rule"] not in LOCAL_RULES and len(dtypes) > 1:
+    if distributed and OPTIMIZERS[group["rule"]].on_shards == WHOLE and len(dtypes) > 1:
         raise ValueError(f"rule {group['rule']!r} with distributed=True needs one dtype per param "
                          f"group, got {sorted(str(d) for d in dtypes)}; put parameters of "
                          "different dtypes in separate param groups")
 
 
-def lmo_step(opt: SteepestDescent, group: dict[str, Any], params: list[Tensor]) -> None:
-    """One distributed LMO step of `group` (see the module docstring)."""
-    grads = [p.grad for p in params]
-    bufs = opt._momentum_buffers(params)
+def lmo_step(group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+             bufs: list[Tensor], process_group: Any = None) -> None:
+    """One distributed LMO step of `group` (see the module docstring); `process_group` is the
+    group of the DDP replicas (DTensors use their own mesh's)."""
     local_p, local_g, local_b = ([_local(t) for t in ts] for ts in (params, grads, bufs))
-    opt._begin(group, local_p, local_g, local_b)
+    functional.begin(group, local_p, local_g, local_b)
 
     shard = [i for i, p in enumerate(params) if is_dtensor(p)]
     repl = [i for i, p in enumerate(params) if not is_dtensor(p)]
-    local = group["rule"] in LOCAL_RULES
+    local = OPTIMIZERS[group["rule"]].on_shards != WHOLE
     if shard:
         pg = params[shard[0]].device_mesh.get_group()
         step = _local_shards if local else _matrix_shards
-        step(opt, group, [params[i] for i in shard], [local_p[i] for i in shard],
+        step(group, [params[i] for i in shard], [local_p[i] for i in shard],
              [local_g[i] for i in shard], [local_b[i] for i in shard], pg)
     if repl and local:  # replicas: the single-process code, the same on every rank
-        opt._apply_lmo(group, [params[i] for i in repl], [grads[i] for i in repl],
-                       [bufs[i] for i in repl])
+        functional.apply(group, [params[i] for i in repl], [grads[i] for i in repl],
+                         [bufs[i] for i in repl])
     elif repl:
-        _matrix_replicas(opt, group, [params[i] for i in repl], [grads[i] for i in repl],
-                         [bufs[i] for i in repl], opt.process_group)
-    opt._end(group, local_g, local_b)
+        _matrix_replicas(group, [params[i] for i in repl], [grads[i] for i in repl],
+                         [bufs[i] for i in repl], process_group)
+    functional.end(group, local_g, local_b)
 
 
-def _momentum_view(opt: SteepestDescent, group: dict[str, Any], grad: Tensor, buf: Tensor
-                   ) -> Tensor:
-    """U, the matrix the LMO sees, for one (local) tensor."""
-    u = torch.empty_like(buf)
-    opt._fill(group, u, grad, buf)
-    return u
-
-
-def _local_shards(opt: SteepestDescent, group: dict[str, Any], params: list[Tensor],
-                  local_p: list[Tensor], local_g: list[Tensor], local_b: list[Tensor],
-                  pg: Any) -> None:
-    """signsgd / lion / sgd on local shards, with one all_reduce of per-matrix sums."""
-    sgd, target = group["rule"] == "sgd", group["update_rms"]
-    us = [_momentum_view(opt, group, g, b) for g, b in zip(local_g, local_b, strict=True)]
-    ds = us if sgd else [lmo.sign(u) for u in us]
-    if not sgd and target is None:  # textbook sign step: nothing global to know
+def _local_shards(group: dict[str, Any], params: list[Tensor], local_p: list[Tensor],
+                  local_g: list[Tensor], local_b: list[Tensor], pg: Any) -> None:
+    """ENTRYWISE (signsgd, lion) and FROBENIUS (sgd) rules on local shards, with one all_reduce
+    of per-matrix sums."""
+    info, target = OPTIMIZERS[group["rule"]], group["update_rms"]
+    sgd = info.on_shards == FROBENIUS
+    us = [functional.lmo_input(group, g, b) for g, b in zip(local_g, local_b, strict=True)]
+    opts = {k: group[k] for k in info.lmo_options}
+    ds = us if sgd else [info.lmo_fn(u, **opts) for u in us]
+    if not sgd and target is None:  # e.g. the textbook sign step: nothing global to know
         torch._foreach_add_(local_p, ds, alpha=-group["lr"])
         return
-    # sgd needs ||U||_F and the sign rules RMS(sign U): both come from a sum of squares over the
+    # sgd needs ||U||_F and the entry-wise rules RMS(lmo U), e.g. RMS(sign U): both come from a sum of squares over the
     # whole matrix, i.e. over every rank's shard. One small all_reduce serves the whole group.
     acc = torch.promote_types(us[0].dtype, torch.float32)
     sums = torch.stack([torch.linalg.vector_norm(d, dtype=acc).square() for d in ds])
@@ -173,31 +162,14 @@ def _local_shards(opt: SteepestDescent, group: dict[str, Any], params: list[Tens
         scale = 1 / norm.clamp_min(lmo._EPS)
         if target is not None:
             scale = scale * (target / (norm * scale / numel.sqrt()).clamp_min(tiny))
-    else:  # RMS of sign(U) = sqrt(#nonzero / numel); the clamp keeps a zero U's step at 0
+    else:  # RMS of lmo(U), e.g. of sign(U) = sqrt(#nonzero / numel); a zero U's step stays 0
         scale = target / (sums / numel).sqrt().clamp_min(tiny)
     for p, d, s in zip(local_p, ds, scale.unbind(0), strict=True):
         p.add_(d.mul_(s.to(d.dtype)), alpha=-group["lr"])
 
 
-def _full_directions(opt: SteepestDescent, group: dict[str, Any], mats: list[Tensor]
-                     ) -> list[Tensor]:
-    """lmo(U) times its scale for whole matrices U, through the single-process batching."""
-    out: dict[int, Tensor] = {}
-    for shape, idx, flip in opt._batches(group, [m.shape for m in mats]):
-        stacked = mats[idx[0]].new_empty((len(idx), *shape))
-        for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
-            (stacked[k].mT if f else stacked[k]).copy_(mats[i])
-        direction, alpha = opt._oriented_direction(group, stacked)
-        if alpha != 1.0:  # Muon's fixed Moonlight scale
-            direction = direction * alpha
-        for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
-            out[i] = direction[k].mT if f else direction[k]
-    return [out[i] for i in range(len(mats))]
-
-
-def _matrix_shards(opt: SteepestDescent, group: dict[str, Any], params: list[Tensor],
-                   local_p: list[Tensor], local_g: list[Tensor], local_b: list[Tensor],
-                   pg: Any) -> None:
+def _matrix_shards(group: dict[str, Any], params: list[Tensor], local_p: list[Tensor],
+                   local_g: list[Tensor], local_b: list[Tensor], pg: Any) -> None:
     """Matrix rules on FSDP2 shards: U to owners, directions computed there, rows back."""
     world, rank = dist.get_world_size(pg), dist.get_rank(pg)
     by_owner = [list(range(r, len(params), world)) for r in range(world)]  # round-robin
@@ -209,7 +181,7 @@ def _matrix_shards(opt: SteepestDescent, group: dict[str, Any], params: list[Ten
         if p.shape[0] != rows[j][rank]:  # DTensor's Shard(0) is torch.chunk; guard anyway
             raise RuntimeError(f"local shard of a {tuple(params[j].shape)} parameter has "
                                f"{p.shape[0]} rows on rank {rank}, expected {rows[j][rank]}")
-    us = [_momentum_view(opt, group, g, b) for g, b in zip(local_g, local_b, strict=True)]
+    us = [functional.lmo_input(group, g, b) for g, b in zip(local_g, local_b, strict=True)]
 
     # send: this rank's shard of every matrix, grouped by owner; receive: from every rank k its
     # rows of each matrix this rank owns. Split sizes are exact, so nothing is padded.
@@ -223,7 +195,7 @@ def _matrix_shards(opt: SteepestDescent, group: dict[str, Any], params: list[Ten
         for j, part in zip(mine, chunk.split([rows[j][k] * width[j] for j in mine]), strict=True):
             pieces[j].append(part.view(rows[j][k], *params[j].shape[1:]))
     full_u = [torch.cat(pieces[j]) for j in mine]
-    directions = _full_directions(opt, group, full_u) if mine else []
+    directions = functional.full_directions(group, full_u) if mine else []
 
     # the way back: rank k gets rows [k c, (k + 1) c) of every direction this rank computed
     back = [d.split(rows[j]) for j, d in zip(mine, directions, strict=True)]
@@ -236,14 +208,14 @@ def _matrix_shards(opt: SteepestDescent, group: dict[str, Any], params: list[Ten
     torch._foreach_add_(local_p, deltas, alpha=-group["lr"])
 
 
-def _matrix_replicas(opt: SteepestDescent, group: dict[str, Any], params: list[Tensor],
-                     grads: list[Tensor], bufs: list[Tensor], pg: Any) -> None:
+def _matrix_replicas(group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                     bufs: list[Tensor], pg: Any) -> None:
     """Matrix rules on DDP replicas: owners compute, one all_gather shares the directions."""
     world, rank = dist.get_world_size(pg), dist.get_rank(pg)
     by_owner = [list(range(r, len(params), world)) for r in range(world)]
     mine = by_owner[rank]
-    full_u = [_momentum_view(opt, group, grads[j], bufs[j]) for j in mine]
-    directions = _full_directions(opt, group, full_u) if mine else []
+    full_u = [functional.lmo_input(group, grads[j], bufs[j]) for j in mine]
+    directions = functional.full_directions(group, full_u) if mine else []
     # all_gather needs equal sizes: pad each rank's flat directions to the largest total
     sizes = [sum(params[j].numel() for j in js) for js in by_owner]
     send = params[0].new_zeros(max(sizes))
