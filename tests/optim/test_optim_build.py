@@ -2,13 +2,13 @@
 
 import logging
 
-import pytest
+import peft
 import torch
+import transformers
 from torch import nn
 
 from forgetless.optim import build, route
 
-transformers = pytest.importorskip("transformers")
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
@@ -83,7 +83,6 @@ def test_transposed_patterns_for_named_parameters():
 
 
 def test_peft_lora_matrices_go_to_the_rule_and_frozen_weights_are_skipped():
-    peft = pytest.importorskip("peft")
     model = peft.get_peft_model(_llama(), peft.LoraConfig(r=4, target_modules=["q_proj",
                                                                                 "v_proj"]))
     parts = route(model, "muon")

@@ -1,6 +1,7 @@
 """SteepestDescent(distributed=True) on 2 gloo processes against the single-process optimizer.
 
-One launch of 2 processes runs every rule of `OPTIMIZERS` twice: on FSDP2 shards (`fully_shard`,
+One launch of 2 processes runs every rule of `OPTIMIZERS`, and two rules registered by the
+worker itself (tests/optim/optim_throwaway_rules.py), twice: on FSDP2 shards (`fully_shard`,
 DTensor parameters with uneven and empty shards) and on DDP replicas. Each process also runs the
 single-process optimizer on an unsharded copy with the same data, records how far the distributed
 run is from it, and the tests below assert on those records. The single-process optimizer is the
@@ -15,9 +16,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from optim_throwaway_rules import ENTRYWISE_RULE, WHOLE_RULE, register_throwaway
 from torch import nn
 
-from forgetless.optim import OPTIMIZERS, SteepestDescent, build, functional
+from forgetless.optim import (
+    ENTRYWISE,
+    FROBENIUS,
+    OPTIMIZERS,
+    WHOLE,
+    SteepestDescent,
+    build,
+    functional,
+)
 
 WORLD, STEPS = 2, 3
 OPTS = dict(lr=0.05, weight_decay=0.1)
@@ -208,6 +218,7 @@ def _worker(rank: int, tmp: str) -> None:
     results: dict = {}
     try:
         mesh = init_device_mesh("cpu", (WORLD,))
+        register_throwaway()  # a rule added in one file runs sharded like the built-in ones
         for rule in OPTIMIZERS:
             results[("fsdp", rule)] = _fsdp_case(rule, mesh, os.path.join(tmp, rule), seen)
             results[("ddp", rule)] = _ddp_case(rule, seen)
@@ -307,6 +318,22 @@ def test_each_rank_computes_its_share_of_matrices(runs, rule):
 
 def test_every_rule_is_covered():
     assert sorted(OPTIMIZERS) == sorted(["adamw", *LOCAL_RULES, *MATRIX_RULES])
+    on_shards = {n: i.on_shards for n, i in OPTIMIZERS.items() if i.lmo_fn is not None}
+    assert sorted(n for n, s in on_shards.items() if s != WHOLE) == sorted(LOCAL_RULES)
+    assert {on_shards["sgd"], on_shards["lion"], on_shards["signsgd"]} == {FROBENIUS, ENTRYWISE}
+
+
+@pytest.mark.parametrize("rule", [ENTRYWISE_RULE, WHOLE_RULE])
+def test_a_rule_registered_in_one_file_runs_sharded_and_replicated(runs, rule):
+    for rank, res in enumerate(runs):
+        for kind in ("fsdp", "ddp"):
+            case = res[(kind, rule)]
+            assert not _bad(case["mismatch"]), f"rank {rank} {kind}: {_bad(case['mismatch'])}"
+        assert res[("fsdp", rule)]["moved"] and res[("fsdp", rule)]["resume_exact"]
+        assert res[("ddp", rule)]["replicas_equal"]
+    # the entry-wise rule runs on local shards; the whole-matrix one on each matrix's owner
+    per_rank = 0 if rule == ENTRYWISE_RULE else STEPS * N_MATRICES // WORLD
+    assert [res[("fsdp", rule)]["count"] for res in runs] == [per_rank] * WORLD
 
 
 @pytest.mark.parametrize("rule", LOCAL_RULES)

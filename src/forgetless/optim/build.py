@@ -128,8 +128,7 @@ def build(
 
     Args:
         model_or_named_params: an nn.Module, or (name, parameter) pairs.
-        name: one of `OPTIMIZERS` (adamw, signsgd, lion, muon, sgd, coltop1, rowtop1, colnorm,
-            rownorm).
+        name: a name of `OPTIMIZERS` (`forgetless optimizers` lists them).
         lr: learning rate of both sides (> 0); `adamw_lr` overrides it for the AdamW side.
         weight_decay: decoupled weight decay (>= 0), W <- (1 - lr wd) W, both sides.
         momentum: the rule's momentum beta in [0, 1) (default 0.95; Lion uses its betas instead).
@@ -137,7 +136,8 @@ def build(
         distributed, process_group: run sharded under torch.distributed (FSDP2 DTensor
             parameters or DDP replicas), passed to `SteepestDescent`; see `optim.sharded`.
         rule_kwargs: more `SteepestDescent` group options for the rule side (nesterov, betas for
-            Lion, update_rms, ns_steps, ns_coefficients, ns_dtype).
+            Lion, update_rms, ns_steps, ns_coefficients, ns_dtype, and the options a registered
+            rule names in its `lmo_options`).
     Each param group carries `lr`, `rule` and `param_names`.
     """
     if name not in OPTIMIZERS:
@@ -148,11 +148,13 @@ def build(
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     if momentum is not None and not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    unknown = set(rule_kwargs) - {"nesterov", "betas", "update_rms", "ns_steps",
-                                  "ns_coefficients", "ns_dtype", "foreach"}
+    allowed = ["nesterov", "betas", "update_rms", "ns_steps", "ns_coefficients", "ns_dtype",
+               "foreach"]
+    allowed += [k for k in OPTIMIZERS[name].lmo_options if k not in allowed]  # a rule's own
+    unknown = set(rule_kwargs) - set(allowed)
     if unknown:
-        raise ValueError(f"unknown keyword(s) {sorted(unknown)}; allowed values: nesterov, betas, "
-                         "update_rms, ns_steps, ns_coefficients, ns_dtype, foreach")
+        raise ValueError(f"unknown keyword(s) {sorted(unknown)}; allowed values: "
+                         f"{', '.join(allowed)}")
 
     parts = route(model_or_named_params, name, hidden_patterns, adamw_patterns,
                   transposed_patterns)

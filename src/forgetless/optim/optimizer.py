@@ -91,7 +91,7 @@ class SteepestDescent(torch.optim.Optimizer):
         group = self.param_groups[-1]
         if group["rule"] in OPTIMIZERS:
             for key, value in functional.group_defaults(group["rule"]).items():
-                if group[key] is None:
+                if group.get(key) is None:  # a registered rule may bring its own options
                     group[key] = value
         _validate(group)
         sharded.check_group(group, self.distributed)
