@@ -1,6 +1,8 @@
 """The registry's facts, the CLI that prints them, and errors that name argument and allowed values."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,3 +104,12 @@ def test_cli_table_and_describe():
     assert "||W||_{1->1}" in out.output and "appendix A.3" in out.output
     out = runner.invoke(_cli(), ["optimizers", "adam"])
     assert out.exit_code != 0 and "allowed values" in out.output
+
+
+def test_docs_family_table_lists_the_registry_in_order():
+    doc = (Path(__file__).parents[2] / "docs" / "optim.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", doc, flags=re.M)
+    assert [name for name, _ in rows] == list(OPTIMIZERS)
+    for name, family in rows:
+        as_text = family.replace("ℓ", "l").replace("→", "->").replace("∞", "inf").lower()
+        assert as_text == describe(name).family, name
