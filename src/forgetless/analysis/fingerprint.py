@@ -339,6 +339,22 @@ def fingerprint(features: dict[str, float], path: str | Path | None = None) -> P
     return clf.predict(features, set_name)
 
 
+def _load_weights(checkpoint: str, float32: bool = False) -> nn.Module:
+    """The model alone, in its stored dtype (bf16 stays bf16: half the memory, and the features
+    cast each matrix to float32 anyway); no tokenizer needed for the weights-only path."""
+    import transformers
+
+    from forgetless.models import load_model, resolve_checkpoint
+    from forgetless.models.loading import quiet
+
+    source = resolve_checkpoint(checkpoint)  # missing / corrupt weight files are refused here
+    is_adapter = (Path(source) / "adapter_config.json").is_file() and not (Path(source) / "config.json").is_file()
+    if float32 or is_adapter:
+        return load_model(checkpoint)[0]
+    with quiet():
+        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+
+
 def fingerprint_checkpoint(checkpoint: str, corpus: str = "stdlib", reference: str | Path | None = None,
                            activations: bool = False, device: str = "cpu",
                            tokens: int | None = None) -> Prediction:
@@ -346,12 +362,11 @@ def fingerprint_checkpoint(checkpoint: str, corpus: str = "stdlib", reference: s
     `activations`, also from a token sample (≤ 16k tokens, default the references' budget) of
     `corpus`'s validation split, tokenised by the checkpoint's own tokenizer."""
     from forgetless.data import prepare_pretraining_data
-    from forgetless.models import load_model, resolve_checkpoint
+    from forgetless.models import resolve_checkpoint
 
     from .activations import token_windows
 
-    model, _ = load_model(checkpoint)
-    model = model.to(device).eval()
+    model = _load_weights(checkpoint, float32=activations).to(device).eval()
     windows = None
     if activations:
         settings = load_references(reference)[1].get("settings", {})

@@ -216,5 +216,12 @@ def fast_weight_figures(model: nn.Module, spectrum_layers: int = 8) -> list[tupl
         picks = {layers[round(i * (len(layers) - 1) / (spectrum_layers - 1))] for i in range(spectrum_layers)}
     else:
         picks = set(layers)
-    return [(r.kind, r.layer, fast_matrix_figures(r.weight(), spectrum=r.layer in picks or r.layer is None))
-            for r in refs]
+    # One thread: these matrices are small, and on a shared machine a second thread mostly waits
+    # (measured: a 576 x 1536 Gram spectrum took 40 ms on one thread, seconds on two under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [(r.kind, r.layer, fast_matrix_figures(r.weight(), spectrum=r.layer in picks or r.layer is None))
+                for r in refs]
+    finally:
+        torch.set_num_threads(threads)
