@@ -29,8 +29,8 @@ class SteepestDescent(torch.optim.Optimizer):
         rule: a name of `registry.OPTIMIZERS`.
         lr: learning rate (> 0); schedulers change `group["lr"]`.
         weight_decay: decoupled, W <- (1 - lr * weight_decay) W (>= 0).
-        momentum: beta of the momentum EMA, in [0, 1) (LMO rules other than lion).
-        nesterov: Nesterov momentum (default True for muon, False otherwise).
+        momentum: beta of the momentum EMA, in [0, 1) (rules of momentum_kind "ema").
+        nesterov: Nesterov momentum (default False; a record's `defaults` may differ: muon True).
         betas: AdamW's (beta1, beta2) (default torch's (0.9, 0.999)); Lion's (default (0.9, 0.99)).
         eps: AdamW's epsilon.
         update_rms: target RMS of an LMO step (0.2); None applies lmo(M) unscaled.
@@ -38,6 +38,7 @@ class SteepestDescent(torch.optim.Optimizer):
         ns_dtype: "auto" (bf16 on CUDA, fp32 elsewhere), "float32", "bfloat16" or "float16".
         transposed: the group's matrices are stored (d_in, d_out).
         foreach: passed to torch's AdamW arithmetic (None lets torch choose).
+        A registered rule's own `lmo_options` are group keys too, defaulted from its record.
     Optimizer-wide:
         distributed: the model runs under torch.distributed (needs an initialised process
             group). DTensor parameters (FSDP2, `fully_shard`) are updated shard by shard, plain
