@@ -34,7 +34,13 @@ from forgetless.train.checkpoint import (
 )
 from forgetless.train.config import TrainConfig
 from forgetless.train.distributed import Dist
-from forgetless.train.evaluate import IGNORE, Batch, autocast_for, lm_loss_sum
+from forgetless.train.evaluate import (
+    IGNORE,
+    Batch,
+    autocast_for,
+    chunked_train_loss_sum,
+    lm_loss_sum,
+)
 from forgetless.train.rundir import RunDir, RunResult
 from forgetless.train.runtime import (
     MemoryPlan,
@@ -191,7 +197,8 @@ def run_job(job: Job) -> RunResult:
     plan = job.memory or plan_memory(model, cfg, job.device)
     if plan.checkpointing:
         enable_checkpointing(model)
-    loss_fn = lm_loss_sum
+    # one process: the loss in checkpointed chunks (no full logits); torchrun: through the wrapper
+    loss_fn = lm_loss_sum if d.active else chunked_train_loss_sum
     if cfg.compile:  # forward and loss together, so inductor fuses the softmax into the head
         setup_compile_cache()
         loss_fn = torch.compile(lm_loss_sum)

@@ -132,7 +132,7 @@ def set_token_ids(model: torch.nn.Module, tokenizer) -> None:
 # ---------------------------------------------------------------- memory
 
 CHECKPOINTING_FROM = 100_000_000  # parameters: gradient checkpointing on by default from here
-CPU_ACTIVATION_CAP = 2 * 2**30    # bytes of activations on CPU: bigger forwards buy no speed there
+CPU_ACTIVATION_CAP = 2**30        # bytes of activations on CPU: bigger forwards buy no speed there
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
@@ -188,8 +188,9 @@ def plan_memory(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) 
     """Size the forwards from the model's shape and the free memory (weights already loaded).
 
     Per token, training keeps ~(16·hidden + 5·intermediate) fp32 activations per layer for the
-    backward (with checkpointing: hidden per layer plus one layer's), and the logits three times
-    (logits, log-softmax, gradient); evaluation holds one layer's (6·hidden + 3·intermediate),
+    backward (with checkpointing: hidden per layer plus one layer's), and — only where the loss
+    cannot be taken in chunks (torchrun, an unusual head) — the logits three times (logits,
+    log-softmax, gradient); evaluation holds one layer's (6·hidden + 3·intermediate),
     twice for safety. Gradients and two optimizer moments (12 bytes per trainable parameter) come
     off the free memory first; activations get half of the rest, at most CPU_ACTIVATION_CAP on CPU.
     """
@@ -204,7 +205,11 @@ def plan_memory(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) 
     checkpointing = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else params >= CHECKPOINTING_FROM
     layer_bytes = (16 * hidden + 5 * inter) * 4
     stored = (layers * hidden * 4 + layer_bytes) if checkpointing else layers * layer_bytes
-    train_per_token = stored + 3 * 4 * vocab
+    # the loss in chunks (one process, a plain head) keeps no per-token logits; otherwise ~3 copies
+    from forgetless.train.evaluate import head_split
+
+    logits = 0 if head_split(model) is not None and not distributed.launched() else 3 * 4 * vocab
+    train_per_token = stored + logits
     eval_per_token = 2 * (6 * hidden + 3 * inter) * 4
     spare = max(0, free_memory(device) - 12 * trainable)
     budget = spare // 2 if device.type != "cuda" else int(spare * 0.7)
