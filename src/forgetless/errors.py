@@ -20,6 +20,10 @@ class CorruptCheckpoint(UserError, ValueError):
     """A model or trainer-state file that is truncated or unreadable."""
 
 
+class BadFile(UserError, ValueError):
+    """A file the user named (a config, a reference, a data file) that is missing or unreadable."""
+
+
 class CacheError(UserError, OSError):
     """The cache directory ($FORGETLESS_CACHE) cannot be created or written."""
 

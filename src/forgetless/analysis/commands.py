@@ -159,9 +159,19 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("memorization"), help="Output directory."),
     ) -> None:
         """The memorisation test (paper §4.2): exact match on clean vs corrupted blocks over training."""
+        from forgetless.models import PRESETS
+        from forgetless.optim import OPTIMIZERS
+
         from .memorization_run import MemorizationConfig, run_memorization
 
+        unknown = [o for o in optimizers.split(",") if o not in OPTIMIZERS]
+        if unknown:
+            raise typer.BadParameter(f"{unknown} unknown; allowed: {', '.join(OPTIMIZERS)}", param_hint="--optimizers")
+        if preset not in PRESETS:
+            raise typer.BadParameter(f"{preset!r} unknown; allowed: {', '.join(PRESETS)}", param_hint="--preset")
         try:
+            if not all(0 < float(x) < math.inf for x in lrs.split(",")):
+                raise ValueError(f"--lrs must be positive finite numbers, got {lrs!r}")
             pair_list = [tuple(int(x) for x in s.split(":")) for s in pairs.split(",")]
             cfg = MemorizationConfig(
                 optimizers=optimizers.split(","), lrs=[float(x) for x in lrs.split(",")], preset=preset,

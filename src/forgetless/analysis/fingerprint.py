@@ -321,11 +321,16 @@ def save_references(refs: list[Reference], path: str | Path, settings: dict | No
 
 def load_references(path: str | Path | None = None) -> tuple[list[Reference], dict]:
     path = Path(path) if path else REFERENCE_PATH
+    from forgetless.errors import BadFile, one_line
+
     if not path.exists():
-        raise FileNotFoundError(f"no fingerprint reference at {path}; make one with "
-                                "benchmarks/fingerprint_references.py or `forgetless fingerprint --calibrate`")
-    doc = json.loads(path.read_text())
-    return [Reference(**r) for r in doc["references"]], doc
+        raise BadFile(f"no fingerprint reference at {path}; make one with "
+                      "benchmarks/fingerprint_references.py or `forgetless fingerprint --calibrate`")
+    try:
+        doc = json.loads(path.read_text())
+        return [Reference(**r) for r in doc["references"]], doc
+    except (ValueError, KeyError, TypeError) as err:  # not JSON, not UTF-8, or not a reference file
+        raise BadFile(f"{path} is not a fingerprint reference file ({one_line(err)})") from None
 
 
 def fingerprint(features: dict[str, float], path: str | Path | None = None) -> Prediction:
