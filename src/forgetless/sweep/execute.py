@@ -6,7 +6,9 @@ The mapping (study field -> train config field):
                     tokenizer/vocab_size; divergence_factor -> diverge_factor; settings -> as named
     finetune cell:  base (the base cell's run directory, or the study's checkpoint), task, method,
                     optimizer, lr, seed, steps, eval_every, rank -> lora_rank, alpha -> lora_alpha;
-                    for an outside checkpoint data.corpus/tokenizer -> forget_corpus/forget_tokenizer;
+                    for an outside checkpoint data.corpus/tokenizer -> forget_corpus/forget_tokenizer
+                    (no tokenizer: the checkpoint's own; a forgetless run directory stays the base
+                    and its newest checkpoint gives the tokenizer; bases are checked before any cell);
                     task settings, then grid/method settings -> as named
 
 Every run is started with resume=True on its own directory `<out_dir>/cells/<cell id>`, so a
