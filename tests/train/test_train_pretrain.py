@@ -85,7 +85,7 @@ def test_resume_after_kill_is_bit_identical(corpus_dir, tmp_path, tiny) -> None:
 
 @pytest.mark.parametrize("bad", [float("nan"), 1e6])
 def test_divergence_keeps_last_good_checkpoint(corpus_dir, tmp_path, tiny, monkeypatch, bad) -> None:
-    real = loop_module.lm_loss_sum
+    real = loop_module.chunked_train_loss_sum
     calls = {"n": 0}
 
     def poisoned(model, x, y):  # from the 6th training step on, the loss is NaN (or huge)
@@ -93,7 +93,7 @@ def test_divergence_keeps_last_good_checkpoint(corpus_dir, tmp_path, tiny, monke
         loss, n = real(model, x, y)
         return (loss * bad if calls["n"] >= 6 else loss), n
 
-    monkeypatch.setattr(loop_module, "lm_loss_sum", poisoned)
+    monkeypatch.setattr(loop_module, "chunked_train_loss_sum", poisoned)  # the loss of one-process runs
     result = pretrain(PretrainConfig(**tiny, corpus=str(corpus_dir), steps=10, eval_every=2, out_dir=tmp_path / "d"))
     assert result.status == "diverged"
     assert result.final_checkpoint.name == "step-000004"
