@@ -160,7 +160,7 @@ def _show_calibration(refs, evaluation: dict) -> None:
                    f"({round(loo['accuracy'] * loo['n'])}/{loo['n']}), temperature {loo['temperature']:.3g}, "
                    f"unknown beyond distance {loo['unknown_distance']:.2f} or {loo['range_limit']:.1f} σ out of range")
         for key, label in (("size", "leave-one-size-out"), ("length", "leave-one-length-out")):
-            typer.echo(f"[{set_name} features] {label}, 5 families: {_pct(res[key])}")
+            typer.echo(f"[{set_name} features] {label}, all families: {_pct(res[key])}")
             typer.echo(f"[{set_name} features] {label}, Adam-like (l1->linf) vs Muon (l2->l2): "
                        f"{_pct(res[key + '_adam_muon'])}")
             for f in res[key]["folds"]:
