@@ -16,20 +16,17 @@ from pathlib import Path
 
 import _fake_train
 import pytest
-import typer
 import yaml
 from _fake_train import expected_point, fake_executor
 from typer.testing import CliRunner
 
+from forgetless.cli import app  # the root command: user errors become one line, exit code 2
 from forgetless.sweep import runner as sweep_runner
-from forgetless.sweep.commands import register
 from forgetless.sweep.store import Store
 from forgetless.sweep.study import expand, load_study
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is an optional extra: pip install 'forgetless[ray]'")
-app = typer.Typer()
-register(app)
 cli = CliRunner()
 
 

@@ -37,7 +37,8 @@ def train_config(cell: dict, out_dir: Path, base_dir: str | None):
 
     cfg = cell["config"]
     common = {"out_dir": out_dir, "optimizer": cfg["optimizer"], "lr": cfg["lr"], "seed": cfg["seed"],
-              "diverge_factor": cfg["divergence_factor"], "resume": True, "progress": False}
+              "diverge_factor": cfg["divergence_factor"], "resume": True, "progress": False,
+              "console": False}  # the sweep prints one line per finished cell; cells log to their run dir
     threads = os.environ.get("FORGETLESS_WORKER_THREADS")  # set by the runner's worker pool
     if threads:
         common["threads"] = int(threads)
