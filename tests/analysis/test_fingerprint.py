@@ -177,3 +177,15 @@ def test_one_family_is_refused(references):
 def test_loo_reports_its_own_predictions(references):
     loo = leave_one_out(references, FEATURE_SETS["weights"])
     assert loo["accuracy"] == np.mean([p == t for p, t in zip(loo["predictions"], loo["truth"], strict=True)])
+
+
+def test_shipped_references_transfer_to_a_held_out_size():
+    """The shipped calibration, refitted without one size, names every Adam-like and Muon reference
+    of that size right (brute force over the folds, not the evaluation code)."""
+    refs, _ = load_references()
+    pair = [r for r in refs if r.family in ("l1->linf", "l2->l2")]
+    assert len({r.preset for r in pair}) >= 2
+    for preset in sorted({r.preset for r in pair}):
+        clf, _ = calibrate([r for r in pair if r.preset != preset], FEATURE_SETS["weights"])
+        for r in (r for r in pair if r.preset == preset):
+            assert clf.predict(r.features).nearest == r.family, r.name
