@@ -23,7 +23,7 @@ def test_parse_count_rejects(bad) -> None:
 
 def test_pretrain_defaults_follow_the_pilot(tmp_path) -> None:
     cfg = PretrainConfig(out_dir=tmp_path, model="micro", tokens="1.5M").resolved()
-    # DESIGN.md pilot: lr 3e-3, batch 32 x seq 128, 1.5M tokens; paper A.1.1: wd 0.1, 10% warm-up, clip 1.
+    # CPU pilot (docs/pilot.md): lr 3e-3, batch 32 x seq 128, 1.5M tokens; paper A.1.1: wd 0.1, 10% warm-up, clip 1.
     assert (cfg.lr, cfg.batch_size, cfg.seq_len, cfg.weight_decay, cfg.warmup, cfg.grad_clip) == (3e-3, 32, 128, 0.1, 0.1, 1.0)
     assert cfg.steps == round(1_500_000 / (32 * 128)) and cfg.tokens == cfg.steps * 32 * 128
     assert cfg.vocab_size == 4096 and cfg.save_every == cfg.eval_every

@@ -6,7 +6,7 @@ prompt b[:P] and a target b[P:P+G]. Two measures per (P, G) pair:
 - exact match: the greedy continuation of the prompt, G tokens, equals the target (all tokens);
 - token accuracy: teacher-forced, the share of target positions t where argmax p(· | b[:t]) = b[t].
 
-Token accuracy is graded where exact match is all-or-nothing (DESIGN.md's pilot found exact match
+Token accuracy is graded where exact match is all-or-nothing (the CPU pilot, docs/pilot.md, found exact match
 near zero at small budgets). Note that exact match = "teacher-forced argmax right at all G
 positions": while the greedy continuation matches, its prefix *is* the true prefix. The test suite
 checks this identity; the evaluation still generates, as the paper defines it.

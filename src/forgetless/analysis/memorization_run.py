@@ -1,7 +1,7 @@
 """The memorisation experiment: train with each optimizer on a partly corrupted corpus and track
 exact match / token accuracy of continuations on clean and corrupted blocks (paper §4.2, A.2).
 
-Small-scale defaults follow DESIGN.md's pilot: a corpus small enough to be memorised (32k tokens),
+Small-scale defaults follow the CPU pilot (docs/pilot.md): a corpus small enough to be memorised (32k tokens),
 many epochs, a graded measure beside exact match, and the optimizers compared both at matched
 steps and at matched training loss (Muon lowers the loss faster, so equal steps flatter it).
 

@@ -5,7 +5,7 @@ of every learning rate and seed of that method. Both axes are losses, lower is b
 `maximize=(bool, bool)` flips an axis (accuracies). Internally every function works in "oriented"
 coordinates z = s * p with s = -1 on maximized axes, so that lower is always better there.
 
-Definitions (oriented coordinates, shared with shared/DESIGN.md):
+Definitions (oriented coordinates, as in the paper's appendix A.1 and docs/sweep.md):
 
 - a dominates b  <=>  a_x <= b_x and a_y <= b_y, with at least one inequality strict.
   Identical points do not dominate each other, so duplicates are all in the Pareto set.

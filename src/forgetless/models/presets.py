@@ -41,7 +41,7 @@ def _preset(layers: int, width: int, heads: int, context: int) -> dict[str, Any]
 
 
 # nano ≈ 1.0M parameters at vocab 8192 (0.79M of them the embedding); micro is the 1.3M-parameter
-# pilot model of DESIGN.md (vocab 4096); gpt2-small is the paper's GPT-2 small with SwiGLU (≈124M
+# pilot model of docs/pilot.md (vocab 4096); gpt2-small is the paper's GPT-2 small with SwiGLU (≈124M
 # parameters at GPT-2's vocabulary of 50257).
 PRESETS: dict[str, dict[str, Any]] = {
     "nano": _preset(layers=2, width=96, heads=4, context=1024),

@@ -24,10 +24,10 @@ _TASK_ALIASES = {
     "code": "code", "magicoder": "code",
 }
 
-# Learning-rate grids by model size: the CPU pilot of DESIGN.md (tiny models), the paper's GPT-2
+# Learning-rate grids by model size: the CPU pilot of docs/pilot.md (tiny models), the paper's GPT-2
 # grids (appendix A.1.1, ~124M) and its Llama-2-7B grids; (upper size bound, full grid, LoRA grid).
 _GRIDS = (
-    (20e6, [3e-5, 1e-4, 3e-4], [1e-3, 3e-3], "the CPU pilot in DESIGN.md (models of a few M parameters)"),
+    (20e6, [3e-5, 1e-4, 3e-4], [1e-3, 3e-3], "the CPU pilot in docs/pilot.md (models of a few M parameters)"),
     (1e9, [3e-5, 5e-5, 1e-4, 3e-4, 5e-4], [5e-4, 1e-3, 3e-3, 5e-3, 1e-2],
      "the paper's GPT-2-small grids (appendix A.1.1)"),
     (float("inf"), [1e-5, 2e-5, 5e-5, 1e-4], [5e-5, 1e-4, 2e-4, 5e-4],
@@ -166,7 +166,7 @@ def recommend(
         reasoning.append(f"The model has {n_params / 1e6:.1f}M parameters: grids from {grid_source}.")
     else:
         reasoning.append(f"The model size is unknown: grids from {grid_source}.")
-    sources.append("Paper appendix A.1.1 (learning-rate grids); DESIGN.md CPU pilot")
+    sources.append("Paper appendix A.1.1 (learning-rate grids); CPU pilot (docs/pilot.md)")
 
     if pretrain_opt is None:
         choice = optimizer or "adamw"

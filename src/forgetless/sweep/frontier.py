@@ -15,7 +15,7 @@ import numpy as np
 
 from forgetless.analysis import pareto
 
-DELTAS = (0.1, 0.25, 0.5, 1.0, 2.0)  # forgetting budgets above the base (DESIGN.md pilot notes)
+DELTAS = (0.1, 0.25, 0.5, 1.0, 2.0)  # forgetting budgets above the base (docs/pilot.md)
 
 
 @dataclass
