@@ -5,16 +5,25 @@ features (and, with --activations, its activation features) become one row of th
 file. The file holds features only, never weights. Runs are resumed/reused from --runs-dir, so a
 killed grid picks up where it stopped and a feature change only needs the measuring pass again.
 
-The shipped calibration (src/forgetless/analysis/fingerprint_reference.json) was made with the
-reduced grid (CPU, 2 cores shared, about 40 min):
+The shipped calibration (src/forgetless/analysis/fingerprint_reference.json) rests on this
+reduced grid, run on the shared 2-core CPU machine (about 40 min of pretraining in all):
+- nano and micro × 80 and 240 steps × (seed 0, lr 3e-3) and (seed 1, lr 1e-3);
+- small × 80 steps × the same two (seed, lr) pairs (no second length: CPU time);
+- × adamw, signsgd (ℓ1→ℓ∞), muon (ℓ2→ℓ2), coltop1 (ℓ1→ℓ1), rowtop1 (ℓ∞→ℓ∞); batch 8 × 64 tokens
+  of the stdlib corpus (BPE 4096), weight decay 0.1; activation sample 4096 validation tokens.
 
-    nice -n 10 python benchmarks/fingerprint_references.py --presets nano,micro \\
-        --steps 80,240 --runs-dir /tmp/fp-runs
+    python benchmarks/fingerprint_references.py --presets nano,micro --steps 80,240 \
+        --runs-dir /tmp/fp-runs --train-only
+    python benchmarks/fingerprint_references.py --presets small --steps 80 \
+        --runs-dir /tmp/fp-runs --train-only
+    python benchmarks/fingerprint_references.py --presets nano,micro,small --steps 80,240 \
+        --runs-dir /tmp/fp-runs --finished-only --activations      # measures, writes the file
 
-The full grid (three sizes, three lengths; CPU-hours, meant for a later session or a GPU):
+The full grid (three sizes × three lengths × every seed × every lr; CPU-hours, meant for a later
+session or a GPU):
 
-    python benchmarks/fingerprint_references.py --presets nano,micro,small \\
-        --steps 80,240,720 --seeds 0,1 --lrs 3e-3,1e-3 --runs-dir runs/fp-refs --activations
+    python benchmarks/fingerprint_references.py --presets nano,micro,small --steps 80,240,720 \
+        --seeds 0,1 --lrs 3e-3,1e-3 --full-product --runs-dir runs/fp-refs --activations
 
 `--train-only` pretrains without measuring (to start the CPU-heavy part early).
 """
@@ -44,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=REFERENCE_PATH, type=Path)
     ap.add_argument("--activations", action="store_true", help="also measure activation features")
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--finished-only", action="store_true", help="measure finished runs only, train none")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
@@ -52,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                  [int(s) for s in a.seeds.split(",")], [float(x) for x in a.lrs.split(",")], a.full_product)
     print(f"{len(specs)} reference runs", flush=True)
     run_calibration(a.out, a.runs_dir, specs, activations=a.activations, device=a.device,
-                    train_only=a.train_only, log=lambda s: print(s, flush=True))
+                    train_only=a.train_only, finished_only=a.finished_only, log=lambda s: print(s, flush=True))
 
 
 if __name__ == "__main__":

@@ -74,10 +74,13 @@ def run_calibration(
     activations: bool = False,
     device: str = "auto",
     train_only: bool = False,
+    finished_only: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict | None:
     """Pretrain every spec (reusing finished runs in `runs_dir`), measure their features, and write
-    the reference file `out` with its evaluation. `train_only`: pretrain, measure nothing."""
+    the reference file `out` with its evaluation. `train_only`: pretrain, measure nothing.
+    `finished_only`: train nothing, measure the specs whose run is already done (a grid that
+    was cut short is written as what it is: `settings.grid` lists only the measured runs)."""
     from forgetless.data import prepare_pretraining_data
     from forgetless.train import PretrainConfig, pretrain
 
@@ -88,7 +91,12 @@ def run_calibration(
         data = prepare_pretraining_data(corpus, vocab_size=vocab_size, progress=False)
         windows = token_windows(data.val, probe_tokens, seq_len)
     refs, start = [], time.time()
+    measured = []
     for spec in specs:
+        status = Path(runs_dir) / spec.name / "status.json"
+        if finished_only and not (status.is_file() and '"done"' in status.read_text()):
+            log(f"{spec.name}: not trained, skipped")
+            continue
         cfg = PretrainConfig(
             out_dir=Path(runs_dir) / spec.name, model=spec.preset, optimizer=spec.optimizer, lr=spec.lr,
             seed=spec.seed, steps=spec.steps, batch_size=batch_size, seq_len=seq_len, corpus=corpus,
@@ -107,14 +115,16 @@ def run_calibration(
                                         preset=spec.preset, seed=spec.seed, lr=spec.lr,
                                         tokens=spec.steps * batch_size * seq_len, steps=spec.steps, val_loss=val)
         refs.append(ref)
+        measured.append(spec)
         log(f"{spec.name}: val loss {val:.3f}, q,k,v stable rank/r "
             f"{ref.features.get('attn_in_srank', math.nan):.3f}  ({time.time() - start:.0f} s)")
     if train_only:
         return None
     settings = {"corpus": corpus, "vocab_size": vocab_size, "batch_size": batch_size, "seq_len": seq_len,
                 "probe_tokens": probe_tokens, "activations": activations,
-                "grid": sorted({(s.preset, s.steps, s.seed, s.lr) for s in specs}),
-                "presets": sorted({s.preset for s in specs}), "optimizers": sorted({s.optimizer for s in specs}),
-                "steps": sorted({s.steps for s in specs}), "seconds": round(time.time() - start, 1),
+                "grid": sorted({(s.preset, s.steps, s.seed, s.lr) for s in measured}),
+                "presets": sorted({s.preset for s in measured}),
+                "optimizers": sorted({s.optimizer for s in measured}),
+                "steps": sorted({s.steps for s in measured}), "seconds": round(time.time() - start, 1),
                 "created": time.strftime("%Y-%m-%d")}
     return save_references(refs, out, settings)
