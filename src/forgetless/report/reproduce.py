@@ -85,7 +85,7 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
     study = _study(preset, seeds)
     root = Path(out_dir or study.resolved_out_dir())
     if workers is None:
-        from forgetless.sweep.commands import default_workers
+        from forgetless.sweep.runner import default_workers
 
         workers = default_workers()
     log(f"[1/4] sweep '{study.name}' -> {root} ({workers} worker(s))")

@@ -35,18 +35,6 @@ def _open_store(st, out: Path | None):
     return Store(path)  # StoreError, StoreVersionError: user errors (one line, exit code 2)
 
 
-def default_workers() -> int:
-    """One worker per GPU; on CPU one per core, each with one thread: small models gain little
-    from intra-op threads, and independent cells parallelise perfectly."""
-    import torch
-
-    from forgetless.sweep.runner import cpu_cores
-
-    if torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return max(1, cpu_cores())
-
-
 def sweep_cmd(
     study: str = typer.Argument(..., help=STUDY_HELP),
     workers: int = typer.Option(None, "--workers", "-w", min=0,
@@ -91,7 +79,7 @@ def sweep_cmd(
         typer.echo(f"study {st.name}: {_root(st, out)} on Ray")
         n = 0
     else:
-        from forgetless.sweep.runner import LocalBackend
+        from forgetless.sweep.runner import LocalBackend, default_workers
 
         n = default_workers() if workers is None else workers
         runner_backend = LocalBackend(n)
@@ -116,7 +104,7 @@ def status_cmd(
     from rich.table import Table
 
     from forgetless.sweep.runner import STORE_NAME
-    from forgetless.sweep.store import Store, _owner_gone
+    from forgetless.sweep.store import Store, owner_gone
     from forgetless.sweep.study import expand
 
     st = _load(study)
@@ -136,7 +124,7 @@ def status_cmd(
     for c in cells:
         r = rows.get(c["cell_id"], {})
         status = r.get("status", "pending")
-        if status == "running" and _owner_gone(r.get("owner"), r.get("heartbeat"), STALE_AFTER):
+        if status == "running" and owner_gone(r.get("owner"), r.get("heartbeat"), STALE_AFTER):
             status = STALE  # killed runner: the next `forgetless sweep` resumes the cell
         counts[status] = counts.get(status, 0) + 1
         step, npts = last.get(c["cell_id"], ("", ""))

@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from forgetless.sweep.store import TERMINAL, Store, _owner_gone, owner_id
+from forgetless.sweep.store import TERMINAL, Store, owner_gone, owner_id
 from forgetless.sweep.study import Study, expand
 
 STORE_NAME = "results.sqlite"
@@ -51,6 +51,16 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """One worker per GPU; on CPU one per core, each with one thread: small models gain little
+    from intra-op threads, and independent cells parallelise perfectly."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, cpu_cores())
 
 
 # ---------------------------------------------------------------------- worker side
@@ -350,7 +360,7 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
                 row = rows[cid]
                 if cid in busy or row["status"] in TERMINAL:
                     continue
-                if row["status"] == "running" and not _owner_gone(row["owner"], row["heartbeat"], stale_after):
+                if row["status"] == "running" and not owner_gone(row["owner"], row["heartbeat"], stale_after):
                     continue  # another live runner has it
                 base = by_id[cid]["base_id"]
                 base_row = rows.get(base) if base else None

@@ -253,7 +253,7 @@ class Store:
                 "SELECT status, owner, heartbeat FROM runs WHERE cell_id = ?", (cell_id,)).fetchone()
             free = row is not None and (
                 row["status"] == "pending"
-                or (row["status"] == "running" and _owner_gone(row["owner"], row["heartbeat"], stale_after)))
+                or (row["status"] == "running" and owner_gone(row["owner"], row["heartbeat"], stale_after)))
             if free:
                 now = time.time()
                 self.db.execute(
@@ -370,7 +370,9 @@ def _run_row(row: sqlite3.Row) -> dict:
     return d
 
 
-def _owner_gone(owner: str | None, heartbeat: float | None, stale_after: float) -> bool:
+def owner_gone(owner: str | None, heartbeat: float | None, stale_after: float) -> bool:
+    """Whether the runner that claimed a cell is gone: no owner, a heartbeat older than
+    `stale_after` seconds, or (on this host) a process that no longer lives."""
     if not owner:
         return True
     if heartbeat is None or time.time() - heartbeat > stale_after:
