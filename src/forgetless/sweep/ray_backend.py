@@ -11,7 +11,7 @@ atomic claims in the store, the heartbeats and the once-per-invocation retry of 
   rather than sent at the end, so that the store is what the local runner makes of the same
   cell: `forgetless status` shows the points of running cells, a killed sweep keeps the points
   measured so far, and a resumed cell's divergence check starts from its first point in the store.
-- The divergence check runs in the task (runner.execute_cell, shared with the local workers), so a
+- The divergence check runs in the task (cell.execute_cell, shared with the local workers), so a
   diverging run stops where it runs.
 - Run directories `<out_dir>/cells/<cell id>` are written by the nodes that run the cells, and a
   finetune reads its base cell's directory: out_dir must be on a filesystem that every node
@@ -29,11 +29,10 @@ import queue
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from forgetless.sweep.runner import execute_cell, first_loss, record_outcome
+from forgetless.sweep.cell import execute_cell, failed, first_loss, record_outcome
 from forgetless.sweep.store import Store
 
 INSTALL_HINT = "pip install 'forgetless[ray]'"
@@ -66,8 +65,7 @@ def _cell_task(cell: dict, cell_dir: str, base_dir: str | None, start_loss: floa
             outcome = execute_cell(cell, cell_dir, base_dir, start_loss,
                                    lambda point: inbox.put(("point", dict(point))), executor)
         except BaseException as err:  # execute_cell records training problems; this is the rest
-            outcome = {"status": "failed", "checkpoint": None, "points": [],
-                       "error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}"}
+            outcome = failed(err)
         inbox.put(("outcome", outcome))
 
     threading.Thread(target=work, daemon=True).start()

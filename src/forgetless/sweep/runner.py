@@ -23,23 +23,19 @@ the worker pool is the runner's own and the same for both.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import multiprocessing as mp
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
+from forgetless.sweep.cell import execute_cell, first_loss, record_outcome
 from forgetless.sweep.store import TERMINAL, Store, owner_gone, owner_id
 from forgetless.sweep.study import Study, expand
 
 STORE_NAME = "results.sqlite"
-
-
-class Diverged(Exception):
-    """Raised from on_eval when the optimised loss leaves its range; the cell is marked diverged."""
 
 
 def store_path(study: Study, out_dir: str | Path | None = None) -> Path:
@@ -91,65 +87,6 @@ def _worker_init(threads: int, parent: int, counter, gpus: list[str]) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _loss_of(cell: dict, point: dict) -> float | None:
-    """The loss a run optimises: task loss for a finetune, held-out pretraining loss otherwise."""
-    value = point.get("learning") if cell["kind"] == "finetune" else point.get("forgetting")
-    return None if value is None else float(value)
-
-
-def first_loss(store: Store, cell: dict) -> float | None:
-    """The loss of the cell's first point in the store (an interrupted attempt's start stays the
-    start of the divergence check when the cell resumes)."""
-    earlier = store.points(run_id=cell["cell_id"])
-    return _loss_of(cell, earlier[0]) if earlier else None
-
-
-def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: float | None,
-                 on_point: Callable[[dict], None], executor: Callable | None = None) -> dict:
-    """Run one cell with the divergence check; what the store should record, as a dict
-    (status "done" | "diverged" | "failed", error, checkpoint, points).
-
-    on_point gets every eval point as it is measured, before the check (so the point that crossed
-    the line is kept). Never raises for a training problem. Shared by run_cell (a local worker
-    writes the store itself) and the Ray backend (the task sends points back to the driver).
-    """
-    factor = float(cell["config"].get("divergence_factor", 4.0))
-    start = {"loss": start_loss}
-
-    def on_eval(point: dict) -> None:
-        on_point(point)
-        loss = _loss_of(cell, point)
-        if loss is None:
-            return
-        if start["loss"] is None:
-            start["loss"] = loss
-        elif not abs(loss) < float("inf") or loss > factor * start["loss"]:
-            raise Diverged(f"loss {loss:.4g} at step {point['step']} is above {factor:g} x its "
-                           f"start {start['loss']:.4g} (divergence_factor)")
-
-    if executor is None:
-        from forgetless.sweep.execute import train_executor as executor
-    try:
-        result = executor(cell, Path(cell_dir), base_dir, on_eval)
-        status = "diverged" if result.status == "diverged" else "done"
-        return {"status": status, "points": list(result.points or []),  # the run's complete record
-                "error": _divergence_reason(Path(cell_dir)) if status == "diverged" else None,
-                "checkpoint": str(result.final_checkpoint) if result.final_checkpoint else None}
-    except Diverged as err:
-        return {"status": "diverged", "error": str(err), "checkpoint": None, "points": []}
-    except Exception as err:  # recorded, and the sweep goes on
-        tb = traceback.format_exc(limit=6)
-        return {"status": "failed", "error": f"{type(err).__name__}: {err}\n{tb}",
-                "checkpoint": None, "points": []}
-
-
-def record_outcome(store: Store, cell_id: str, outcome: dict) -> None:
-    """Write what execute_cell returned: the run's points, then its final status."""
-    if outcome["points"]:
-        store.add_points(cell_id, outcome["points"])
-    store.finish(cell_id, outcome["status"], error=outcome["error"], checkpoint=outcome["checkpoint"])
-
-
 def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
              executor: Callable | None = None) -> str:
     """Run one claimed cell in this process and record everything in the store; returns the
@@ -168,15 +105,7 @@ def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
     finally:
         stop.set()
     store.close()
-    return outcome["status"]
-
-
-def _divergence_reason(cell_dir: Path) -> str:
-    """The training box's own words (status.json), else a generic line."""
-    try:
-        return str(json.loads((cell_dir / "status.json").read_text())["reason"])
-    except (OSError, ValueError, KeyError):
-        return "the training loss became NaN/inf or left its range"
+    return outcome.status
 
 
 def _beat(db_path: str, cid: str, stop: threading.Event, every: float = 10.0) -> None:
@@ -226,16 +155,35 @@ def _new_pool(workers: int, gpus: list[str]):
                                   initargs=(threads, os.getpid(), ctx.Value("i", 0), gpus))
 
 
-class LocalBackend:
-    """Where cells run, the default: a pool of `workers` spawned processes on this machine, each
-    writing its cell's records into the store itself (run_cell).
+class Backend(Protocol):
+    """Where cells run: what run_sweep asks to run a claimed cell. The order, the claims,
+    heartbeats and retries stay in run_sweep. LocalBackend (below) and ray_backend.RayBackend are
+    the two there are."""
 
-    A backend is what run_sweep asks to run a claimed cell; the order, the claims, heartbeats and
-    retries stay in run_sweep. Methods: start(db_path, executor) -> a line to print (or ""),
-    capacity() (cells at once), running() (cell ids in flight), submit(store, cell, cell_dir,
-    base_dir), wait(store, timeout) (return when a cell may have finished; record cells whose
-    worker died), stop(cancel). The other one is ray_backend.RayBackend.
-    """
+    def start(self, db_path: Path, executor: Callable | None) -> str:
+        """Get ready before any work; a line to print, or ""."""
+        ...
+
+    def capacity(self) -> int:
+        """How many cells may run at once."""
+        ...
+
+    def running(self) -> list[str]:
+        """The cell ids in flight."""
+        ...
+
+    def submit(self, store: Store, cell: dict, cell_dir: str, base_dir: str | None) -> None: ...
+
+    def wait(self, store: Store, timeout: float) -> None:
+        """Return when a cell may have finished; record cells whose worker died."""
+        ...
+
+    def stop(self, cancel: bool = False) -> None: ...
+
+
+class LocalBackend:
+    """The default Backend: a pool of `workers` spawned processes on this machine, each writing
+    its cell's records into the store itself (run_cell)."""
 
     def __init__(self, workers: int = 1):
         if workers < 0:
@@ -285,7 +233,7 @@ class LocalBackend:
 BACKENDS = ("local", "ray")
 
 
-def make_backend(backend, workers: int = 1):
+def make_backend(backend: str | Backend, workers: int = 1) -> Backend:
     """A backend object from its name ("local": a pool of `workers`; "ray": RayBackend with its
     defaults); a backend object is returned as it is."""
     if not isinstance(backend, str):

@@ -1,0 +1,99 @@
+"""One cell, on whichever worker runs it: the divergence check, and the outcome it reports.
+
+Shared by the local worker pool (`runner.run_cell` writes the store itself) and the Ray backend
+(the task sends points and the outcome back to the driver), so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forgetless.sweep.store import Store
+
+
+class EvalLossDiverged(Exception):
+    """Raised from on_eval when the optimised *eval* loss passes `divergence_factor` x its first
+    value (the study's check; the training box watches the train loss with its own factor)."""
+
+
+@dataclass
+class Outcome:
+    """What a finished cell reports to the store."""
+
+    status: str  # "done" | "diverged" | "failed"
+    error: str | None = None
+    checkpoint: str | None = None
+    points: list[dict] = field(default_factory=list)  # the run's complete record of eval points
+
+
+def _loss_of(cell: dict, point: dict) -> float | None:
+    """The loss a run optimises: task loss for a finetune, held-out pretraining loss otherwise."""
+    value = point.get("learning") if cell["kind"] == "finetune" else point.get("forgetting")
+    return None if value is None else float(value)
+
+
+def first_loss(store: Store, cell: dict) -> float | None:
+    """The loss of the cell's first point in the store (an interrupted attempt's start stays the
+    start of the divergence check when the cell resumes)."""
+    earlier = store.points(run_id=cell["cell_id"])
+    return _loss_of(cell, earlier[0]) if earlier else None
+
+
+def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: float | None,
+                 on_point: Callable[[dict], None], executor: Callable | None = None) -> Outcome:
+    """Run one cell with the divergence check; the Outcome the store should record.
+
+    on_point gets every eval point as it is measured, before the check (so the point that crossed
+    the line is kept). Never raises for a training problem. Shared by run_cell (a local worker
+    writes the store itself) and the Ray backend (the task sends points back to the driver).
+    """
+    factor = float(cell["config"].get("divergence_factor", 4.0))
+    start = {"loss": start_loss}
+
+    def on_eval(point: dict) -> None:
+        on_point(point)
+        loss = _loss_of(cell, point)
+        if loss is None:
+            return
+        if start["loss"] is None:
+            start["loss"] = loss
+        elif not abs(loss) < float("inf") or loss > factor * start["loss"]:
+            raise EvalLossDiverged(f"loss {loss:.4g} at step {point['step']} is above {factor:g} x its "
+                           f"start {start['loss']:.4g} (divergence_factor)")
+
+    if executor is None:
+        from forgetless.sweep.execute import train_executor as executor
+    try:
+        result = executor(cell, Path(cell_dir), base_dir, on_eval)
+        status = "diverged" if result.status == "diverged" else "done"
+        return Outcome(status, points=list(result.points or []),
+                       error=_divergence_reason(Path(cell_dir)) if status == "diverged" else None,
+                       checkpoint=str(result.final_checkpoint) if result.final_checkpoint else None)
+    except EvalLossDiverged as err:
+        return Outcome("diverged", error=str(err))
+    except Exception as err:  # recorded, and the sweep goes on
+        return failed(err)
+
+
+def failed(err: BaseException) -> Outcome:
+    """The Outcome of a cell that raised: the error and a short traceback."""
+    return Outcome("failed", error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}")
+
+
+def record_outcome(store: Store, cell_id: str, outcome: Outcome) -> None:
+    """Write what execute_cell returned: the run's points, then its final status."""
+    if outcome.points:
+        store.add_points(cell_id, outcome.points)
+    store.finish(cell_id, outcome.status, error=outcome.error, checkpoint=outcome.checkpoint)
+
+
+def _divergence_reason(cell_dir: Path) -> str:
+    """The training box's own words (status.json), else a generic line."""
+    try:
+        return str(json.loads((cell_dir / "status.json").read_text())["reason"])
+    except (OSError, ValueError, KeyError):
+        return "the training loss became NaN/inf or left its range"
