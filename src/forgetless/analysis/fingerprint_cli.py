@@ -125,15 +125,12 @@ def _show_prediction(ckpt: str, pred, seconds: float) -> None:
         return
     typer.echo(head + f"{pred.family}, p = {pred.probabilities[pred.family]:.2f} "
                f"(distance {pred.distance:.2f}, unknown above {pred.unknown_distance:.2f})")
-    table = Table(title=f"features that decided it (against {pred.deciding[0]['against']})" if pred.deciding else "")
-    table.add_column("feature")
-    table.add_column("this model", justify="right")
-    fams = list(pred.deciding[0]["ranges"]) if pred.deciding else []
-    for fam in fams:
-        table.add_column(f"{fam} references", justify="right")
+    if pred.deciding:  # plain lines, not a table: every range stays readable in 80 columns
+        typer.echo(f"  features that decided it (against {pred.deciding[0]['against']}), "
+                   "with each family's reference range:")
     for d in pred.deciding:
-        table.add_row(d["feature"], f"{d['value']:.4g}", *(f"{lo:.3g}..{hi:.3g}" for lo, hi in d["ranges"].values()))
-    console.print(table)
+        ranges = ", ".join(f"{fam} {lo:.3g}..{hi:.3g}" for fam, (lo, hi) in d["ranges"].items())
+        typer.echo(f"  {d['feature']} = {d['value']:.3g}   [{ranges}]")
 
 
 def _pct(res: dict) -> str:
