@@ -40,7 +40,7 @@ def test_random_init_is_unknown_without_probabilities(reference, tmp_path):
     ckpt = _save(tiny_llama(seed=3, hidden=48).to(torch.bfloat16), tmp_path / "init")
     res = CliRunner().invoke(app, ["fingerprint", ckpt, "--reference", reference, "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "unknown" in res.output and TRAINED_FEATURE in res.output and "below the references' range" in res.output
+    assert "unknown" in res.output and TRAINED_FEATURE in res.output and "untrained" in res.output
     assert "%" not in res.output and "p =" not in res.output and "muon" not in res.output.split("unknown", 1)[1]
     res = CliRunner().invoke(app, ["fingerprint", ckpt, "--reference", reference, "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output

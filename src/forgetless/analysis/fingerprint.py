@@ -174,7 +174,7 @@ class Fingerprinter:
         g, (g_lo, g_hi) = features.get(TRAINED_FEATURE, math.nan), self.trained_range
         if g < g_lo / 4:  # NaN (no norm gains, or no references' figure) never trips it
             out_of_range.insert(0, {"feature": TRAINED_FEATURE, "value": float(g), "lo": g_lo, "hi": g_hi,
-                                    "excess_sigma": math.inf})
+                                    "excess_sigma": None, "rule": "below a quarter of the lowest reference"})
         unknown = (g < g_lo / 4 or dist > self.unknown_distance or (exc.max() if len(exc) else 0) > self.range_limit
                    or len(missing) > len(f) // 2)
         order = np.argsort(d2)

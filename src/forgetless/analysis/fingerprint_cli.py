@@ -114,11 +114,14 @@ def _show_prediction(ckpt: str, pred, seconds: float) -> None:
         from .fingerprint import TRAINED_FEATURE
 
         for o in pred.out_of_range[:5]:
+            if o["feature"] == TRAINED_FEATURE:
+                typer.echo(f"  {o['feature']} = {o['value']:.3g}, under a quarter of the least-trained reference's "
+                           f"{o['lo']:.3g}: untrained (norm gains still at their initial 1)")
+                continue
             side = "below" if o["value"] < o["lo"] else "above"
-            why = " (untrained: norm gains still at their initial 1)" if o["feature"] == TRAINED_FEATURE else ""
             typer.echo(f"  {o['feature']} = {o['value']:.4g}, {side} the references' range "
                        f"{o['lo']:.4g}..{o['hi']:.4g} by {o['excess_sigma']:.1f} σ "
-                       f"(unknown beyond {pred.range_limit:.1f} σ){why}")
+                       f"(unknown beyond {pred.range_limit:.1f} σ)")
         if pred.distance > pred.unknown_distance:
             typer.echo(f"  distance to the nearest family ({pred.nearest}) {pred.distance:.2f}, "
                        f"beyond the {pred.unknown_distance:.2f} any held-out reference reached")
