@@ -83,16 +83,18 @@ def brute_force_loo(refs: list[Reference], names: list[str]) -> float:
 
 
 def quantise_dequantise(model: torch.nn.Module, bits: int = 4, block: int = 32) -> torch.nn.Module:
-    """Absmax round trip of every linear weight, per block of `block` entries along the input
-    dimension (what GGUF Q4_0-style formats do): w -> round(w / a * m) * a / m, m = 2^(bits-1) - 1."""
+    """Absmax round trip of every linear weight, per block of `block` consecutive entries of a row
+    (what GGUF Q4_0-style formats do; a short last block where a row is not a multiple):
+    w -> round(w / a * m) * a / m, m = 2^(bits-1) - 1."""
     m = 2 ** (bits - 1) - 1
     with torch.no_grad():
         for mod in model.modules():
             if isinstance(mod, torch.nn.Linear):
                 w = mod.weight
-                blocks = w.reshape(w.shape[0], -1, block)
-                a = blocks.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-                w.copy_((torch.round(blocks / a * m) * a / m).reshape_as(w))
+                for start in range(0, w.shape[1], block):
+                    part = w[:, start : start + block]
+                    a = part.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+                    part.copy_(torch.round(part / a * m) * a / m)
     return model
 
 
