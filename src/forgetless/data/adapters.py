@@ -18,28 +18,9 @@ from pathlib import Path
 from .cache import key_fraction
 from .hub import DatasetUnavailable
 from .sft import SFTRecord
+from .templates import ALPACA_INPUT, ALPACA_NO_INPUT, MAGICODER, alpaca_prompt  # noqa: F401 (re-exported)
 
 VAL_FRACTION = 0.02
-
-# Alpaca's templates (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT), byte for byte.
-ALPACA_INPUT = (
-    "Below is an instruction that describes a task, paired with an input that provides further "
-    "context. Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
-ALPACA_NO_INPUT = (
-    "Below is an instruction that describes a task. Write a response that appropriately "
-    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
-# Magicoder's template (ise-uiuc/magicoder, README "Inference").
-MAGICODER = (
-    "You are an exceptionally intelligent coding assistant that consistently delivers accurate "
-    "and reliable responses to user instructions.\n\n@@ Instruction\n{instruction}\n\n@@ Response\n")
-
-
-def alpaca_prompt(instruction: str, input: str = "") -> str:
-    if input and input.strip():
-        return ALPACA_INPUT.format(instruction=instruction, input=input)
-    return ALPACA_NO_INPUT.format(instruction=instruction)
-
 
 def _metamathqa(row: dict) -> SFTRecord:
     from .task_arith import extract_answer

@@ -12,8 +12,8 @@ import functools
 import random
 import re
 
-from .adapters import alpaca_prompt
 from .sft import SFTRecord
+from .templates import alpaca_prompt
 
 _FALLBACK = ("the value of an object is returned when the function is called with no arguments "
              "and a new list is built from the items of the sequence in order")

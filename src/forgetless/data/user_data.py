@@ -29,10 +29,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .adapters import ALPACA_NO_INPUT, alpaca_prompt
 from .cache import cache_dir, key_fraction
 from .hub import DatasetUnavailable
 from .sft import SFTRecord
+from .templates import ALPACA_NO_INPUT, alpaca_prompt
 
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 FORMATS = {  # name: required columns, in the order formats are tried

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from forgetless.train.evaluate import IGNORE
+from forgetless.data.sft import IGNORE_INDEX as IGNORE
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 FSDP_AUTO_PARAMS = 10**9  # `auto` shards models from this size on; smaller ones fit one device
