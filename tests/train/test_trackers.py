@@ -15,6 +15,7 @@ import pytest
 
 from forgetless.train import PretrainConfig, pretrain
 from forgetless.train import trackers as trackers_module
+from trackers_readback import tensorboard, wandb_records
 
 SHORT = dict(steps=4, eval_every=2, log_every=2)  # train lines at 2, 4; eval points at 0, 2, 4
 
@@ -46,38 +47,6 @@ def _jsonl(out: Path) -> tuple[dict[int, float], dict[int, float]]:
     return train, forgetting
 
 
-def _tensorboard(out: Path) -> dict[str, dict[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(out / "tensorboard"))
-    acc.Reload()
-    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
-
-
-def _wandb_records(path: Path):
-    """The protobuf Records of a .wandb file: wandb's 7-byte header (':W&B', magic, version), then
-    LevelDB's log format: 32 KiB blocks of chunks, each crc32c(4) length(2, LE) type(1) payload,
-    type FULL=1 or FIRST=2, MIDDLE=3, LAST=4; a block tail under 7 bytes is padding."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B" and data[6] == 0, data[:7]
-    pos, parts = 7, b""
-    while pos + 7 <= len(data):
-        left = 32768 - pos % 32768
-        if left < 7:
-            pos += left
-            continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        parts += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(parts)
-            parts = b""
-            yield record
-
-
 def _wandb(out: Path) -> tuple[dict[str, dict[int, float]], dict, int | None]:
     """(history per key and step, config, exit code) of the run's one offline run directory."""
     import wandb
@@ -87,7 +56,7 @@ def _wandb(out: Path) -> tuple[dict[str, dict[int, float]], dict, int | None]:
     (path,) = run_dir.glob("run-*.wandb")
     history: dict[str, dict[int, float]] = {}
     config, exit_code = {}, None
-    for record in _wandb_records(path):
+    for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             for item in record.history.item:  # value_json, or a typed field in newer versions
@@ -132,7 +101,7 @@ def test_tracker_holds_the_runs_metrics(corpus_dir, tmp_path, tiny, tracker) -> 
                                          trackers=[tracker], out_dir=out))
     assert result.status == "done"
     if tracker == "tensorboard":
-        _check(_tensorboard(out), out, rel=1e-6)  # event files hold float32
+        _check(tensorboard(out / "tensorboard"), out, rel=1e-6)  # event files hold float32
     elif tracker == "wandb":
         history, config, exit_code = _wandb(out)
         _check(history, out, rel=1e-12)
@@ -169,7 +138,7 @@ def test_failed_run_closes_every_tracker(corpus_dir, tmp_path, tiny, monkeypatch
         pretrain(cfg, on_eval=kill_at_2)
     train, forgetting = _jsonl(out)
     assert train.keys() == {2} and forgetting.keys() == {0, 2}
-    events = _tensorboard(out)  # flushed by close: the writer's queue would otherwise hold them
+    events = tensorboard(out / "tensorboard")  # flushed by close: the writer's queue would otherwise hold them
     assert events["train/loss"] == pytest.approx(train, rel=1e-6)
     history, _, exit_code = _wandb(out)
     assert history["eval/forgetting"] == pytest.approx(forgetting, rel=1e-12)

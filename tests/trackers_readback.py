@@ -39,7 +39,7 @@ def tensorboard(log_dir: Path) -> dict[str, dict[int, float]]:
     return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
-def _wandb_records(path: Path):
+def wandb_records(path: Path):
     """The protobuf Records of a .wandb file: wandb's 7-byte header (':W&B', magic, version), then
     LevelDB's log format: 32 KiB blocks of chunks, each crc32c(4) length(2, LE) type(1) payload,
     type FULL=1 or FIRST=2, MIDDLE=3, LAST=4; a block tail under 7 bytes is padding."""
@@ -73,7 +73,7 @@ def wandb(wandb_dir: Path) -> dict[str, dict[int, float]]:
     (run_dir,) = (wandb_dir / "wandb").glob("offline-run-*")
     (path,) = run_dir.glob("run-*.wandb")
     history: dict[str, dict[int, float]] = {}
-    for record in _wandb_records(path):
+    for record in wandb_records(path):
         if record.WhichOneof("record_type") != "history":
             continue
         row = {}
