@@ -13,13 +13,14 @@ Peak RSS is the child's ru_maxrss (resource.getrusage(RUSAGE_CHILDREN)); time pe
 median gap between consecutive per-step train records (log_every 1) that span no evaluation.
 
     python benchmarks/memory_135m.py [--steps 2] [--eval-every 2] [--eval-tokens 32768] [--work DIR]
-    python benchmarks/memory_135m.py --long --steps 1 --eval-every 1 --eval-tokens 2048 --batch-size 2
+    python benchmarks/memory_135m.py --long --steps 1 --eval-every 1 --eval-tokens 2048 --batch-size 5
 
 --long trains on full-length records instead of arith's ~65-token ones: a chat-format jsonl
 (`messages`, user question and a long assistant answer of standard-library text, >= 1024 tokens
 each) is written and given as --task FILE, so every training forward is seq_len 1024 wide.
---batch-size 2 then keeps the step short on a CPU: the memory plan's forward piece at seq 1024 is
-the same as with batch 128 (the batch is cut into such pieces), so the peak is that of the default.
+--batch-size 5 then keeps the step short on a CPU: with a 1 GiB activation budget the memory plan
+cuts batches into pieces of 5 x 1024 tokens (the header's micro_batch), so one piece of 5 rows is
+what a batch-128 step runs 26 times over: the peak is that of the default.
 
 The tokenizer and model are built once under --work and reused. Goal (issue 14): peak RSS <= 6 GB.
 """
