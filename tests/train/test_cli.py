@@ -45,7 +45,7 @@ def test_pretrain_then_finetune_from_the_command_line(corpus_dir, tmp_path) -> N
 def test_user_errors_exit_2_without_traceback(tmp_path) -> None:
     cases = [
         (["pretrain", "--optimizer", "adam", "--out", str(tmp_path / "x")], "allowed: adamw"),
-        (["pretrain", "--model", "huge", "--out", str(tmp_path / "x")], "allowed: nano, micro, small, gpt2-small"),
+        (["pretrain", "--model", "huge", "--out", str(tmp_path / "x")], "allowed: nano, micro, small, medium, gpt2-small"),
         (["pretrain", "--tokens", "lots", "--out", str(tmp_path / "x")], "tokens must be a count like 5M"),
         (["pretrain", "--model", "nano"], "out_dir (--out): Field required"),
         (["pretrain", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")], "no such file"),

@@ -52,7 +52,7 @@ def test_yaml_round_trip(tmp_path) -> None:
 
 @pytest.mark.parametrize("field, value, expected", [
     ("optimizer", "adam", "optimizer: optimizer 'adam' is unknown; allowed: adamw,"),
-    ("model", "tiny", "model: model 'tiny' is not a preset; allowed: nano, micro, small, gpt2-small"),
+    ("model", "tiny", "model: model 'tiny' is not a preset; allowed: nano, micro, small, medium, gpt2-small"),
     ("trackers", ["neptune"], "trackers: trackers ['neptune'] are unknown; allowed: tensorboard, wandb, mlflow"),
     ("device", "tpu", "device: device 'tpu' is unknown; allowed: auto, cpu, cuda"),
     ("lr", -1.0, "lr: Input should be greater than 0"),
