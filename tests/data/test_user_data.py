@@ -315,6 +315,13 @@ def test_finetune_cli_on_a_chat_jsonl(tmp_path, chat_tokenizer, text_folder):
                                      "--out", str(tmp_path / f"bad{len(task)}")])
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output and "columns" in result.output, result.output
+    # The same odd file with --columns mapping its columns to prompt/completion trains.
+    odd = write(tmp_path / "odd40.jsonl", [{"question": f"q {i}", "reply": f"r {i}"} for i in range(40)])
+    result = runner.invoke(app, ["finetune", str(base), "--task", str(odd), "--columns",
+                                 "question=prompt,reply=completion", *common, "--out", str(tmp_path / "mapped")])
+    assert result.exit_code == 0, result.output
+    saved = (tmp_path / "mapped" / "config.yaml").read_text()
+    assert "question: prompt" in saved and "reply: completion" in saved
 
 
 def test_template_that_rewrites_past_replies_learns_the_last_one(chat_tokenizer):

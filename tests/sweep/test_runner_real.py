@@ -22,8 +22,6 @@ from forgetless.sweep.runner import run_sweep
 from forgetless.sweep.store import Store
 from forgetless.sweep.study import load_study
 
-pytest.importorskip("forgetless.train")
-
 
 def tiny_study(corpus: str, out: Path) -> dict:
     return {

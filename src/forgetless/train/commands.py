@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from forgetless.errors import UserError
+from forgetless.optim import OPTIMIZERS
 from forgetless.train.config import FinetuneConfig, PretrainConfig, format_validation_error
 
 _err = Console(stderr=True)
@@ -135,7 +136,7 @@ MICRO = ("Sequences per forward/backward; each batch is cut into pieces this siz
          "is the same. (default: sized from the model and free memory)")
 EVAL_BATCH = "Sequences per evaluation batch. (default: --batch-size)"
 CHECKPOINTING = "Recompute activations in the backward to save memory. (default: on from 100M parameters)"
-OPTIMIZER = dict(help="Optimizer (see `forgetless optimizers`): adamw, muon, signsgd, lion, sgd, coltop1, rowtop1, colnorm, rownorm.")
+OPTIMIZER = dict(help=f"Optimizer (see `forgetless optimizers`): {', '.join(OPTIMIZERS)}.")
 
 
 def register(app: typer.Typer) -> None:

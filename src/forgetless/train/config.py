@@ -1,7 +1,7 @@
 """Typed run configurations: `PretrainConfig` and `FinetuneConfig`, loaded from and saved to YAML.
 
 Fields left as None are filled by `resolved()` from defaults that depend on the model (paper
-appendix A.1.1 for GPT-2 scale, the CPU pilot of DESIGN.md for the small presets); the run
+appendix A.1.1 for GPT-2 scale, the CPU pilot of docs/pilot.md for the small presets); the run
 directory's `config.yaml` is the fully resolved config, so a run can be repeated exactly.
 """
 

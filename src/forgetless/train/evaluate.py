@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from forgetless.data import sample_batch
+from forgetless.data.sft import IGNORE_INDEX as IGNORE
 
 EVAL_SEED = 1234  # fixed: eval windows must not depend on the run's seed
-IGNORE = -100
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (input_ids, targets) with targets already shifted
 
@@ -63,19 +63,7 @@ def chunked_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, targets: t
     `chunk_bytes`. For evaluation (no_grad): a 64 × 1024 batch over a 49k vocabulary would
     otherwise hold 13 GB of fp32 logits. Falls back to `lm_loss_sum` when the model's logits are
     not a plain head of its hidden states (see PLAIN_HEAD)."""
-    split = head_split(model)
-    if split is None:
-        return lm_loss_sum(model, input_ids, targets)
-    base, head = split
-    hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state
-    keep = targets != IGNORE
-    h, y = hidden[keep], targets[keep]
-    rows = max(1, chunk_bytes // (4 * head.weight.shape[0]))
-    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for i in range(0, len(y), rows):
-        logits = head(h[i:i + rows]).float()
-        total = total + F.cross_entropy(logits, y[i:i + rows], reduction="sum")
-    return total, keep.sum()
+    return _head_chunks(model, input_ids, targets, chunk_bytes, recompute=False)
 
 
 def _head_loss(head: torch.nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -90,6 +78,13 @@ def chunked_train_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, targ
     a 49k vocabulary are 0.4 GB per fp32 copy, and the plain loss holds about four. The same sum
     and gradient as `lm_loss_sum` up to float rounding. One process only: under DDP the forward
     must go through the wrapper (its hooks sync the gradients), so `run_job` uses the plain loss."""
+    return _head_chunks(model, input_ids, targets, chunk_bytes, recompute=True)
+
+
+def _head_chunks(model: torch.nn.Module, input_ids: torch.Tensor, targets: torch.Tensor,
+                 chunk_bytes: int, recompute: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both chunked losses: base once, then head + cross-entropy per chunk of scored positions,
+    under activation checkpointing when `recompute` (training) so the backward holds one chunk."""
     split = head_split(model)
     if split is None:
         return lm_loss_sum(model, input_ids, targets)
@@ -100,8 +95,11 @@ def chunked_train_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, targ
     rows = max(1, chunk_bytes // (4 * head.weight.shape[0]))
     total = hidden.new_zeros((), dtype=torch.float32)
     for i in range(0, len(y), rows):
-        total = total + torch.utils.checkpoint.checkpoint(_head_loss, head, h[i:i + rows], y[i:i + rows],
-                                                          use_reentrant=False)
+        if recompute:
+            total = total + torch.utils.checkpoint.checkpoint(_head_loss, head, h[i:i + rows], y[i:i + rows],
+                                                              use_reentrant=False)
+        else:
+            total = total + _head_loss(head, h[i:i + rows], y[i:i + rows])
     return total, keep.sum()
 
 

@@ -121,8 +121,8 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     info = describe_base(cfg.base)
     cfg = cfg.resolved(info)
     device, run = runtime.start(cfg)
-    train_records = load_task(cfg.task, "train", n=cfg.train_n, seed=cfg.task_seed)
-    eval_records = load_task(cfg.task, "validation", n=cfg.eval_n, seed=cfg.task_seed)
+    train_records = load_task(cfg.task, "train", n=cfg.train_n, seed=cfg.task_seed, columns=cfg.columns)
+    eval_records = load_task(cfg.task, "validation", n=cfg.eval_n, seed=cfg.task_seed, columns=cfg.columns)
     acc_records = [r for r in eval_records if r.answer is not None][: cfg.accuracy_n]
     if cfg.accuracy and not acc_records:
         raise ValueError(f"accuracy: task {cfg.task!r} has no records with a checkable answer; "

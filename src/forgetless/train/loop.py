@@ -118,8 +118,9 @@ class Job:
     intro: list[str] | None = None               # first console lines (e.g. the reference text)
 
 
-class Diverged(Exception):
-    pass
+class TrainLossDiverged(Exception):
+    """The *training* loss passed `diverge_factor` x its first logged value (or is not finite);
+    a sweep watches the eval loss with its own factor (sweep.cell.EvalLossDiverged)."""
 
 
 def pieces(batches: list[Batch], plan: MemoryPlan, world: int = 1) -> list[Batch]:
@@ -273,7 +274,7 @@ def run_job(job: Job) -> RunResult:
                 value = float(loss_sum) / max(n_total, 1)
                 first_loss = value if first_loss is None else first_loss
                 if not math.isfinite(value) or (cfg.diverge_factor and value > cfg.diverge_factor * first_loss):
-                    raise Diverged(f"training loss {value:.4g} at step {step} (first loss {first_loss:.4g})")
+                    raise TrainLossDiverged(f"training loss {value:.4g} at step {step} (first loss {first_loss:.4g})")
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
                 if step % cfg.log_every == 0 or step == steps:
                     rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
@@ -294,7 +295,7 @@ def run_job(job: Job) -> RunResult:
                     run.write_status("running", step=step, steps=steps, final_checkpoint=last_ckpt)
             if boundary:
                 window_tokens, window_start = 0, time.perf_counter()  # the next rate excludes evaluation and saving
-    except Diverged as why:
+    except TrainLossDiverged as why:
         run.append_metrics({"kind": "status", "status": "diverged", "step": step, "reason": str(why)})
         for tracker in trackers:  # the trackers close as finished: say that it diverged
             tracker.log({"train/diverged": 1.0}, step)
