@@ -78,9 +78,9 @@ def test_loads_yaml_file_and_presets(tmp_path):
     assert {"quick", "cpu-full", "gpt2", "llama2-7b"} <= set(preset_names())
     quick = expand(load_study("quick"))
     pretrained = {c["config"]["optimizer"] for c in quick if c["kind"] == "pretrain"}
-    assert pretrained == {"adamw", "muon"}
+    assert pretrained == {"adamw", "muon", "coltop1"}  # coltop1 for the activation probe only
     # Three pretraining seeds per optimizer: three units of evidence, the fewest a verdict needs.
-    assert sorted(c["config"]["seed"] for c in quick if c["kind"] == "pretrain") == [0, 0, 1, 1, 2, 2]
+    assert sorted(c["config"]["seed"] for c in quick if c["kind"] == "pretrain") == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     full = expand(load_study("cpu-full"))
     assert {c["config"]["optimizer"] for c in full if c["kind"] == "pretrain"} == {"adamw", "muon", "coltop1"}
     assert {c["meta"]["base"] for c in quick if c["kind"] == "finetune"} == {
