@@ -97,3 +97,16 @@ def test_size_from_name(name, size):
 def test_uncached_hub_name_gets_the_grid_of_its_size():
     rec = recommend("meta-llama/Llama-2-7b-hf")  # not cached: the name gives 7B
     assert rec.lr_grid == [1e-5, 2e-5, 5e-5, 1e-4] and rec.n_parameters == 7_000_000_000
+
+
+def test_unknown_fingerprint_reason_names_the_feature_not_a_false_inequality():
+    from forgetless.analysis.fingerprint import Prediction
+    from forgetless.recommend.advise import unknown_reason
+
+    out = [{"feature": "attn_in_sv10", "value": 0.27, "lo": 0.015, "hi": 0.087, "excess_sigma": 3.0},
+           {"feature": "norm_gain_dev", "value": 0.0, "lo": 0.0074, "hi": 0.11, "excess_sigma": None}]
+    pred = Prediction("unknown", {"l2->l2": 1.0}, 1.47, 3.15, "weights", out_of_range=out)
+    # None stands for "untrained": beyond any number of sigmas, so it is the reason given.
+    assert "norm_gain_dev = 0, outside their range 0.0074..0.11" in unknown_reason(pred)
+    far = Prediction("unknown", {"l2->l2": 1.0}, 4.2, 3.15, "weights")
+    assert "distance 4.20 to the nearest family, beyond 3.15" in unknown_reason(far)

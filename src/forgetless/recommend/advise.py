@@ -9,6 +9,7 @@ optimizer fingerprint of the analysis box.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,10 +223,7 @@ def _fingerprint(model: str | Path, reasoning: list[str], module=None):
         reasoning.append(f"The fingerprint could not be computed for this checkpoint: {err}")
         return None
     if pred.family == "unknown":
-        reasoning.append(
-            "The fingerprint could not tell: the checkpoint is unlike the reference models it was "
-            f"calibrated on (distance {pred.distance:.2f} > {pred.unknown_distance:.2f})."
-        )
+        reasoning.append("The fingerprint could not tell: " + unknown_reason(pred) + ".")
         return None
     return family_members(pred.family)[0], pred.family, pred.probabilities[pred.family]
 
@@ -236,3 +234,14 @@ def _grid_for(n_params: int | None) -> tuple[list[float], list[float], str]:
         if size < bound:
             return list(full), list(lora), source
     raise AssertionError("the last grid has no upper bound")
+
+
+def unknown_reason(pred) -> str:
+    """Why the fingerprint said "unknown", in words: the feature furthest out of the references'
+    range, or the distance to the nearest family when no feature is out of range."""
+    worst = max(pred.out_of_range, key=lambda f: f.get("excess_sigma") or math.inf, default=None)
+    if worst is not None:
+        return (f"the checkpoint is unlike the reference models it was calibrated on ({worst['feature']} = "
+                f"{worst['value']:.4g}, outside their range {worst['lo']:.4g}..{worst['hi']:.4g})")
+    return (f"the checkpoint is unlike the reference models it was calibrated on (distance "
+            f"{pred.distance:.2f} to the nearest family, beyond {pred.unknown_distance:.2f})")
