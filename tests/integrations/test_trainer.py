@@ -6,7 +6,6 @@ import logging
 
 import pytest
 import torch
-import trackers_readback as rb
 from peft import LoraConfig, get_peft_model
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
@@ -17,6 +16,7 @@ from transformers import (
     TrainingArguments,
 )
 
+import trackers_readback as rb
 from forgetless.integrations import (
     ForgetlessTrainerMixin,
     ForgettingCallback,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import trackers_readback as rb
 from datasets import Dataset
 from peft import LoraConfig
 from test_trainer import (
@@ -20,6 +19,7 @@ from test_trainer import (
     _Windows,
 )
 
+import trackers_readback as rb
 from forgetless.integrations import (
     ForgetlessTrainerMixin,
     ForgettingCallback,
