@@ -177,9 +177,9 @@ def _cases(r: Path) -> list[tuple[list[str], dict, str]]:
         (["sweep", s("corrupt", bases=[{"name": "b", "checkpoint": tr, "optimizer": "adamw"}])], {},
          "truncated or corrupt"),
         # -- numbers that read as infinity --------------------------------------------------------
-        (["pretrain", "--tokens", "1e999", "--out", out], {}, "tokens must be a count"),
-        (["sweep", s("inf", pretrain0={"tokens": float("inf")})], {}, "finite token count"),
-        (["sweep", s("e400", pretrain0={"tokens": "1e400"})], {}, "finite token count"),
+        (["pretrain", "--tokens", "1e999", "--out", out], {}, "tokens must be a finite count"),
+        (["sweep", s("inf", pretrain0={"tokens": float("inf")})], {}, "tokens must be a finite count"),
+        (["sweep", s("e400", pretrain0={"tokens": "1e400"})], {}, "tokens must be a finite count"),
         (["pretrain", "--lr", "inf", "--out", out], {}, "lr"),
         (["pretrain", "--weight-decay", "inf", "--out", out], {}, "weight_decay"),
         (["pretrain", "--adamw-lr", "inf", "--out", out], {}, "adamw_lr"),

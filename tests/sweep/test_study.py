@@ -101,7 +101,7 @@ def test_loads_yaml_file_and_presets(tmp_path):
         ("finetune.methods", [], "finetune[0].methods", "at least 1"),
         ("finetune.methods.0.lrs", [1e-4, -3e-4], "finetune[0].methods[0].lrs", "positive"),
         ("finetune.bases", ["adamw", "lion"], "finetune[0].bases[1]", "no base named 'lion'"),
-        ("pretrain.0.tokens", "lots", "pretrain[0].tokens", "token count"),
+        ("pretrain.0.tokens", "lots", "pretrain[0].tokens", "tokens must be a count like 5M"),
         ("finetune.eval_every", 7, "eval_every", "larger than steps"),
         ("finetune.methods.1.rank", None, "rank", "needs a rank"),
         ("finetune.stepz", 3, "finetune[0].stepz", "Extra inputs"),

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from forgetless.counts import parse_count
 from forgetless.errors import UserError
 
 PRESET_DIR = "presets"
@@ -54,21 +53,7 @@ class _Strict(BaseModel):
 
 
 def _parse_count(value: Any) -> int:
-    """200k, 1.5M, 8B (or a plain integer) -> an int."""
-    if isinstance(value, bool):
-        raise ValueError("expected a token count such as 300000, 300k, 1.5M or 8B")
-    if isinstance(value, int | float):
-        n = float(value)
-    else:
-        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMbBgG]?)\s*", str(value))
-        if not m:
-            raise ValueError(f"expected a token count such as 300000, 300k, 1.5M or 8B; got {value!r}")
-        n = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}[m.group(2).lower()]
-    if not math.isfinite(n) or n >= 1e18:  # .inf, or 1e400 (which reads as inf)
-        raise ValueError(f"must be a finite token count such as 300k or 1.5M; got {value!r}")
-    if n <= 0 or n != int(n):
-        raise ValueError(f"must be a positive whole number of tokens; got {value!r}")
-    return int(n)
+    return parse_count(value, "tokens")
 
 
 def _check_optimizer(name: str) -> str:

@@ -14,34 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from forgetless.counts import parse_count
 from forgetless.models import PRESETS
 from forgetless.optim import OPTIMIZERS
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
-_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-
-
-def parse_count(value: Any, field: str = "tokens") -> int:
-    """'5M' -> 5_000_000, '200k' -> 200_000, '1.5B' -> 1_500_000_000; ints pass through."""
-    if isinstance(value, bool):
-        raise ValueError(f"{field} must be a count like 5M, 200k or 1000, got {value!r}")
-    if isinstance(value, int):
-        count = value
-    elif isinstance(value, float) and value.is_integer():
-        count = int(value)
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbg]?)\s*", str(value).lower())
-        if not match:
-            raise ValueError(f"{field} must be a count like 5M, 200k or 1000, got {value!r}")
-        number = float(match.group(1)) * _SUFFIX[match.group(2)]
-        if not number < 1e18:  # 1e999 reads as inf: not a count
-            raise ValueError(f"{field} must be a count like 5M, 200k or 1000, got {value!r}")
-        count = round(number)
-    if count <= 0:
-        raise ValueError(f"{field} must be positive, got {value!r}")
-    return count
-
-
 def _small(preset: str | None) -> bool:
     return preset in ("nano", "micro", "small")
 
