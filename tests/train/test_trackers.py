@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from accelerate.tracking import GeneralTracker
 
 from forgetless.train import PretrainConfig, pretrain
 from forgetless.train import trackers as trackers_module
@@ -102,6 +104,9 @@ def test_tracker_holds_the_runs_metrics(corpus_dir, tmp_path, tiny, tracker) -> 
     assert result.status == "done"
     if tracker == "tensorboard":
         _check(tensorboard(out / "tensorboard"), out, rel=1e-6)  # event files hold float32
+        (hparams,) = (out / "tensorboard").glob("*/hparams.yml")  # accelerate's config record
+        config = yaml.safe_load(hparams.read_text())
+        assert config["optimizer"] == "adamw" and config["steps"] == 4
     elif tracker == "wandb":
         history, config, exit_code = _wandb(out)
         _check(history, out, rel=1e-12)
@@ -152,16 +157,16 @@ def test_failed_run_closes_every_tracker(corpus_dir, tmp_path, tiny, monkeypatch
 def test_tracker_that_fails_to_open_closes_the_others(tmp_path, monkeypatch) -> None:
     pytest.importorskip("tensorboard")
     closed = []
-    real_close = trackers_module._TensorBoard.close
+    real_finish = trackers_module._TensorBoard.finish
 
-    def close(self):
+    def finish(self):
         closed.append(self)
-        real_close(self)
+        real_finish(self)
 
     def refuse(self, run_dir, config):
         raise RuntimeError("no wandb today")
 
-    monkeypatch.setattr(trackers_module._TensorBoard, "close", close)
+    monkeypatch.setattr(trackers_module._TensorBoard, "finish", finish)
     monkeypatch.setattr(trackers_module._Wandb, "__init__", refuse)
     monkeypatch.setattr(importlib.util, "find_spec", _find_spec(present={"wandb"}))
     with pytest.raises(RuntimeError, match="no wandb today"):
@@ -175,7 +180,7 @@ def test_how_a_run_ended_is_read_from_the_exception_in_flight() -> None:
     for error, expected in ((KeyboardInterrupt(), "killed"), (RuntimeError(), "failed")):
         try:
             raise error
-        except BaseException:  # what close() sees inside the loop's `finally`
+        except BaseException:  # what finish() sees inside the loop's `finally`
             assert ending(None) == expected
             assert ending(error) == "finished"  # in flight already when the tracker opened
 
@@ -184,8 +189,9 @@ def test_wandb_mode_from_the_environment_wins(tmp_path, monkeypatch) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "disabled")  # the user's setting replaces the offline default
     (tracker,) = trackers_module.open_trackers(["wandb"], tmp_path, {"seed": 0})
+    assert isinstance(tracker, GeneralTracker)  # accelerate's tracker interface
     tracker.log({"train/loss": 1.0}, 1)
-    tracker.close()
+    tracker.finish()
     assert tracker.run.disabled and not list(tmp_path.rglob("*.wandb"))
 
 

@@ -71,7 +71,7 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float,
 def train_step(model: torch.nn.Module, loss_fn: Callable, micro: list[Batch], opt: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[torch.Tensor],
                grad_clip: float | None, autocast: Callable, device: torch.device,
-               d: Dist = Dist()) -> tuple[torch.Tensor, int, int]:
+               d: Dist = Dist(), after_backward: Callable[[], None] | None = None) -> tuple[torch.Tensor, int, int]:
     """One optimizer step over the global micro-batches `micro` (see the module docstring); under
     torchrun each rank trains on its rows (see `distributed`).
 
@@ -90,6 +90,8 @@ def train_step(model: torch.nn.Module, loss_fn: Callable, micro: list[Batch], op
             # ranks' gradients are averaged, so each contributes world x its share of the sum
             (loss * (d.world / max(n_total, 1))).backward()
         loss_sum += loss.detach()
+    if after_backward is not None:  # a gradient term of the whole step (L2-SP), before clipping
+        after_backward()
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
@@ -116,6 +118,7 @@ class Job:
     memory: MemoryPlan | None = None             # how forwards fit in memory (default: plan_memory)
     header: dict[str, Any] | None = None         # what the run measures on (metrics.jsonl "header")
     intro: list[str] | None = None               # first console lines (e.g. the reference text)
+    after_backward: Callable[[], None] | None = None  # adds a penalty's gradient once per step (L2-SP)
 
 
 class TrainLossDiverged(Exception):
@@ -263,7 +266,8 @@ def run_job(job: Job) -> RunResult:
             phase, micro = "training", job.batches(step)
             width = max(x.shape[1] for x, _ in micro)
             loss_sum, n_total, n_tokens = train_step(model, loss_fn, pieces(micro, plan, d.world), opt, scheduler,
-                                                     params, cfg.grad_clip, autocast, job.device, d)
+                                                     params, cfg.grad_clip, autocast, job.device, d,
+                                                     job.after_backward)
             window_tokens += n_tokens
             tokens += n_tokens
             step += 1
@@ -315,7 +319,7 @@ def run_job(job: Job) -> RunResult:
         if bar is not None:
             bar.close()
         for tracker in trackers:
-            tracker.close()
+            tracker.finish()
     run.write_status("done", step=step, final_checkpoint=last_ckpt, wall_time=wall())
     say(best_line(run.points(), last_ckpt))
     return RunResult(run.path, "done", run.points(), last_ckpt)
