@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 from forgetless.data import SFTCollator, check_answer, load_task, prepare_pretraining_data
 from forgetless.data.tokenizer import tokenizer_hash
 from forgetless.models import apply_lora, load_model, merge_lora, resolve_checkpoint, set_dropout
-from forgetless.train import distributed, runtime
+from forgetless.train import distributed, remedies, runtime
 from forgetless.train.config import FinetuneConfig
 from forgetless.train.evaluate import (
     autocast_for,
@@ -139,6 +139,8 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     set_dropout(model, cfg.dropout)
     if lora:
         model = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    anchor = _anchor(cfg, model, info, resumed=resume_from is not None, device=device)
+    if lora:
         if resume_from is not None:
             adapter = resume_from / "adapter" if (resume_from / "adapter").is_dir() else resume_from
             peft.set_peft_model_state_dict(model, load_file(str(adapter / "adapter_model.safetensors")))
@@ -146,10 +148,15 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     autocast = autocast_for(device, cfg.precision)
     d, trained = distributed.spread(model, cfg.parallel, device, cfg.precision, lora=lora, shards=source)
     optimizer = runtime.make_optimizer(model, cfg, sharded=d.active)
+    if anchor is not None and d.strategy == "fsdp":
+        raise ValueError("l2sp / wise: not available with parallel 'fsdp' (sharded weights); use parallel 'ddp' "
+                         "or one process")
+    l2sp = remedies.L2SP(model, _knob(cfg, 'l2sp'), anchor) if _knob(cfg, 'l2sp') > 0 else None
     plan = runtime.plan_memory(model, cfg, device)
 
     vocab = model.get_input_embeddings().num_embeddings
-    _, forget_batches, by_source, reference = forgetting_reference(cfg, tokenizer, vocab)
+    forget, forget_batches, by_source, reference = forgetting_reference(cfg, tokenizer, vocab)
+    replay = _replay(cfg, forget)
     intro = [f"forgetting reference: {reference['corpus']} ({reference['mix']}), {reference['sample_tokens']:,} "
              f"tokens in {reference['windows']} windows of {reference['seq_len']}, in the model's own tokenizer "
              f"({reference['corpus_val_tokens']:,} held-out tokens in the corpus)"]
@@ -158,13 +165,30 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     learn_batches = [shift_sft_batch(collator(eval_records[i:i + step_b])) for i in range(0, len(eval_records), step_b)]
     prompts = [p for i in range(0, len(acc_records), step_b) for p in prompt_ids(collator(acc_records[i:i + step_b]))]
 
+    replay_widths: dict[int, list[int]] = {}  # step -> width of each micro-batch (replay cost)
+
     def batches(step: int):
         first = step * cfg.grad_accum * cfg.batch_size
         out = []
         for i in range(cfg.grad_accum):
             idx = sft_order(len(train_records), cfg.seed, first + i * cfg.batch_size, cfg.batch_size)
-            out.append(shift_sft_batch(collator([train_records[j] for j in idx])))
+            batch = shift_sft_batch(collator([train_records[j] for j in idx]))
+            if replay is not None:
+                batch, _ = replay(batch, step * cfg.grad_accum + i)
+            out.append(batch)
+        replay_widths[step] = [x.shape[1] for x, _ in out]
         return out
+
+    def replay_cost() -> dict[str, int]:
+        """Replay sequences and tokens so far (steps of a resumed run's earlier life rebuilt)."""
+        done = max(replay_widths) + 1 if replay_widths else 0
+        for k in range(done):
+            if k not in replay_widths:
+                batches(k)
+        tokens = sum(remedies.replay_count(_knob(cfg, 'replay'), cfg.batch_size, k * cfg.grad_accum + i) * w
+                     for k in range(done) for i, w in enumerate(replay_widths[k]))
+        return {"replay_sequences": remedies.replay_total(_knob(cfg, 'replay'), cfg.batch_size, done * cfg.grad_accum),
+                "replay_tokens": tokens}
 
     def evaluate() -> dict[str, Any]:
         point = {"forgetting": mean_loss(model, forget_batches, device, autocast, d, plan.eval_tokens),
@@ -176,6 +200,10 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
             texts = greedy_answers(model, tokenizer, prompts, cfg.max_new_tokens, device, step_b,
                                    synced=d.strategy == "fsdp")
             point["accuracy"] = sum(check_answer(cfg.task, r, t) for r, t in zip(acc_records, texts, strict=True)) / len(texts)
+        if replay is not None:
+            point.update(replay_cost())
+        if l2sp is not None:
+            point["l2sp_sq_distance"] = l2sp.sq_distance()
         return point
 
     def write_model(path: Path) -> None:
@@ -190,5 +218,63 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
 
     job = Job(cfg=cfg, run=run, model=trained, optimizer=optimizer, batches=batches, evaluate=evaluate,
               write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval, dist=d,
-              memory=plan, header={"base": cfg.base, "task": cfg.task, "reference": reference}, intro=intro)
-    return run_job(job)
+              memory=plan, header={"base": cfg.base, "task": cfg.task, "reference": reference}, intro=intro,
+              after_backward=l2sp.add_gradient if l2sp is not None else None)
+    result = run_job(job)
+    if _knob(cfg, 'wise') and result.status == "done":
+        result = _wise(cfg, model, anchor, evaluate, run if d.main else run.follower(), on_eval, result)
+    return result
+
+
+def _knob(cfg: FinetuneConfig, name: str):
+    """A remedy's setting (0 / no α when the config predates the remedies' fields)."""
+    return getattr(cfg, name, [] if name == "wise" else 0.0)
+
+
+def _anchor(cfg: FinetuneConfig, model, info: dict[str, Any], resumed: bool, device):
+    """θ₀ of the trainable parameters, when L2-SP or (full) WiSE needs it: the pretrained weights
+    (reloaded from the base when a full finetune resumes from its own checkpoint), or LoRA's
+    initial adapters (made from the seed, before a resumed run loads its adapters). On the
+    training device for L2-SP, which reads it every step; on the CPU for WiSE alone."""
+    lora = cfg.method == "lora"
+    if not _knob(cfg, 'l2sp') > 0 and not (_knob(cfg, 'wise') and not lora):
+        return None
+    where = device if _knob(cfg, 'l2sp') > 0 else "cpu"
+    if resumed and not lora:
+        base, _ = load_model(info["checkpoint"])
+        names = {n for n, _ in remedies.trainable(model)}
+        return {n: p.detach().to(where) for n, p in base.named_parameters() if n in names}
+    return remedies.anchor_of(model, where)
+
+
+def _replay(cfg: FinetuneConfig, forget):
+    """The replay mixer on the reference's training split, or None when replay is 0."""
+    if not _knob(cfg, 'replay') > 0:
+        return None
+    if cfg.forget_balance:
+        raise ValueError(f"replay: the forgetting sample of this base takes windows from both splits of "
+                         f"{cfg.forget_corpus} (forget_balance), so no training split is left to replay from "
+                         "without replaying measured text; set forget_balance false (forgetting on the held-out "
+                         "split alone) to use replay")
+    return remedies.Replay(forget.train, _knob(cfg, 'replay'), cfg.batch_size, cfg.seed)
+
+
+def _wise(cfg: FinetuneConfig, model, anchor, evaluate, run, on_eval, result: RunResult) -> RunResult:
+    """WiSE-FT points of a finished finetune, one per α of _knob(cfg, 'wise') (those already in
+    metrics.jsonl, from a run cut during this stage, are not measured again)."""
+    trajectory = [p for p in result.points if "wise" not in p]
+    last = trajectory[-1] if trajectory else {"step": cfg.steps, "tokens": None}
+    base_f = trajectory[0].get("forgetting") if trajectory and trajectory[0]["step"] == 0 else None
+    if cfg.method == "lora":
+        anchor = remedies.lora_base_state(remedies.anchor_of(model))
+    done = [p["wise"] for p in result.points if "wise" in p]
+    for alpha, measured in remedies.wise_points(model, anchor, _knob(cfg, 'wise'), evaluate, done):
+        point = {"kind": "eval", "step": remedies.wise_step(_knob(cfg, 'wise').index(alpha)), "wise": alpha,
+                 "finetune_step": last["step"], "tokens": last.get("tokens"), **measured,
+                 "wise_evaluations": len(_knob(cfg, 'wise'))}
+        if isinstance(point.get("forgetting"), float) and base_f is not None:
+            point["forgetting_delta"] = point["forgetting"] - base_f
+        run.append_metrics(point)
+        if on_eval is not None:
+            on_eval(point)
+    return RunResult(result.out_dir, result.status, run.points(), result.final_checkpoint)
