@@ -1,6 +1,6 @@
 """Frontier panels leave the shared step-0 point out of every method's cloud and mark it once."""
 
-from forgetless.sweep.frontier import panels
+from forgetless.analysis.frontier import panels
 
 
 def _point(method, step, f, y):

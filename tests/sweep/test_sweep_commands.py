@@ -11,8 +11,8 @@ import yaml
 from _fake_train import fake_executor
 from typer.testing import CliRunner
 
+from forgetless.analysis.frontier import panels, summarize
 from forgetless.cli import app  # the root command: user errors become one line, exit code 2
-from forgetless.sweep.frontier import panels, summarize
 from forgetless.sweep.runner import run_sweep
 from forgetless.sweep.store import Store
 from forgetless.sweep.study import load_study

@@ -1,16 +1,17 @@
-"""Analysis of trained models and of sweep results."""
+"""Analysis of trained models and of sweep results.
 
-from forgetless.analysis.activations import ActivationProbe as ActivationProbe
-from forgetless.analysis.activations import ActivationReport as ActivationReport
-from forgetless.analysis.activations import probe_activations as probe_activations
-from forgetless.analysis.activations import token_windows as token_windows
-from forgetless.analysis.fingerprint import Prediction as Prediction
-from forgetless.analysis.fingerprint import Reference as Reference
-from forgetless.analysis.fingerprint import model_features as model_features
-from forgetless.analysis.memorization import evaluate_blocks as evaluate_blocks
-from forgetless.analysis.memorization import greedy_generate as greedy_generate
-from forgetless.analysis.memorization_run import MemorizationConfig as MemorizationConfig
-from forgetless.analysis.memorization_run import run_memorization as run_memorization
+Importing the package is cheap (numpy only): the Pareto maths and the frontier panels are
+re-exported here; the modules that need torch and transformers are imported by name where they
+are used:
+
+    forgetless.analysis.activations     ActivationProbe, probe_activations, token_windows
+    forgetless.analysis.spectrum        weight_spectra, summarize_spectra, MatrixSpectrum
+    forgetless.analysis.fingerprint     model_features, Prediction, Reference
+    forgetless.analysis.memorization    evaluate_blocks, greedy_generate
+    forgetless.analysis.memorization_run  MemorizationConfig, run_memorization
+"""
+
+from forgetless.analysis.frontier import Panel, panels, summarize
 from forgetless.analysis.pareto import (
     best_lr_mask,
     default_reference,
@@ -23,19 +24,19 @@ from forgetless.analysis.pareto import (
     robust_frontier,
     robust_mask,
 )
-from forgetless.analysis.spectrum import MatrixSpectrum as MatrixSpectrum
-from forgetless.analysis.spectrum import summarize_spectra as summarize_spectra
-from forgetless.analysis.spectrum import weight_spectra as weight_spectra
 
 __all__ = [
+    "Panel",
     "best_lr_mask",
     "default_reference",
     "dominated_share",
     "forgetting_at_learning",
     "hypervolume",
     "learning_within_forgetting",
+    "panels",
     "pareto_mask",
     "pareto_set",
     "robust_frontier",
     "robust_mask",
+    "summarize",
 ]

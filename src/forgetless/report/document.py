@@ -56,7 +56,7 @@ def pretrain_section(pretrain: list[dict]) -> Section:
 
 
 def frontier_sections(points: list[dict], store_points: list[dict], fig_dir: Path) -> list[Section]:
-    from forgetless.sweep import frontier as fr
+    from forgetless.analysis import frontier as fr
 
     from .figures import forgetting_sources, points_by_lr
     from .tables import forgetting_by_source

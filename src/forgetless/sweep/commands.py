@@ -153,7 +153,7 @@ def frontier_cmd(
     sweep_dir: Path = typer.Option(None, "--dir", help=OUT_HELP),
 ) -> None:
     """Pareto frontiers per (base, task): tables, and a figure like the paper's Figures 2, 3, 6."""
-    from forgetless.sweep import frontier as fr
+    from forgetless.analysis import frontier as fr
 
     if metric not in ("loss", "accuracy"):
         typer.echo(f"--metric must be loss or accuracy; got {metric!r}", err=True)
