@@ -247,3 +247,35 @@ def test_every_none_measures_with_each_evaluation(tmp_path):
     evals = [r["step"] for r in history if "eval_loss" in r]
     assert 3 in evals  # eval_steps=3 (the Trainer also evaluates at the last step)
     assert [r["step"] for r in history if "eval_forgetting_loss" in r] == [0] + evals
+
+
+def test_delta_after_resume_is_from_the_base_model(tmp_path):
+    """A run resumed from a checkpoint keeps the base model's loss (persisted in the checkpoint's
+    trainer_state.json) as the delta's origin, not the resumed model's loss."""
+    tok = _tokenizer()
+    base = _hf_reference_loss(_model("x"), tok, REFERENCE)  # independent: HF's loss, fresh weights
+
+    def trainer(callback):
+        model = _model("x")  # the user's script starts from the base weights both times
+        args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, save_steps=2,
+                                 per_device_train_batch_size=4, logging_steps=1, report_to=[],
+                                 use_cpu=True, disable_tqdm=True, learning_rate=1e-2)
+        t = Trainer(model=model, args=args, train_dataset=_Windows(tok),
+                    optimizers=(create_optimizer(model, lr=1e-2), None))
+        callback.attach(t)
+        return t
+
+    first = ForgettingCallback(REFERENCE, tok, every=2, seq_len=SEQ, batch_size=4)
+    trainer(first).train()
+    at_2 = first.history[1]["forgetting"]
+    assert abs(at_2 - base) > 1e-2  # measuring the resumed model as "base" would be caught
+    second = ForgettingCallback(REFERENCE, tok, every=2, seq_len=SEQ, batch_size=4)
+    resumed = trainer(second)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    final = _hf_reference_loss(resumed.model, tok, REFERENCE)
+    assert [h["step"] for h in second.history] == [0, 2, 4]
+    assert second.history[0]["forgetting"] == pytest.approx(base, rel=1e-4)
+    assert second.history[-1]["forgetting"] == pytest.approx(final, rel=1e-4)
+    assert second.history[-1]["delta"] == pytest.approx(final - base, abs=1e-4)
+    logged = [r for r in resumed.state.log_history if r.get("step") == 4 and "eval_forgetting_delta" in r]
+    assert logged[-1]["eval_forgetting_delta"] == pytest.approx(final - base, abs=1e-4)

@@ -9,7 +9,10 @@
 Forgetting is the token-weighted mean loss on a fixed reference sample of pretraining-like text,
 the same measure `forgetless finetune` uses. The sample is tokenised and cut into windows once, so
 every measurement sees the same tokens; it is taken before the first step (the base model's loss)
-and every `every` steps (or, with `every=None`, whenever the Trainer evaluates).
+and every `every` steps (or, with `every=None`, whenever the Trainer evaluates). On
+`trainer.train(resume_from_checkpoint=...)` the earlier measurements, the base model's first, are
+read back from the checkpoint's `trainer_state.json` (its `log_history`), so the delta stays the
+change from the base model, not from the resumed one.
 
 Where the numbers go. Each measurement is one log record of the Trainer at its step:
 `eval_forgetting_loss`, `eval_forgetting_delta` (the change from the base model's loss, in nats)
@@ -140,9 +143,29 @@ class ForgettingCallback(TrainerCallback):
                         "reaches state.log_history but not the report_to trackers %s; call "
                         "cb.attach(trainer) before train(), or use ForgetlessTrainerMixin.", trackers)
 
+    def _restore(self, state) -> None:
+        """On a resume, the measurements the checkpoint's trainer_state.json holds (every one is a
+        log record, attached or not): the first is the base model's loss, measured once before the
+        first step. The resumed model's loss is not the base's, so it must not replace it."""
+        for record in state.log_history:
+            if f"{PREFIX}_loss" not in record:
+                continue
+            entry = {"step": record["step"], "forgetting": record[f"{PREFIX}_loss"],
+                     "delta": record.get(f"{PREFIX}_delta", 0.0)}
+            if isinstance(self.reference, dict):
+                entry["by_source"] = {name: record[f"{PREFIX}_loss_{name}"] for name in self.reference
+                                      if f"{PREFIX}_loss_{name}" in record}
+            self.history.append(entry)
+
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.batches is None:
             self._prepare(processing_class or kwargs.get("tokenizer"))
+        if not self.history and state.global_step > 0:  # resumed from a checkpoint
+            self._restore(state)
+            if not self.history:
+                log.warning("forgetless: the checkpoint at step %d holds no base forgetting loss (it "
+                            "was trained without ForgettingCallback); the delta is measured from the "
+                            "resumed model, not the base model.", state.global_step)
         if not self.history:
             self._emit(args, state, control, self._measure(model, state.global_step))
 
