@@ -55,6 +55,8 @@ def panels(points: list[dict], metric: str = "loss") -> list[Panel]:
         meta = p.get("meta") or {}
         if p["kind"] != "finetune" or p.get(key) is None:
             continue
+        if (p.get("extra") or {}).get("wise") is not None:  # WiSE-FT: interpolated after the run, not
+            continue                                         # a trajectory point (forgetless compare)
         k = (meta.get("base"), meta.get("task"))
         info.setdefault(k, meta)
         groups.setdefault(k, {}).setdefault(p["method"], []).append(p)

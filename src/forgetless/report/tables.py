@@ -50,7 +50,7 @@ def finetune_rows(store: Store, study: str) -> list[dict]:
     runs = {r["cell_id"]: r for r in store.runs(study)}
     out = []
     for p in store.points(study=study):
-        if p["kind"] != "finetune":
+        if p["kind"] != "finetune" or (p.get("extra") or {}).get("wise") is not None:  # WiSE: forgetless compare
             continue
         meta = p.get("meta") or {}
         config = runs[p["run_id"]]["config"] if p["run_id"] in runs else {}

@@ -39,8 +39,14 @@ def _loss_of(cell: dict, point: dict) -> float | None:
 def first_loss(store: Store, cell: dict) -> float | None:
     """The loss of the cell's first point in the store (an interrupted attempt's start stays the
     start of the divergence check when the cell resumes)."""
-    earlier = store.points(run_id=cell["cell_id"])
+    earlier = [p for p in store.points(run_id=cell["cell_id"]) if not is_wise(p)]
     return _loss_of(cell, earlier[0]) if earlier else None
+
+
+def is_wise(point: dict) -> bool:
+    """A WiSE-FT point (weights interpolated after the run, forgetless.train.remedies), not a
+    point of the trajectory: its `wise` key (in `extra` when read back from the store)."""
+    return point.get("wise") is not None or (point.get("extra") or {}).get("wise") is not None
 
 
 def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: float | None,
@@ -56,7 +62,7 @@ def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: fl
 
     def on_eval(point: dict) -> None:
         on_point(point)
-        loss = _loss_of(cell, point)
+        loss = None if is_wise(point) else _loss_of(cell, point)  # WiSE points are not training
         if loss is None:
             return
         if start["loss"] is None:
