@@ -11,6 +11,7 @@ the evaluation prompt — the first P tokens of a block — is exactly what the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -20,6 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, Field, field_validator, model_validator
+
+from forgetless.data import corrupt_blocks, prepare_pretraining_data
+from forgetless.data.sft import IGNORE_INDEX
+from forgetless.models import build_model
+from forgetless.optim import build
+from forgetless.train.evaluate import lm_loss_sum
+from forgetless.train.loop import cosine_schedule, train_step
 
 from .memorization import block_losses, block_view, evaluate_blocks
 
@@ -61,18 +69,8 @@ class MemorizationConfig(BaseModel):
         return self
 
 
-def _schedule(step: int, total: int, warmup: float) -> float:
-    """Linear warm-up over `warmup`·total steps, then cosine to zero."""
-    w = max(1, int(warmup * total))
-    if step < w:
-        return (step + 1) / w
-    return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
-
-
 def prepare_corpus(cfg: MemorizationConfig) -> dict:
     """First `n_tokens` training tokens of the corpus, a share p of blocks permuted."""
-    from forgetless.data import corrupt_blocks, prepare_pretraining_data
-
     data = prepare_pretraining_data(cfg.corpus, vocab_size=cfg.vocab_size, progress=False)
     if len(data.train) < cfg.n_tokens:
         raise ValueError(f"n_tokens={cfg.n_tokens} exceeds the {len(data.train)} training tokens of {cfg.corpus!r}")
@@ -105,14 +103,17 @@ def eval_point(model, corpus: dict, cfg: MemorizationConfig, step: int) -> dict:
 
 def train_one(cfg: MemorizationConfig, corpus: dict, optimizer: str, lr: float,
               on_point: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train one model from scratch; evaluate at step 0 and every `eval_every` steps."""
-    from forgetless.models import build_model
-    from forgetless.optim import build
-
+    """Train one model from scratch with the training box's step and schedule; evaluate at step
+    0 and every `eval_every` steps."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.preset, corpus["vocab_size"]).to(cfg.device)
+    device = torch.device(cfg.device)
+    model = build_model(cfg.preset, corpus["vocab_size"]).to(device)
     opt = build(model, optimizer, lr=lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, cfg.steps, cfg.warmup))
+    # Warm-up of whole steps, rounded down and at least one (this experiment's rule since it had
+    # its own schedule; the training box rounds to nearest), cosine to zero after it.
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    sched = cosine_schedule(opt, cfg.steps, warm / cfg.steps, min_ratio=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
     blocks = corpus["blocks"]
     rng = np.random.default_rng((cfg.seed, 1))
     order, cursor = rng.permutation(len(blocks)), 0
@@ -130,15 +131,13 @@ def train_one(cfg: MemorizationConfig, corpus: dict, optimizer: str, lr: float,
             break
         if cursor + cfg.batch_size > len(order):  # next epoch, reshuffled
             order, cursor = rng.permutation(len(blocks)), 0
-        x = blocks[order[cursor : cursor + cfg.batch_size]].to(cfg.device)
+        x = blocks[order[cursor : cursor + cfg.batch_size]]
         cursor += cfg.batch_size
+        # Next-token targets of the whole block: the last position has none.
+        y = torch.cat([x[:, 1:], torch.full_like(x[:, :1], IGNORE_INDEX)], dim=1)
         model.train()
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        train_step(model, lm_loss_sum, [(x, y)], opt, sched, params, grad_clip=1.0,
+                   autocast=contextlib.nullcontext, device=device)
     return history
 
 
