@@ -8,8 +8,9 @@ from forgetless.integrations.optimizer import (
     optimizer_factory,
     resolve_family,
 )
+from forgetless.integrations.remedies import L2SPCallback, ReplayCollator, wise
 from forgetless.integrations.trainer import ForgetlessTrainerMixin
 
-__all__ = ["ForgetlessTrainerMixin", "ForgettingCallback", "HarnessCallback", "OptimizerFactory",
-           "create_optimizer", "harness_point", "harness_scores", "optimizer_factory",
-           "reference_batches", "resolve_family"]
+__all__ = ["ForgetlessTrainerMixin", "ForgettingCallback", "HarnessCallback", "L2SPCallback", "OptimizerFactory",
+           "ReplayCollator", "create_optimizer", "harness_point", "harness_scores", "optimizer_factory",
+           "reference_batches", "resolve_family", "wise"]
