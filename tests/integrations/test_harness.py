@@ -22,6 +22,8 @@ from transformers import (
 
 pytest.importorskip("lm_eval")
 
+import trackers_readback as rb  # noqa: E402
+from forgetless.integrations import ForgetlessTrainerMixin  # noqa: E402
 from forgetless.integrations.harness import (  # noqa: E402
     HarnessCallback,
     harness_point,
@@ -229,25 +231,62 @@ def test_bad_arguments(setup, monkeypatch):
         harness_scores(model, tok, ["tiny_mc"], include_path=setup["tasks"])
 
 
-def test_harness_callback_in_a_trainer_run(setup, tmp_path):
-    tok, model = setup["tok"], _model(seed=1)
-    base = brute_mc(model, tok, MC_DOCS[:4])
-    cb = HarnessCallback(["tiny_mc"], ["tiny_gen"], every=2, include_path=setup["tasks"], limit=4)
+def _train_data(tok):
     ids = []
     for d in MC_DOCS:
         ids += tok(f"Q: {d['question']}\nA: {d['choices'][d['answer']]}\n")["input_ids"]
     windows = [torch.tensor(ids[i : i + 16]) for i in range(0, len(ids) - 16, 16)]
-    data = [{"input_ids": w, "labels": w.clone()} for w in windows]
+    return [{"input_ids": w, "labels": w.clone()} for w in windows]
+
+
+def test_harness_callback_reaches_tensorboard(setup, tmp_path, monkeypatch):
+    """Every measurement is its own log record, so the Trainer's TensorBoard writer holds it
+    (read back from the event file), beside the Trainer's own lines."""
+    rb.local_trackers(monkeypatch, tmp_path)  # TensorBoard writes to tmp_path / "tb"
+    tok, model = setup["tok"], _model(seed=1)
+    base = brute_mc(model, tok, MC_DOCS[:4])
+    cb = HarnessCallback(["tiny_mc"], ["tiny_gen"], every=2, include_path=setup["tasks"], limit=4)
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4,
-                             logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
-                             disable_tqdm=True, learning_rate=1e-2)
-    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[cb],
-                      processing_class=tok)
+                             logging_steps=1, report_to=["tensorboard"], save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, learning_rate=1e-2)
+    trainer = Trainer(model=model, args=args, train_dataset=_train_data(tok), processing_class=tok)
+    cb.attach(trainer)
     trainer.train()
+    final = brute_mc(model.eval(), tok, MC_DOCS[:4])
     assert [h["step"] for h in cb.history] == [0, 2, 4]
     assert cb.history[0]["forgetting_accuracy"] == base
-    assert cb.history[-1]["forgetting_accuracy"] == brute_mc(model.eval(), tok, MC_DOCS[:4])
-    logged = [r for r in trainer.state.log_history if "forgetting_accuracy" in r]
-    assert [r["step"] for r in logged] == [0, 2, 4]
-    assert all("harness/tiny_gen" in r and "learning_accuracy" in r for r in logged)
+    assert cb.history[-1]["forgetting_accuracy"] == final
+    events = rb.tensorboard(tmp_path / "tb")
+    assert sorted(events["eval/forgetting_accuracy"]) == [0, 2, 4]
+    assert events["eval/forgetting_accuracy"][0] == pytest.approx(base)
+    assert events["eval/forgetting_accuracy"][4] == pytest.approx(final)
+    assert events["eval/harness_tiny_mc"] == events["eval/forgetting_accuracy"]
+    assert events["eval/learning_accuracy"] == pytest.approx(
+        {h["step"]: h["learning_accuracy"] for h in cb.history})
+    assert sorted(events["train/loss"]) == [1, 2, 3, 4]  # the Trainer's own lines are all kept
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_harness_callback_with_each_evaluation(setup, tmp_path, monkeypatch):
+    """every=None: measured with each Trainer evaluation (on_evaluate), at eval_loss's steps."""
+    rb.local_trackers(monkeypatch, tmp_path)
+    tok, model = setup["tok"], _model(seed=1)
+    cb = HarnessCallback(["tiny_mc"], tokenizer=tok, every=None, include_path=setup["tasks"], limit=4)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
+                             logging_steps=1, report_to=["tensorboard"], save_strategy="no",
+                             eval_strategy="steps", eval_steps=2, use_cpu=True, disable_tqdm=True,
+                             learning_rate=1e-2)
+
+    class HarnessTrainer(ForgetlessTrainerMixin, Trainer):  # attaches the callback itself
+        pass
+
+    data = _train_data(tok)
+    trainer = HarnessTrainer(model=model, args=args, train_dataset=data, eval_dataset=data[:4],
+                             callbacks=[cb], forgetless_family="adamw")
+    trainer.train()
+    events = rb.tensorboard(tmp_path / "tb")
+    evals = sorted(events["eval/loss"])
+    assert evals == [2, 3]  # eval_steps=2 and the last step
+    assert sorted(events["eval/forgetting_accuracy"]) == [0] + evals
+    assert "eval/learning_accuracy" not in events  # no learning tasks: nothing logged
+    assert [h["step"] for h in cb.history] == [0] + evals

@@ -54,7 +54,43 @@ def reference_batches(token_ids: list[int] | np.ndarray, seq_len: int, batch_siz
     return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
 
 
-class ForgettingCallback(TrainerCallback):
+class TrackedCallback(TrainerCallback):
+    """A callback whose measurements reach the Trainer's report_to trackers: `attach(trainer)`
+    (or ForgetlessTrainerMixin) routes them through `trainer.log` (see the module docstring)."""
+
+    trainer = None
+    _warned = False
+
+    def attach(self, trainer):
+        """Route measurements through `trainer.log`, so every report_to tracker receives them; adds
+        the callback to `trainer` when it is not there yet. Returns `trainer`."""
+        self.trainer = trainer
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        return trainer
+
+    def _emit(self, args, state, control, metrics: dict[str, float]) -> None:
+        if self.trainer is not None:
+            # trainer.log sends the record to every callback's on_log (trackers included), but the
+            # handler clears control.should_log on the way: keep the Trainer's own decision.
+            # Trainer.log itself, not a subclass's: TRL's log() would fold its pending training
+            # metrics into this record and clear them from the training line.
+            should_log = control.should_log
+            Trainer.log(self.trainer, dict(metrics))
+            control.should_log = self.trainer.control.should_log = should_log
+            return
+        state.log_history.append({**metrics, "step": state.global_step})
+        trackers = [r for r in (args.report_to or []) if r != "none"]
+        if trackers and not self._warned:
+            self._warned = True
+            name = type(self).__name__
+            log.warning("forgetless: %s is not attached to the Trainer, so its metrics reach "
+                        "state.log_history but not the report_to trackers %s; call "
+                        "cb.attach(trainer) before train(), or use ForgetlessTrainerMixin.", name,
+                        trackers)
+
+
+class ForgettingCallback(TrackedCallback):
     """Log the loss on a fixed reference sample at step 0 and every `every` steps.
 
     `reference`: a string, a list of strings, a `datasets.Dataset` (its `text_column`), or a dict
@@ -69,16 +105,6 @@ class ForgettingCallback(TrainerCallback):
         self.text_column = text_column
         self.batches: dict[str, list] | None = None  # per source; "" for a single reference
         self.history: list[dict] = []
-        self.trainer = None
-        self._warned = False
-
-    def attach(self, trainer):
-        """Route measurements through `trainer.log`, so every report_to tracker receives them; adds
-        the callback to `trainer` when it is not there yet. Returns `trainer`."""
-        self.trainer = trainer
-        if self not in trainer.callback_handler.callbacks:
-            trainer.add_callback(self)
-        return trainer
 
     def _texts(self, ref) -> list[str]:
         if isinstance(ref, str):
@@ -124,24 +150,6 @@ class ForgettingCallback(TrainerCallback):
             metrics.update({f"{PREFIX}_loss_{name}": v for name, v in parts.items()})
         self.history.append(entry)
         return metrics
-
-    def _emit(self, args, state, control, metrics: dict[str, float]) -> None:
-        if self.trainer is not None:
-            # trainer.log sends the record to every callback's on_log (trackers included), but the
-            # handler clears control.should_log on the way: keep the Trainer's own decision.
-            # Trainer.log itself, not a subclass's: TRL's log() would fold its pending training
-            # metrics into this record and clear them from the training line.
-            should_log = control.should_log
-            Trainer.log(self.trainer, dict(metrics))
-            control.should_log = self.trainer.control.should_log = should_log
-            return
-        state.log_history.append({**metrics, "step": state.global_step})
-        trackers = [r for r in (args.report_to or []) if r != "none"]
-        if trackers and not self._warned:
-            self._warned = True
-            log.warning("forgetless: ForgettingCallback is not attached to the Trainer, so its metric "
-                        "reaches state.log_history but not the report_to trackers %s; call "
-                        "cb.attach(trainer) before train(), or use ForgetlessTrainerMixin.", trackers)
 
     def _restore(self, state) -> None:
         """On a resume, the measurements the checkpoint's trainer_state.json holds (every one is a

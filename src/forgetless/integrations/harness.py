@@ -34,7 +34,7 @@ import functools
 import os
 from collections.abc import Sequence
 
-from transformers import TrainerCallback
+from forgetless.integrations.callback import TrackedCallback
 
 HEADLINE_METRICS = ("acc", "acc_norm", "exact_match")
 # Shown as examples when a task name is unknown: common general-knowledge and math benchmarks.
@@ -221,62 +221,59 @@ def harness_point(model, tokenizer, forgetting_tasks: list[str], learning_tasks:
     return _point(scores, forgetting_tasks, learning_tasks)
 
 
-class HarnessCallback(TrainerCallback):
-    """Benchmark accuracy inside any Hugging Face `Trainer` run, every `every` steps (and step 0).
+class HarnessCallback(TrackedCallback):
+    """Benchmark accuracy inside any Hugging Face `Trainer` run: at the start (the base model),
+    then every `every` steps, or with `every=None` whenever the Trainer evaluates (`on_evaluate`).
 
     The counterpart of `ForgettingCallback` for real models: each measurement is a
     `harness_point`, kept in `history` as {"step", "forgetting_accuracy", "learning_accuracy",
-    "harness"} and logged as `forgetting_accuracy`, `learning_accuracy` and `harness/<task>`.
-    Keyword arguments (include_path, limit, batch_size, num_fewshot) go to `harness_scores`;
-    a small `limit` keeps each measurement short.
+    "harness"} and logged as its own Trainer log record at its step: `eval_forgetting_accuracy`,
+    `eval_learning_accuracy` and `eval_harness_<task>`, which trackers show as
+    `eval/forgetting_accuracy`, ... beside `eval/loss`. As for ForgettingCallback, `attach(trainer)`
+    (or ForgetlessTrainerMixin) is what sends the record to the report_to trackers: the Trainer's
+    reporting callbacks have written a step's log line before any user callback sees it.
+    Keyword arguments (include_path, limit, batch_size, num_fewshot, metric) go to
+    `harness_scores`; a small `limit` keeps each measurement short.
     """
 
     def __init__(self, forgetting_tasks: list[str], learning_tasks: list[str] = (),
-                 tokenizer=None, every: int = 500, **harness_kw):
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+                 tokenizer=None, every: int | None = 500, **harness_kw):
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be an integer >= 1 or None (with each evaluation), got {every!r}")
         self.forgetting_tasks, self.learning_tasks = _task_lists(forgetting_tasks, learning_tasks)
         self.tokenizer, self.every, self.harness_kw = tokenizer, every, harness_kw
         self.history: list[dict] = []
         self._tokenizer_seen = None  # the Trainer's processing_class, seen at on_train_begin
 
-    def _measure(self, model, tokenizer, step: int) -> dict:
-        tok = self.tokenizer or tokenizer
+    def _measure(self, model, step: int) -> dict[str, float]:
+        """The log record of one measurement (the point itself goes to `history`)."""
+        tok = self.tokenizer or self._tokenizer_seen
         if tok is None:
             raise ValueError("tokenizer: HarnessCallback needs a tokenizer (pass one, or give the "
                              "Trainer processing_class=tokenizer)")
-        point = harness_point(model, tok, self.forgetting_tasks, self.learning_tasks,
-                              **self.harness_kw)
+        point = harness_point(model, getattr(tok, "tokenizer", tok), self.forgetting_tasks,
+                              self.learning_tasks, **self.harness_kw)
         self.history.append({"step": step, **point})
-        return point
-
-    @staticmethod
-    def _logs(point: dict) -> dict[str, float]:
-        logs = {f"harness/{t}": v for t, v in point["harness"].items()}
-        for key in ("forgetting_accuracy", "learning_accuracy"):
-            if point[key] is not None:
-                logs[key] = point[key]
+        logs = {f"eval_{key}": point[key] for key in ("forgetting_accuracy", "learning_accuracy")
+                if point[key] is not None}
+        logs.update({f"eval_harness_{t}": v for t, v in point["harness"].items()})
         return logs
 
+    def _due(self, step: int) -> bool:  # once per step, even if a step both ends and evaluates
+        return not self.history or self.history[-1]["step"] != step
+
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if not self.history:
-            point = self._measure(model, processing_class or kwargs.get("tokenizer"),
-                                  state.global_step)
-            state.log_history.append({**self._logs(point), "step": state.global_step})
         self._tokenizer_seen = processing_class or kwargs.get("tokenizer")
+        resumed = any("eval_forgetting_accuracy" in r or "eval_learning_accuracy" in r
+                      for r in state.log_history)  # the base point is in the checkpoint already
+        if not self.history and not resumed:
+            self._emit(args, state, control, self._measure(model, state.global_step))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every == 0:
-            self._measure(model, self._tokenizer_seen, state.global_step)
-            control.should_log = True  # the values go out with this step's log line
+        if self.every and state.global_step % self.every == 0 and self._due(state.global_step):
+            self._emit(args, state, control, self._measure(model, state.global_step))
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        # Attach the latest measurement, once, to the log record of its step.
-        last = self.history[-1] if self.history else None
-        if logs is None or last is None or last["step"] != state.global_step or last.get("logged"):
-            return
-        extra = self._logs(last)
-        logs.update(extra)
-        last["logged"] = True
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1].update(extra)
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        # Trainer.evaluate has logged eval_loss already; this record follows it at the same step.
+        if self.every is None and self._due(state.global_step):
+            self._emit(args, state, control, self._measure(model, state.global_step))

@@ -1,5 +1,6 @@
 """`ForgetlessTrainerMixin`: a Trainer (or TRL trainer) that builds the forgetless optimizer at
-train time, after any PEFT wrapping, and attaches every `ForgettingCallback` it was given.
+train time, after any PEFT wrapping, and attaches every `ForgettingCallback` and `HarnessCallback`
+it was given (so their metrics reach the report_to trackers).
 
     from trl import SFTTrainer
     class ForgetlessSFTTrainer(ForgetlessTrainerMixin, SFTTrainer):
@@ -15,7 +16,7 @@ The optimizer takes `args.learning_rate` and `args.weight_decay`; the family is 
 
 from __future__ import annotations
 
-from forgetless.integrations.callback import ForgettingCallback
+from forgetless.integrations.callback import TrackedCallback
 from forgetless.integrations.optimizer import create_optimizer
 
 
@@ -29,7 +30,7 @@ class ForgetlessTrainerMixin:
             self.forgetless_family = forgetless_family
         super().__init__(*args, **kwargs)
         for cb in self.callback_handler.callbacks:
-            if isinstance(cb, ForgettingCallback):
+            if isinstance(cb, TrackedCallback):
                 cb.attach(self)
 
     def create_optimizer(self, model=None):
