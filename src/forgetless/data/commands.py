@@ -53,24 +53,41 @@ def register(app: typer.Typer) -> None:
     @data_app.command()
     def tasks(
         name: str = typer.Argument("arith", help="arith, instruct, code, metamathqa, alpaca, "
-                                   "magicoder (datasets: NAME:FILE for a local file)."),
-        split: str = typer.Option("train", help="train or validation."),
+                                   "magicoder (datasets: NAME:FILE for a local file), or your own "
+                                   "data: FILE.jsonl/.json/.parquet/.csv or hf:NAME."),
+        split: str = typer.Option("train", help="train or validation (the held-out part)."),
         n: int = typer.Option(3, help="How many records to print."),
         seed: int = typer.Option(0),
+        columns: str = typer.Option(None, help="Rename your data's columns to a format's: "
+                                    "DATA_COLUMN=FORMAT_COLUMN[,...], e.g. question=prompt,"
+                                    "reply=completion (as finetune --columns)."),
         as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
     ) -> None:
-        """Print a few records of a finetuning task."""
-        from forgetless.data import load_task
+        """Print a few records of a finetuning task as training reads them: preview your own file
+        (and its --columns mapping) before a finetune."""
+        from forgetless.data import load_task, user_data
 
         try:
-            records = load_task(name, split, n=n, seed=seed)
+            records = load_task(name, split, n=n, seed=seed, columns=columns)
+            if user_data.is_user_data(name) or Path(name).expanduser().is_file():
+                # which format the columns (after --columns) were read as; errors came above
+                table, where = user_data.read_table(name)
+                mapping = user_data.parse_columns(columns)
+                fmt = user_data.detect_format({mapping.get(c, c) for c in table.column_names}, where)
+                typer.echo(f"{where}: {fmt} format, {len(table):,} records; columns "
+                           f"{', '.join(table.column_names)}"
+                           + (f" (renamed: {', '.join(f'{a}={b}' for a, b in mapping.items())})"
+                              if mapping else ""), err=as_json)
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
             raise typer.BadParameter(str(err)) from None
         for rec in records[:n]:
             if as_json:
                 print(json.dumps({"prompt": rec.prompt, "response": rec.response,
-                                  "answer": rec.answer}))
+                                  "answer": rec.answer,
+                                  "messages": [list(m) for m in rec.messages or ()] or None}))
             else:
+                if rec.messages:
+                    print("----- messages\n" + "\n".join(f"{role}: {text}" for role, text in rec.messages))
                 print(f"----- prompt\n{rec.prompt}\n----- response\n{rec.response}")
                 if rec.answer is not None:
                     print(f"----- answer\n{rec.answer}")
