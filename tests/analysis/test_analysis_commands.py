@@ -60,6 +60,10 @@ def test_bad_arguments_are_named(checkpoint):
     assert res.exit_code != 0 and "--label" in res.output
     res = runner.invoke(app, ["fingerprint", "--calibrate"])
     assert res.exit_code != 0 and "--out" in res.output
+    # Every analysis command picks its device as training does: a bad one is a user error.
+    for command in (["spectrum", str(ckpt)], ["fingerprint", str(ckpt)], ["memorization"]):
+        res = runner.invoke(app, [*command, "--device", "gpu7"])
+        assert res.exit_code == 2 and "'gpu7' is not a device" in res.output, (command, res.output)
 
 
 def test_fingerprint_command_on_shipped_reference(checkpoint):

@@ -22,22 +22,15 @@ from .plots import ORDER
 console = Console()
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _load(path: str, device: str):
     from forgetless.models import load_model, resolve_checkpoint
+    from forgetless.train.runtime import pick_device
 
     try:
         model, _ = load_model(path)
     except (OSError, ValueError) as err:
         raise typer.BadParameter(f"cannot load {path!r}: {err}", param_hint="CHECKPOINTS") from err
-    return model.to(_device(device)).eval(), resolve_checkpoint(path)
+    return model.to(pick_device(device)).eval(), resolve_checkpoint(path)
 
 
 def _labels(checkpoints: list[str], labels: list[str] | None) -> list[str]:
@@ -161,6 +154,7 @@ def register(app: typer.Typer) -> None:
         """The memorisation test (paper §4.2): exact match on clean vs corrupted blocks over training."""
         from forgetless.models import PRESETS
         from forgetless.optim import OPTIMIZERS
+        from forgetless.train.runtime import pick_device
 
         from .memorization_run import MemorizationConfig, run_memorization
 
@@ -176,7 +170,7 @@ def register(app: typer.Typer) -> None:
             cfg = MemorizationConfig(
                 optimizers=optimizers.split(","), lrs=[float(x) for x in lrs.split(",")], preset=preset,
                 corpus=corpus, n_tokens=tokens, block_len=block_len, p=p, steps=steps, batch_size=batch_size,
-                eval_every=eval_every, pairs=pair_list, n_eval=n_eval, seed=seed, device=_device(device))
+                eval_every=eval_every, pairs=pair_list, n_eval=n_eval, seed=seed, device=str(pick_device(device)))
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
         result = run_memorization(cfg, out, log=typer.echo)

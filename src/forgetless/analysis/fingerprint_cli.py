@@ -20,14 +20,6 @@ console = Console()
 MAX_TOKENS = 16384
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _ints(text: str, hint: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",")]
@@ -69,8 +61,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Infer the optimizer family that pretrained a checkpoint, from its weights (fast), or
         also its activations (--activations); "unknown" when it is unlike every reference."""
+        from forgetless.train.runtime import pick_device
+
         from . import fingerprint as fp
 
+        where = str(pick_device(device))  # a bad --device fails before any work
         if calibrate:
             from .calibration import grid, run_calibration
 
@@ -94,7 +89,7 @@ def register(app: typer.Typer) -> None:
             start = time.perf_counter()
             try:
                 pred = fp.fingerprint_checkpoint(ckpt, corpus, reference, activations=activations and not no_activations,
-                                                 device=_device(device), tokens=tokens)
+                                                 device=where, tokens=tokens)
             except (OSError, ValueError) as err:
                 raise typer.BadParameter(f"cannot load {ckpt!r}: {err}", param_hint="CHECKPOINTS") from err
             seconds = time.perf_counter() - start

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from forgetless import optim
+from forgetless.errors import UserError
 from forgetless.models import latest_checkpoint
 from forgetless.train import distributed
 from forgetless.train.config import TrainConfig
@@ -27,14 +28,23 @@ _RESUMABLE = {"resume", "progress", "trackers", "device", "threads", "compile", 
               "out_dir", "consolidate", "console", "micro_batch", "gradient_checkpointing", "eval_batch_size"}
 
 
+class DeviceUnavailable(UserError, ValueError):
+    """A device that is not one, or not on this machine."""
+
+
 def pick_device(name: str) -> torch.device:
+    """The torch device for a `device` setting: auto (CUDA when there is one, else CPU), cpu,
+    cuda, cuda:N or mps. The one device picker of training and of the analysis commands."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceUnavailable(f"device {name!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; allowed: auto, cpu")
+        raise DeviceUnavailable(f"device {name!r} asked for but CUDA is not available; allowed: auto, cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for but MPS is not available; allowed: auto, cpu")
+        raise DeviceUnavailable(f"device {name!r} asked for but MPS is not available; allowed: auto, cpu")
     return device
 
 
