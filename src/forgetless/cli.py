@@ -91,6 +91,7 @@ def _register_all() -> None:
 
 
 _register_all()
+importlib.import_module("forgetless.report.compare_commands").register(app)  # forgetless compare
 
 
 def main() -> None:

@@ -1,0 +1,131 @@
+"""forgetless compare on results stores whose right answer is known.
+
+Runs follow the calibration model of tests/report/simulate.py: a run at learning rate η gains
+g(t) = G·(1 − exp(−v·(η/η0)·t/T)) nats of task loss and pays forgetting c·g², so a remedy's
+frontier is F = F0 + c·(L0 − L)² and only its cost c ranks it. Known truth: WiSE on the AdamW
+finetune (c/4) < replay (c/2) < plain AdamW (c) < Muon (2c); in the null store two remedies
+share c and differ in speed only, so no verdict may be decisive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from forgetless.analysis.frontier import panels
+from forgetless.cli import app
+from forgetless.report.compare import compare, rows_from_store
+from forgetless.report.statistics import FAILS, HOLDS, INCONCLUSIVE
+from forgetless.sweep.cell import first_loss
+from forgetless.sweep.store import Store
+
+LRS = (1e-4, 3e-4, 1e-3)
+STEPS, COST, NOISE = 5, 0.4, 0.015
+
+
+def _curve(rng, f0, l0, cost, speed, lr):
+    out = [(0, f0, l0, 1.2 * 0)]
+    for t in range(1, STEPS + 1):
+        g = 1.2 * (1 - np.exp(-speed * (lr / LRS[0]) * t / STEPS))
+        out.append((t, f0 + cost * g * g + rng.normal(0, NOISE), l0 - g + rng.normal(0, NOISE), g))
+    return out
+
+
+def _store(path, methods: dict[str, tuple[float, float, dict]], wise_cost: float | None = None, seeds=3, rng_seed=0):
+    """A store with finetune cells of `methods` (name -> (cost, speed, settings)) on 3 AdamW bases,
+    task arith; WiSE points on the first method's runs when `wise_cost` is given."""
+    rng = np.random.default_rng(rng_seed)
+    store = Store(path / "results.sqlite")
+    cells, points = [], {}
+    for seed in range(seeds):
+        f0, l0 = 4.0 + rng.normal(0, 0.05), 3.0 + rng.normal(0, 0.05)
+        for k, (name, (cost, speed, settings)) in enumerate(methods.items()):
+            for lr in LRS:
+                cid = f"s{seed}-{name}-{lr:g}"
+                cells.append({"cell_id": cid, "kind": "finetune", "base_id": f"base{seed}", "label": cid, "method": name,
+                              "lr": lr, "config": {"settings": settings},
+                              "meta": {"base": f"adamw/s{seed}", "base_optimizer": "adamw", "base_seed": seed,
+                                       "task": "arith", "method": name, "seed": 0}})
+                curve = _curve(rng, f0, l0, cost, speed, lr)
+                pts = [{"step": t, "tokens": 1000 * t, "forgetting": f, "learning": y, "wall_time": 0.0,
+                        **({"replay_tokens": 50 * t} if settings.get("replay") else {})} for t, f, y, _ in curve]
+                if k == 0 and wise_cost is not None:  # WiSE: the end's gain scaled by α, on a cheaper curve
+                    g_end = curve[-1][3]
+                    for i, alpha in enumerate((0.0, 0.25, 0.5, 0.75, 1.0)):
+                        g = alpha * g_end
+                        f = f0 if alpha == 0 else f0 + wise_cost * g * g + rng.normal(0, NOISE)
+                        y = l0 if alpha == 0 else l0 - g + rng.normal(0, NOISE)
+                        pts.append({"step": -(i + 1), "wise": alpha, "finetune_step": STEPS, "tokens": 5000,
+                                    "forgetting": f, "learning": y, "wise_evaluations": 5, "wall_time": 0.0})
+                points[cid] = pts
+    store.add_study("remedies-test", {"name": "remedies-test"}, cells)
+    for cid, pts in points.items():
+        store.add_points(cid, pts)
+    return store
+
+
+KNOWN = {"full-adamw": (COST, 1.0, {}), "full-adamw-replay5": (COST / 2, 1.0, {"replay": 0.05}),
+         "full-muon": (2 * COST, 1.5, {})}
+
+
+def test_known_ranking_is_found_and_decided(tmp_path):
+    with _store(tmp_path, KNOWN, wise_cost=COST / 4) as store:
+        rows = rows_from_store(store, "remedies-test")
+        [pc] = compare(rows)
+        # every WiSE point became its own remedy; α = 0 (the base) is in no cloud
+        assert pc.remedies == ["full-adamw", "full-adamw+wise", "full-adamw-replay5", "full-muon"]
+        assert len(pc.clouds["full-adamw+wise"]) == 3 * 3 * 4
+        order = ["full-adamw+wise", "full-adamw-replay5", "full-adamw", "full-muon"]  # the truth, best first
+        for p in pc.pairs:
+            want = HOLDS if order.index(p.a) < order.index(p.b) else FAILS
+            assert p.decision.status == want, (p.a, p.b, p.decision.text())
+            assert p.decision.n_units == 3
+        assert pc.best == "full-adamw+wise" and "decisively better than each of the other 3" in pc.answer
+        # Δ-view: within the tightest budget (Δ 0.1 nats, before any run has reached its end), the
+        # cheaper remedy learns more; larger budgets reach each remedy's last point, where they tie
+        tight = np.array([pc.delta[m][0] for m in order])
+        assert np.isfinite(tight).all() and (np.diff(tight) > 0).all()
+        # costs beside them: replay tokens only on the replay remedy, WiSE evaluations only on WiSE
+        assert pc.cost["full-adamw-replay5"]["replay_tokens"] == 250 and pc.cost["full-adamw"]["replay_tokens"] == 0
+        assert pc.cost["full-adamw+wise"]["wise_evaluations"] == 5 and pc.cost["full-muon"]["wise_evaluations"] == 0
+
+
+def test_same_frontier_is_never_decided(tmp_path):
+    same = {"full-adamw": (COST, 1.0, {}), "full-adamw-l2sp": (COST, 0.6, {"l2sp": 0.01})}
+    with _store(tmp_path, same) as store:
+        [pc] = compare(rows_from_store(store, "remedies-test"))
+    assert [p.decision.status for p in pc.pairs] == [INCONCLUSIVE]
+    assert "no remedy's frontier is decisively better" in pc.answer
+
+
+def test_wise_points_stay_out_of_trajectories(tmp_path):
+    with _store(tmp_path, {"full-adamw": (COST, 1.0, {})}, wise_cost=COST / 4, seeds=1) as store:
+        pts = store.points(study="remedies-test")
+        assert any((p.get("extra") or {}).get("wise") is not None for p in pts)
+        [panel] = panels(pts)
+        assert list(panel.methods) == ["full-adamw"] and (panel.methods["full-adamw"].steps > 0).all()
+        cell = {"cell_id": "s0-full-adamw-0.0001", "kind": "finetune"}
+        first = [p for p in pts if p["run_id"] == cell["cell_id"] and p["step"] == 0][0]
+        assert first_loss(store, cell) == first["learning"]  # not a WiSE point's (negative step, sorted first)
+
+
+def test_compare_command_writes_figures_and_answer(tmp_path):
+    _store(tmp_path, KNOWN, wise_cost=COST / 4).close()
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    assert "full-adamw+wise gives the best frontier" in result.output
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| full-adamw-replay5 |" in md and "replay tokens/run" in md and "WiSE evaluations/run" in md
+    assert (tmp_path / "cmp" / "compare-adamw-arith.png").stat().st_size > 10_000
+
+
+def test_compare_command_without_results_is_a_user_error(tmp_path):
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "nowhere.yaml")])
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("bad", ["quick"])
+def test_compare_on_a_study_without_a_store(tmp_path, bad):
+    result = CliRunner().invoke(app, ["compare", bad, "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no results yet" in result.output
