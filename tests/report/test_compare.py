@@ -129,3 +129,24 @@ def test_compare_command_without_results_is_a_user_error(tmp_path):
 def test_compare_on_a_study_without_a_store(tmp_path, bad):
     result = CliRunner().invoke(app, ["compare", bad, "--dir", str(tmp_path)])
     assert result.exit_code == 2 and "no results yet" in result.output
+
+
+def test_compare_one_run_directory(tmp_path):
+    # A `forgetless finetune --wise` run directory: its trajectory against its own WiSE curve; one
+    # unit, so nothing is decided, and the answer says more seeds would decide.
+    import json
+
+    run = tmp_path / "ft"
+    run.mkdir()
+    (run / "config.yaml").write_text("base: runs/base\ntask: arith\nmethod: full\noptimizer: adamw\nlr: 0.001\n")
+    lines = [{"kind": "header"}]
+    lines += [{"kind": "eval", "step": s, "tokens": 100 * s, "forgetting": 4.0 + 0.1 * s, "learning": 3.0 - 0.2 * s}
+              for s in range(4)]
+    lines += [{"kind": "eval", "step": -(i + 1), "wise": a, "tokens": 300, "forgetting": 4.0 + 0.05 * a,
+               "learning": 3.0 - 0.5 * a, "wise_evaluations": 3} for i, a in enumerate((0.0, 0.5, 1.0))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = CliRunner().invoke(app, ["compare", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "no remedy's frontier is decisively better" in result.output
+    md = (run / "compare" / "compare.md").read_text()
+    assert "| full-adamw+wise | 1 |" in md and "3 WiSE evaluations/run" in md

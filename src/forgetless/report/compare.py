@@ -54,6 +54,34 @@ def rows_from_store(store, study: str | None = None) -> list[dict]:
     return out
 
 
+def rows_from_run(run_dir: str | Path) -> list[dict]:
+    """The eval points of one `forgetless finetune` run directory as rows: its trajectory and, when
+    it was run with `wise`, its WiSE curve (one unit, so no pairwise decision is decisive)."""
+    import json
+
+    import yaml
+
+    path = Path(run_dir)
+    cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    method = f"{cfg.get('method', 'full')}-{cfg.get('optimizer')}"
+    out = []
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+        try:
+            p = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(p, dict) or p.get("kind") != "eval" or p.get("learning") is None:
+            continue
+        alpha = p.get("wise")
+        out.append({"run_id": path.name, "base": Path(str(cfg.get("base"))).name, "base_optimizer": None,
+                    "base_seed": None, "task": cfg.get("task"), "method": method,
+                    "remedy": method + ("+wise" if alpha is not None else ""), "wise": alpha, "lr": cfg.get("lr"),
+                    "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],
+                    "tokens": p.get("tokens"), "replay_tokens": p.get("replay_tokens"),
+                    "wise_evaluations": p.get("wise_evaluations"), "settings": {}})
+    return out
+
+
 def remedy_cloud(rows: list[dict]) -> np.ndarray:
     """(n, 2) points of a remedy: step 0 and WiSE at α = 0 (both the untouched base) left out."""
     return cloud([r for r in rows if r.get("wise") != 0])
@@ -246,9 +274,9 @@ def plot(pc: PanelComparison, path: str | Path) -> Path:
     return save_figure(fig, path, dpi=130)
 
 
-def run_compare(store, study: str | None, out_dir: str | Path) -> tuple[list[PanelComparison], Path]:
-    """Rows from the store, the comparison, one figure per panel and compare.md in `out_dir`."""
-    results = compare(rows_from_store(store, study))
+def run_compare(rows: list[dict], out_dir: str | Path) -> tuple[list[PanelComparison], Path]:
+    """The comparison of the rows, one figure per panel and compare.md in `out_dir`."""
+    results = compare(rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {}

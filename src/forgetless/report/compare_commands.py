@@ -20,6 +20,8 @@ def _store_and_study(target: str, sweep_dir: Path | None):
     from forgetless.sweep.store import Store
 
     path = Path(target)
+    if path.is_dir() and (path / "metrics.jsonl").is_file() and (path / "config.yaml").is_file():
+        return None, None, path  # one finetune run directory
     if path.is_dir() and (path / STORE_NAME).is_file() and sweep_dir is None:
         store = Store(path / STORE_NAME)
         studies = store.studies()
@@ -37,18 +39,22 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def compare(
         target: str = typer.Argument(..., metavar="RUN_OR_STUDY",
-                                     help="a study (preset name or YAML file) or a sweep directory with results.sqlite"),
+                                     help="a study (preset name or YAML file), a sweep directory with results.sqlite, or one finetune run directory"),
         sweep_dir: Path = typer.Option(None, "--dir", help="sweep directory of the study (default: its out_dir, else runs/<name>)"),
         out: Path = typer.Option(None, "--out", help="folder for compare.md and the figures (default: <sweep dir>/compare)"),
     ) -> None:
         """Every forgetting remedy (optimizer, LoRA, lr, replay, L2-SP, WiSE-FT) on one frontier per base
         and task: figures, the Δ-view with each remedy's extra cost, pairwise dominance decided over
         pretraining seeds, and which remedy to use."""
-        from forgetless.report.compare import run_compare
+        from forgetless.report.compare import rows_from_run, rows_from_store, run_compare
 
         store, study, root = _store_and_study(target, sweep_dir)
-        with store:
-            results, md = run_compare(store, study, out or root / "compare")
+        if store is None:
+            rows = rows_from_run(root)
+        else:
+            with store:
+                rows = rows_from_store(store, study)
+        results, md = run_compare(rows, out or root / "compare")
         if not results:
             raise CompareError(f"{target}: no finetuning points yet; see `forgetless status {target}`")
         for pc in results:
