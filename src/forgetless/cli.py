@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 from typer.core import TyperGroup
@@ -24,12 +25,24 @@ def _say(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+_python_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """forgetless's own warnings (a study outside the paper's regime, an old field name) as one
+    'warning: ...' line; warnings of other libraries as Python prints them."""
+    if category.__module__.startswith("forgetless"):
+        return f"warning: {one_line(str(message))}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
 class _Main(TyperGroup):
     """The root command: a user error (forgetless.errors.UserError, or a usage error) prints one
     line on stderr and exits with code 2; any other exception keeps its traceback, since it is a
     bug. Done here, not in main(), so `forgetless` and typer's CliRunner behave alike."""
 
     def invoke(self, ctx):
+        warnings.formatwarning = _format_warning
         try:
             return super().invoke(ctx)
         except UserError as err:

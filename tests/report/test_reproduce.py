@@ -47,8 +47,8 @@ def study_file(tmp_path: Path, corpus: str) -> Path:
                          {"kind": "full", "optimizer": "muon", "lrs": [3e-4]}]},
             {"tasks": [{"name": "arith", "settings": {"train_n": 16, "eval_n": 8}}], "bases": ["adamw"],
              "steps": 4, "eval_every": 2, "settings": ft,
-             "methods": [{"kind": "lora", "rank": 2, "optimizer": "adamw", "lrs": [1e-3]},
-                         {"kind": "lora", "rank": 4, "optimizer": "adamw", "lrs": [1e-3]}]},
+             "methods": [{"kind": "lora", "lora_rank": 2, "optimizer": "adamw", "lrs": [1e-3]},
+                         {"kind": "lora", "lora_rank": 4, "optimizer": "adamw", "lrs": [1e-3]}]},
         ],
     }
     path = tmp_path / "study.yaml"

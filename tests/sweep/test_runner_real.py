@@ -37,7 +37,7 @@ def tiny_study(corpus: str, out: Path) -> dict:
             "settings": {"seq_len": 128, "batch_size": 4, "eval_tokens": 512},
             "methods": [
                 {"kind": "full", "optimizer": "adamw", "lrs": [3e-4]},
-                {"kind": "lora", "rank": 4, "optimizer": "adamw", "lrs": [1e-3]},
+                {"kind": "lora", "lora_rank": 4, "optimizer": "adamw", "lrs": [1e-3]},
                 # Diverges: a step of lr 30 sends the task loss far above 4 x its start.
                 {"kind": "full", "optimizer": "sgd", "lrs": [30.0]},
             ],

@@ -23,7 +23,7 @@ GOOD = {
         "eval_every": 3,
         "methods": [
             {"kind": "full", "optimizer": "adamw", "lrs": ["1e-4", 3e-4]},
-            {"kind": "lora", "rank": 4, "optimizer": "adamw", "lrs": [1e-3]},
+            {"kind": "lora", "lora_rank": 4, "optimizer": "adamw", "lrs": [1e-3]},
         ],
     },
 }
@@ -58,7 +58,11 @@ def test_cell_id_is_sha256_of_canonical_config_and_stable():
     a, b = expand(load_study(GOOD)), expand(load_study(GOOD))
     assert [c["cell_id"] for c in a] == [c["cell_id"] for c in b]
     c = a[-1]
-    blob = json.dumps(c["config"], sort_keys=True, separators=(",", ":")).encode()
+    # hashed under the names the fields had when ids were first stored (rank, alpha,
+    # divergence_factor), so a rename did not change any stored cell's id
+    old_names = {"lora_rank": "rank", "lora_alpha": "alpha", "diverge_factor": "divergence_factor"}
+    hashed = {old_names.get(k, k): v for k, v in c["config"].items()}
+    blob = json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()
     assert c["cell_id"] == hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -103,8 +107,8 @@ def test_loads_yaml_file_and_presets(tmp_path):
         ("finetune.bases", ["adamw", "lion"], "finetune[0].bases[1]", "no base named 'lion'"),
         ("pretrain.0.tokens", "lots", "pretrain[0].tokens", "tokens must be a count like 5M"),
         ("finetune.eval_every", 7, "eval_every", "larger than steps"),
-        ("finetune.methods.1.rank", None, "rank", "needs a rank"),
-        ("finetune.stepz", 3, "finetune[0].stepz", "Extra inputs"),
+        ("finetune.methods.1.lora_rank", None, "lora_rank", "needs a rank"),
+        ("finetune.stepz", 3, "finetune[0].stepz", "unknown field; did you mean steps?"),
     ],
 )
 def test_bad_studies_are_refused_with_the_field_named(path, value, field, hint):
@@ -128,7 +132,7 @@ def test_training_box_refusals_come_before_any_work():
         check_study(load_study(bad))
     text = str(err.value)
     assert "model 'huge' is not a preset; allowed: nano" in text
-    assert "batch_sizee: unknown field; allowed: " in text
+    assert "batch_sizee: unknown field; did you mean batch_size?; allowed: " in text
     assert "settings may not set ['lr']" in text
 
 

@@ -29,7 +29,7 @@ def raw_study(out) -> dict:
         "finetune": [
             {"tasks": ["arith"], "steps": 8, "eval_every": 2,
              "methods": [{"kind": "full", "optimizer": "adamw", "lrs": [1e-4, 3e-4]},
-                         {"kind": "lora", "rank": 8, "optimizer": "adamw", "lrs": [1e-3]}]},
+                         {"kind": "lora", "lora_rank": 8, "optimizer": "adamw", "lrs": [1e-3]}]},
             {"tasks": ["arith"], "bases": ["adamw"], "steps": 8, "eval_every": 2,
              "methods": [{"kind": "full", "optimizer": "sgd", "lrs": [1e-4], "settings": {"fake": "fail"}}]},
         ],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from forgetless.errors import format_validation_error
 from forgetless.train import FinetuneConfig, PretrainConfig, parse_count
-from forgetless.train.config import format_validation_error
 
 
 @pytest.mark.parametrize("text, count", [("5M", 5_000_000), ("200k", 200_000), ("1.5M", 1_500_000),
@@ -57,11 +57,12 @@ def test_yaml_round_trip(tmp_path) -> None:
     ("device", "tpu", "device: device 'tpu' is unknown; allowed: auto, cpu, cuda"),
     ("lr", -1.0, "lr: Input should be greater than 0"),
     ("learning_rate", 1e-3, "learning_rate: unknown field; allowed: out_dir, optimizer, lr"),
+    ("wieght_decay", 0.1, "wieght_decay: unknown field; did you mean weight_decay?; allowed: out_dir,"),
 ])
 def test_bad_pretrain_fields_are_named(tmp_path, field, value, expected) -> None:
     with pytest.raises(ValidationError) as info:
         PretrainConfig(out_dir=tmp_path, **{field: value})
-    assert expected in format_validation_error(info.value)
+    assert expected in format_validation_error(info.value, PretrainConfig)
 
 
 def test_bad_finetune_method(tmp_path) -> None:

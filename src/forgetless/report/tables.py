@@ -57,7 +57,7 @@ def finetune_rows(store: Store, study: str) -> list[dict]:
         out.append({
             "run_id": p["run_id"], "base": meta.get("base"), "base_optimizer": meta.get("base_optimizer"),
             "base_seed": meta.get("base_seed"), "task": meta.get("task"), "method": p["method"],
-            "kind": config.get("method"), "optimizer": config.get("optimizer"), "rank": config.get("rank"),
+            "kind": config.get("method"), "optimizer": config.get("optimizer"), "rank": config.get("lora_rank"),
             "lr": p["lr"], "seed": meta.get("seed"), "step": p["step"], "forgetting": p["forgetting"],
             "learning": p["learning"], "accuracy": p.get("accuracy"), "sources": p.get("sources"),
         })

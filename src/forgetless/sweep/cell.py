@@ -16,7 +16,7 @@ from forgetless.sweep.store import Store
 
 
 class EvalLossDiverged(Exception):
-    """Raised from on_eval when the optimised *eval* loss passes `divergence_factor` x its first
+    """Raised from on_eval when the optimised *eval* loss passes `diverge_factor` x its first
     value (the study's check; the training box watches the train loss with its own factor)."""
 
 
@@ -57,7 +57,7 @@ def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: fl
     the line is kept). Never raises for a training problem. Shared by run_cell (a local worker
     writes the store itself) and the Ray backend (the task sends points back to the driver).
     """
-    factor = float(cell["config"].get("divergence_factor", 4.0))
+    factor = float(cell["config"].get("diverge_factor", 4.0))
     start = {"loss": start_loss}
 
     def on_eval(point: dict) -> None:
@@ -69,7 +69,7 @@ def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: fl
             start["loss"] = loss
         elif not abs(loss) < float("inf") or loss > factor * start["loss"]:
             raise EvalLossDiverged(f"loss {loss:.4g} at step {point['step']} is above {factor:g} x its "
-                           f"start {start['loss']:.4g} (divergence_factor)")
+                           f"start {start['loss']:.4g} (diverge_factor)")
 
     if executor is None:
         from forgetless.sweep.execute import train_executor as executor

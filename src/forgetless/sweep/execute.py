@@ -1,15 +1,12 @@
 """Cells to training runs: a resolved cell config becomes a `forgetless.train` config.
 
-The mapping (study field -> train config field):
-
-    pretrain cell:  model, optimizer, tokens, lr, seed; data.corpus/tokenizer/vocab_size -> corpus/
-                    tokenizer/vocab_size; divergence_factor -> diverge_factor; settings -> as named
-    finetune cell:  base (the base cell's run directory, or the study's checkpoint), task, method,
-                    optimizer, lr, seed, steps, eval_every, rank -> lora_rank, alpha -> lora_alpha;
-                    for an outside checkpoint data.corpus/tokenizer -> forget_corpus/forget_tokenizer
-                    (no tokenizer: the checkpoint's own; a forgetless run directory stays the base
-                    and its newest checkpoint gives the tokenizer; bases are checked before any cell);
-                    task settings, then grid/method settings -> as named
+A cell's fields carry the training config's names (optimizer, lr, seed, diverge_factor, model,
+tokens, task, method, lora_rank, lora_alpha, steps, eval_every; `settings` and a task's settings
+are config fields too), so they pass through unrenamed. What a cell says in another shape:
+    data.corpus/tokenizer/vocab_size -> corpus/tokenizer/vocab_size (pretraining), or, for an
+        outside checkpoint, forget_corpus/forget_tokenizer (no tokenizer: the checkpoint's own;
+        a forgetless run directory stays the base and its newest checkpoint gives the tokenizer);
+    base -> the base cell's run directory, or the study's checkpoint.
 
 Every run is started with resume=True on its own directory `<out_dir>/cells/<cell id>`, so a
 cell interrupted at any point continues from its last checkpoint.
@@ -23,41 +20,39 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from forgetless.errors import format_validation_error
 from forgetless.sweep.study import Study, StudyError, expand
 
 # Fields the study sets itself; `settings` may not override them.
-_COMMON = {"out_dir", "optimizer", "lr", "seed", "diverge_factor", "resume", "progress"}
-OWNED = {"pretrain": _COMMON | {"model", "tokens", "corpus", "tokenizer", "vocab_size"},
-         "finetune": _COMMON | {"base", "task", "method", "lora_rank", "lora_alpha", "steps", "eval_every"}}
+_COMMON = ("optimizer", "lr", "seed", "diverge_factor")
+PASSED = {"pretrain": _COMMON + ("model", "tokens"),
+          "finetune": _COMMON + ("task", "method", "lora_rank", "lora_alpha", "steps", "eval_every")}
+_RUNNER = {"out_dir", "resume", "progress", "console", "threads"}  # the sweep's runner sets these per cell
+OWNED = {"pretrain": {*PASSED["pretrain"], *_RUNNER, "corpus", "tokenizer", "vocab_size"},
+         "finetune": {*PASSED["finetune"], *_RUNNER, "base"}}
 
 
 def train_config(cell: dict, out_dir: Path, base_dir: str | None):
     """The `PretrainConfig` / `FinetuneConfig` of a cell (pydantic validates it)."""
     from forgetless.train import FinetuneConfig, PretrainConfig
 
-    cfg = cell["config"]
-    common = {"out_dir": out_dir, "optimizer": cfg["optimizer"], "lr": cfg["lr"], "seed": cfg["seed"],
-              "diverge_factor": cfg["divergence_factor"], "resume": True, "progress": False,
-              "console": False}  # the sweep prints one line per finished cell; cells log to their run dir
+    cfg, kind = cell["config"], cell["config"]["kind"]
+    fields = {name: cfg[name] for name in PASSED[kind] if cfg.get(name) is not None}
+    fields.update(out_dir=out_dir, resume=True, progress=False,
+                  console=False)  # the sweep prints one line per finished cell; cells log to their run dir
     threads = os.environ.get("FORGETLESS_WORKER_THREADS")  # set by the runner's worker pool
     if threads:
-        common["threads"] = int(threads)
+        fields["threads"] = int(threads)
     data = cfg["data"]
-    if cfg["kind"] == "pretrain":
-        return PretrainConfig(model=cfg["model"], tokens=cfg["tokens"], corpus=data["corpus"],
-                              tokenizer=data["tokenizer"], vocab_size=data["vocab_size"],
-                              **cfg["settings"], **common)
-    extra: dict = {}
+    if kind == "pretrain":
+        return PretrainConfig(corpus=data["corpus"], tokenizer=data["tokenizer"], vocab_size=data["vocab_size"],
+                              **cfg["settings"], **fields)
     if "checkpoint" in cfg["base"]:  # an outside model: forgetting on the study's corpus
         base = cfg["base"]["checkpoint"]  # a forgetless run dir stays one: finetune reads its config
-        extra = {"forget_corpus": data["corpus"], "forget_tokenizer": data["tokenizer"] or _model_dir(base)}
+        fields.update(forget_corpus=data["corpus"], forget_tokenizer=data["tokenizer"] or _model_dir(base))
     else:
         base = base_dir or "."
-    if cfg["method"] == "lora":
-        extra.update(lora_rank=cfg["rank"], lora_alpha=cfg["alpha"])
-    return FinetuneConfig(base=str(base), task=cfg["task"], method=cfg["method"], steps=cfg["steps"],
-                          eval_every=cfg["eval_every"], **extra,
-                          **{**cfg["task_settings"], **cfg["settings"]}, **common)
+    return FinetuneConfig(base=str(base), **fields, **{**cfg["task_settings"], **cfg["settings"]})
 
 
 def _model_dir(base: str) -> str:
@@ -89,7 +84,7 @@ def check_bases(study: Study) -> list[str]:
 
 def check_study(study: Study) -> None:
     """Build every cell's training config before any work; StudyError naming cell and field."""
-    from forgetless.train.config import format_validation_error
+    from forgetless.train import FinetuneConfig, PretrainConfig
 
     problems = check_bases(study)
     seen: set[str] = set()
@@ -98,7 +93,7 @@ def check_study(study: Study) -> None:
         clash = OWNED[cfg["kind"]] & (set(cfg["settings"]) | set(cfg.get("task_settings", {})))
         where = "pretrain run" if cfg["kind"] == "pretrain" else "finetune cell"
         if clash:
-            text = f"{where}: settings may not set {sorted(clash)}; the study's own fields set them"
+            text = f"{where}: settings may not set {sorted(clash)}; the study's own fields or the sweep set them"
             if text not in seen:
                 seen.add(text)
                 problems.append(f"{cell['label']}: {text}")
@@ -106,7 +101,7 @@ def check_study(study: Study) -> None:
         try:
             train_config(cell, Path("."), "." if cell["base_id"] else None)
         except ValidationError as err:
-            text = format_validation_error(err)
+            text = format_validation_error(err, PretrainConfig if cfg["kind"] == "pretrain" else FinetuneConfig)
             if text not in seen:  # one message per distinct problem, not per grid cell
                 seen.add(text)
                 problems.append(f"{cell['label']} ({where}):\n    " + text.replace("\n", "\n    "))

@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from forgetless.errors import UserError
+from forgetless.sweep.study import RENAMED
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "diverged", "failed")
@@ -365,7 +366,8 @@ class Store:
 
 def _run_row(row: sqlite3.Row) -> dict:
     d = dict(row)
-    d["config"] = json.loads(d.pop("config_json"))
+    # stores written before fields took the training config's names (RENAMED) read as if renamed
+    d["config"] = {RENAMED.get(k, k): v for k, v in json.loads(d.pop("config_json")).items()}
     d["meta"] = json.loads(d.pop("meta_json"))
     return d
 

@@ -19,7 +19,7 @@ are left out of the id, so renaming a method does not re-run it.
         seeds: [0]
         methods:
           - {kind: full, optimizer: adamw, lrs: [1e-4, 3e-4]}
-          - {kind: lora, rank: 8, optimizer: adamw, lrs: [1e-3, 3e-3]}
+          - {kind: lora, lora_rank: 8, optimizer: adamw, lrs: [1e-3, 3e-3]}
 
 `settings` mappings (on a pretraining run, a grid, a method or a task) pass extra fields through
 to the training box's `PretrainConfig` / `FinetuneConfig` (seq_len, batch_size, warmup, ...);
@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from forgetless.counts import parse_count
-from forgetless.errors import UserError
+from forgetless.errors import UserError, format_validation_error
 
 PRESET_DIR = "presets"
 
@@ -119,16 +119,44 @@ class TaskSpec(_Strict):
         return name
 
 
+class DeprecatedName(UserWarning):
+    """A study file uses a field's old name; it is read under the new one."""
+
+
+# Fields that studies once named differently from the training config; old files still load.
+RENAMED = {"rank": "lora_rank", "alpha": "lora_alpha", "divergence_factor": "diverge_factor"}
+
+
+def _renamed(data: Any, where: str) -> Any:
+    """`data` with old field names replaced by the training config's, one warning per name."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for old, new in RENAMED.items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"{old}: give {new} only ({old} is its old name)")
+            warnings.warn(f"{where}: '{old}' is now '{new}' (the training config's name); rename it in the "
+                          "study file", DeprecatedName, stacklevel=2)
+            data[new] = data.pop(old)
+    return data
+
+
 class MethodSpec(_Strict):
     name: str | None = None  # default "full-adamw", "lora8-adamw"
     kind: Literal["full", "lora"]
     optimizer: str
-    rank: int | None = Field(None, gt=0)
-    alpha: float | None = Field(None, gt=0)  # LoRA alpha; None: the training box's default (2 x rank)
+    lora_rank: int | None = Field(None, gt=0)
+    lora_alpha: float | None = Field(None, gt=0)  # None: the training box's default (2 x rank)
     lrs: list[float] = Field(min_length=1)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     _opt = field_validator("optimizer")(_check_optimizer)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        return _renamed(data, "methods[]")
 
     @field_validator("lrs")
     @classmethod
@@ -141,17 +169,17 @@ class MethodSpec(_Strict):
 
     @model_validator(mode="after")
     def _rank(self) -> MethodSpec:
-        if self.kind == "lora" and self.rank is None:
-            raise ValueError("rank: a lora method needs a rank (e.g. rank: 16)")
-        if self.kind == "full" and (self.rank is not None or self.alpha is not None):
-            raise ValueError("rank/alpha: only a lora method takes a rank and alpha")
+        if self.kind == "lora" and self.lora_rank is None:
+            raise ValueError("lora_rank: a lora method needs a rank (e.g. lora_rank: 16)")
+        if self.kind == "full" and (self.lora_rank is not None or self.lora_alpha is not None):
+            raise ValueError("lora_rank/lora_alpha: only a lora method takes a rank and alpha")
         return self
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
-        return f"full-{self.optimizer}" if self.kind == "full" else f"lora{self.rank}-{self.optimizer}"
+        return f"full-{self.optimizer}" if self.kind == "full" else f"lora{self.lora_rank}-{self.optimizer}"
 
 
 class GridSpec(_Strict):
@@ -188,8 +216,14 @@ class Study(_Strict):
     pretrain: list[PretrainSpec] = Field(default_factory=list)
     bases: list[BaseSpec] = Field(default_factory=list)
     finetune: list[GridSpec] = Field(default_factory=list)
-    # A run whose optimised loss (eval) exceeds this multiple of its first eval is stopped as diverged.
-    divergence_factor: float = Field(4.0, gt=1.0)
+    # A run stops as diverged when its optimised eval loss passes this multiple of its first eval,
+    # or its training loss this multiple of its first logged value (the config's diverge_factor).
+    diverge_factor: float = Field(4.0, gt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        return _renamed(data, "study")
 
     @field_validator("finetune", mode="before")
     @classmethod
@@ -235,17 +269,6 @@ class Study(_Strict):
 # ---------------------------------------------------------------------- loading
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid study"]
-    for e in err.errors():
-        loc = ""
-        for part in e["loc"]:
-            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc or '(top level)'}: {msg}")
-    return "\n".join(lines)
-
-
 def preset_names() -> list[str]:
     files = resources.files("forgetless.sweep").joinpath(PRESET_DIR).iterdir()
     return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
@@ -281,7 +304,8 @@ def load_study(source: str | Path | dict) -> Study:
     try:
         study = Study.model_validate(raw)
     except ValidationError as err:
-        raise StudyError(_format_error(err, label)) from None
+        raise StudyError(f"{label}: invalid study\n  "
+                         + format_validation_error(err, Study).replace("\n", "\n  ")) from None
     over = [(g, b, r) for g, b, r in study.token_ratios() if r > MAX_FINETUNE_RATIO]
     if over:
         g, b, r = max(over, key=lambda x: x[2])
@@ -301,8 +325,10 @@ class RegimeWarning(UserWarning):
 
 
 def cell_id(config: dict) -> str:
-    """sha256 of the canonical JSON of a resolved config, first 16 hex digits."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    """sha256 of the canonical JSON of a resolved config, first 16 hex digits. Renamed fields are
+    hashed under their old names (RENAMED), so cells stored before a rename keep their ids."""
+    old_name = {new: old for old, new in RENAMED.items()}
+    blob = json.dumps({old_name.get(k, k): v for k, v in config.items()}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -317,7 +343,7 @@ def expand(study: Study) -> list[dict]:
         for seed in p.seeds:
             config = {"kind": "pretrain", "data": data, "model": p.model, "optimizer": p.optimizer,
                       "tokens": p.tokens, "lr": p.lr, "seed": seed, "settings": p.settings,
-                      "divergence_factor": study.divergence_factor}
+                      "diverge_factor": study.diverge_factor}
             cid = cell_id(config)
             label = name if len(p.seeds) == 1 else f"{name}/s{seed}"
             meta = {"base": label, "base_optimizer": p.optimizer, "base_seed": seed}
@@ -343,10 +369,10 @@ def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta
     base = {"cell": base_cid} if base_cid else {"checkpoint": base_meta["checkpoint"]}
     config = {"kind": "finetune", "data": study.data.model_dump(), "base": base,
               "task": task.name, "task_settings": task.settings, "method": m.kind,
-              "optimizer": m.optimizer, "rank": m.rank, "alpha": m.alpha, "lr": lr, "seed": seed,
-              "steps": grid.steps, "eval_every": grid.eval_every,
+              "optimizer": m.optimizer, "lora_rank": m.lora_rank, "lora_alpha": m.lora_alpha, "lr": lr,
+              "seed": seed, "steps": grid.steps, "eval_every": grid.eval_every,
               "settings": {**grid.settings, **m.settings},
-              "divergence_factor": study.divergence_factor}
+              "diverge_factor": study.diverge_factor}
     label = f"{base_meta['base']}/{task.name}/{m.label}/lr={lr:g}"
     if len(grid.seeds) > 1:
         label += f"/s{seed}"

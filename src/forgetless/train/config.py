@@ -1,26 +1,82 @@
 """Typed run configurations: `PretrainConfig` and `FinetuneConfig`, loaded from and saved to YAML.
 
-Fields left as None are filled by `resolved()` from defaults that depend on the model (paper
-appendix A.1.1 for GPT-2 scale, the CPU pilot of docs/pilot.md for the small presets); the run
-directory's `config.yaml` is the fully resolved config, so a run can be repeated exactly.
+Each training setting is declared here once: its name, type, default, allowed values and help.
+The command line (`forgetless pretrain/finetune`, see train/options.py), YAML files and the
+`settings` of study files all take these field names; nothing else lists them.
+
+Fields left as None are filled by `resolved()` from each class's `DEFAULTS` table, whose entries
+may depend on the model (paper appendix A.1.1 for GPT-2 scale, the CPU pilot of docs/pilot.md for
+the small presets); `--help` prints the same table, so the two cannot drift. The run directory's
+`config.yaml` is the fully resolved config, so a run can be repeated exactly.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from forgetless.counts import parse_count
+from forgetless.errors import format_validation_error  # noqa: F401  (re-exported: one formatter)
 from forgetless.models import PRESETS
 from forgetless.optim import OPTIMIZERS
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
-def _small(preset: str | None) -> bool:
-    return preset in ("nano", "micro", "small")
+SMALL = ("nano", "micro", "small")  # the CPU presets; larger models take the paper's settings
+
+
+@dataclass(frozen=True)
+class ByModel:
+    """A default that depends on the model preset (of the run, or of a finetune's base)."""
+
+    values: dict[str, Any]
+    otherwise: Any
+
+    def pick(self, model: str | None) -> Any:
+        return self.values.get(model, self.otherwise)
+
+    def __str__(self) -> str:
+        groups: dict[Any, list[str]] = {}
+        for model, value in self.values.items():
+            groups.setdefault(value, []).append(model)
+        return "; ".join(f"{show(v)} for {'/'.join(ms)}" for v, ms in groups.items()) + f"; {show(self.otherwise)} otherwise"
+
+
+def show(value: Any) -> str:
+    """A default as a person writes it: 5M, 200k, 8B; anything else as str()."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
+        for suffix, unit in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
+            if value >= unit and (value * 10) % unit == 0:
+                return f"{value / unit:g}{suffix}"
+    return str(value)
+
+
+def by_size(small: Any, large: Any) -> ByModel:
+    return ByModel(dict.fromkeys(SMALL, small), large)
+
+
+@dataclass(frozen=True)
+class Same:
+    """A default copied from another field once that one is resolved."""
+
+    field: str
+
+    def __str__(self) -> str:
+        return f"same as {self.field}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A default computed in `resolved()`; the text says how (for --help)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class TrainConfig(BaseModel):
@@ -28,8 +84,9 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    out_dir: Path = Field(description="run directory (config.yaml, metrics.jsonl, checkpoints/)")
-    optimizer: str | None = Field(None, description="a name of forgetless.optim.OPTIMIZERS")
+    out_dir: Path = Field(description="run directory (config.yaml, metrics.jsonl, status.json, checkpoints/)",
+                          json_schema_extra={"flags": ["--out", "--out-dir"]})
+    optimizer: str | None = Field(None, description=f"optimizer (see `forgetless optimizers`): {', '.join(OPTIMIZERS)}")
     lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="peak learning rate")
     adamw_lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="lr of the AdamW side (default: lr)")
     weight_decay: float | None = Field(None, ge=0, allow_inf_nan=False, description="decoupled weight decay")
@@ -37,7 +94,7 @@ class TrainConfig(BaseModel):
     optimizer_kwargs: dict[str, Any] = Field(default_factory=dict, description="more forgetless.optim.build options")
     warmup: float = Field(0.1, ge=0, lt=1, description="fraction of steps of linear warm-up")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
-    grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (None: off)")
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     batch_size: int | None = Field(None, ge=1, description="sequences per batch (an optimizer step takes grad_accum of them)")
     micro_batch: int | None = Field(
@@ -46,16 +103,17 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool | None = Field(
         None, description="recompute activations in backward to save memory (None: on from 100M parameters)")
     seq_len: int | None = Field(None, ge=2, description="tokens per sequence")
-    steps: int | None = Field(None, ge=1, description="optimizer steps")
+    steps: int | None = Field(None, ge=1, description="optimizer steps, e.g. 400 or 2k")
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout probability of the model")
     seed: int = Field(0, ge=0, description="seed of initialisation, data order and dropout")
-    eval_every: int | None = Field(None, ge=1, description="steps between evaluations")
-    eval_tokens: int = Field(65536, ge=1, description="held-out pretraining tokens per evaluation")
+    eval_every: int | None = Field(None, ge=1, description="steps between evaluations (at most steps)")
+    eval_tokens: int = Field(65536, ge=1, description="held-out reference tokens per forgetting/validation point")
     eval_batch_size: int | None = Field(None, ge=1, description="sequences per evaluation batch")
-    save_every: int | None = Field(None, ge=1, description="steps between checkpoints (default eval_every)")
+    save_every: int | None = Field(None, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1, description="newest checkpoints kept on disk")
     log_every: int = Field(10, ge=1, description="steps between train-loss lines and divergence checks")
-    diverge_factor: float | None = Field(10.0, gt=1, description="stop when loss > factor x first loss")
+    diverge_factor: float | None = Field(
+        10.0, gt=1, description="stop as diverged when the training loss passes this multiple of its first value")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the model (pays off on long runs)")
@@ -66,8 +124,30 @@ class TrainConfig(BaseModel):
     consolidate: bool = Field(True, description="fsdp checkpoints also as a whole Hugging Face model")
     progress: bool = Field(True, description="progress bar (off anyway when not a terminal)")
     console: bool = Field(True, description="print the reference text, each eval point and a summary to stderr")
-    trackers: list[str] = Field(default_factory=list, description="tensorboard, wandb and/or mlflow")
+    trackers: list[str] = Field(default_factory=list, description="also log to tensorboard, wandb and/or mlflow",
+                                json_schema_extra={"flags": ["--track", "--trackers"]})
     resume: bool = Field(False, description="continue from the newest checkpoint in out_dir")
+
+    # What resolved() puts in each field left None (subclasses fill it; --help prints it).
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def _filled(self, model: str | None, **computed: Any) -> dict[str, Any]:
+        """Updates for every None field: `computed` first, then DEFAULTS (ByModel picked for
+        `model`), then Same references; fields already set are left alone."""
+        update: dict[str, Any] = {}
+        for name, default in self.DEFAULTS.items():
+            if getattr(self, name) is not None:
+                continue
+            if name in computed:
+                update[name] = computed[name]
+            elif isinstance(default, ByModel):
+                update[name] = default.pick(model)
+            elif not isinstance(default, (Same, Rule)):
+                update[name] = default
+        for name, default in self.DEFAULTS.items():
+            if isinstance(default, Same) and getattr(self, name) is None:
+                update[name] = update.get(default.field, getattr(self, default.field))
+        return update
 
     @field_validator("optimizer")
     @classmethod
@@ -135,41 +215,44 @@ class PretrainConfig(TrainConfig):
     def _count_tokens(cls, v: Any) -> Any:
         return None if v is None else parse_count(v, "tokens")
 
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.1, "dropout": 0.0,
+        "vocab_size": ByModel({"nano": 4096, "micro": 4096}, 8192),
+        "seq_len": by_size(128, 1024), "batch_size": by_size(32, 240),
+        "tokens": ByModel({"nano": 200_000, "micro": 1_500_000, "small": 5_000_000}, 8_000_000_000),
+        "steps": Rule("tokens / (batch_size x seq_len x grad_accum)"),
+        "eval_every": by_size(100, 1000), "save_every": Same("eval_every"), "eval_batch_size": Same("batch_size"),
+    }
+
     def resolved(self) -> PretrainConfig:
-        """Every None filled: pilot settings for nano/micro/small, paper A.1.1 for gpt2-small."""
-        small = _small(self.model)
-        seq_len = self.seq_len or (128 if small else 1024)
-        batch = self.batch_size or (32 if small else 240)
+        """Every None filled from DEFAULTS: the pilot for nano/micro/small, paper A.1.1 above."""
+        d = self.DEFAULTS
+        seq_len = self.seq_len or d["seq_len"].pick(self.model)
+        batch = self.batch_size or d["batch_size"].pick(self.model)
         per_step = seq_len * batch * self.grad_accum
-        default_tokens = {"nano": 200_000, "micro": 1_500_000, "small": 5_000_000}.get(self.model, 8 * 10**9)
-        steps = self.steps or max(1, round((self.tokens or default_tokens) / per_step))
-        eval_every = self.eval_every or max(1, min(steps, 100 if small else 1000))
-        return self.model_copy(update=dict(
-            optimizer=self.optimizer or "adamw",
-            lr=self.lr or 3e-3,
-            weight_decay=0.1 if self.weight_decay is None else self.weight_decay,
-            vocab_size=self.vocab_size or {"nano": 4096, "micro": 4096}.get(self.model, 8192),
-            seq_len=seq_len, batch_size=batch, steps=steps, tokens=steps * per_step,
-            dropout=0.0 if self.dropout is None else self.dropout,
-            eval_every=eval_every, save_every=self.save_every or eval_every,
-            eval_batch_size=self.eval_batch_size or batch,
-        ))
+        steps = self.steps or max(1, round((self.tokens or d["tokens"].pick(self.model)) / per_step))
+        eval_every = self.eval_every or max(1, min(steps, d["eval_every"].pick(self.model)))
+        update = self._filled(self.model, seq_len=seq_len, batch_size=batch, steps=steps, eval_every=eval_every)
+        update["tokens"] = steps * per_step  # what the steps really train on
+        return self.model_copy(update=update)
 
 
 class FinetuneConfig(TrainConfig):
     """Supervised finetuning of a base model (a forgetless run directory or any HF causal LM)."""
 
-    base: str = Field(description="base model: forgetless run dir, HF checkpoint dir or hub name")
+    base: str = Field(description="base model: a forgetless run dir, an HF checkpoint dir or a hub name",
+                      json_schema_extra={"cli": "argument"})
     task: str = Field(description="SFT task: a name, a data file (.jsonl .json .parquet .csv) or hf:NAME "
                                   "(see forgetless.data.load_task and docs/data.md)")
     columns: dict[str, str] | None = Field(
         None, description="rename the data's columns to the format's: {data column: format column}, "
                           "or 'question=prompt,reply=completion'")
     method: Literal["full", "lora"] = Field("full", description="full finetuning or LoRA")
-    lora_rank: int = Field(16, ge=1, description="LoRA rank r")
-    lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default 2 x rank)")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r", json_schema_extra={"flags": ["--lora-rank", "--rank"]})
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha",
+                                     json_schema_extra={"flags": ["--lora-alpha", "--alpha"]})
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
-    lora_targets: list[str] | None = Field(None, description="module names (default: every linear but the head)")
+    lora_targets: list[str] | None = Field(None, description="module names LoRA adapts (None: every linear but the head)")
     merge: bool = Field(True, description="save LoRA checkpoints merged into the base weights")
     train_n: int | None = Field(None, ge=1, description="training records used (default: all)")
     eval_n: int = Field(256, ge=1, description="held-out task records for the learning loss")
@@ -177,13 +260,12 @@ class FinetuneConfig(TrainConfig):
     accuracy: bool = Field(False, description="also measure exact-match accuracy of greedy answers")
     accuracy_n: int = Field(64, ge=1, description="held-out records generated for accuracy")
     max_new_tokens: int = Field(32, ge=1, description="generation length for accuracy")
-    forget_corpus: str | None = Field(None, description="corpus of the forgetting sample (default: the base's)")
-    forget_tokenizer: str | None = Field(None, description="tokenizer spec of that corpus (default: the base's)")
-    forget_vocab_size: int | None = Field(None, ge=2, description="BPE size of that corpus (default: the base's)")
+    forget_corpus: str | None = Field(None, description="reference text of forgetting (a corpus spec), "
+                                                        "tokenised with the model's tokenizer")
+    forget_tokenizer: str | None = Field(None, description="tokenizer of the reference text")
+    forget_vocab_size: int | None = Field(None, ge=2, description="BPE size when one is trained for the reference")
     forget_seq_len: int | None = Field(None, ge=2, description="sequence length of the forgetting sample")
-    forget_balance: bool | None = Field(
-        None, description="equal tokens from each source of the reference (prose, code) (default: on for "
-                          "bases forgetless did not pretrain, when forget_corpus is not given)")
+    forget_balance: bool | None = Field(None, description="equal tokens from each source of the reference (prose, code)")
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -198,44 +280,35 @@ class FinetuneConfig(TrainConfig):
             raise ValueError("lora_targets is set but method is 'full'; allowed: method 'lora'")
         return self
 
+    # ByModel entries are picked by the base's preset (a forgetless run's model; others are "larger").
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "optimizer": Rule("the optimizer that pretrained the base (run config or registry), else adamw"),
+        "lr": Rule("1e-4 for method full, 1e-3 for lora"), "weight_decay": 0.0, "dropout": 0.1,
+        "steps": by_size(300, 800), "batch_size": by_size(32, 128), "seq_len": by_size(128, 1024),
+        "eval_every": by_size(50, 200), "save_every": Same("eval_every"), "eval_batch_size": Same("batch_size"),
+        "lora_alpha": Rule("2 x lora_rank"),
+        "forget_corpus": Rule("the base run's corpus; for other models stdlib, half prose, half code"),
+        "forget_tokenizer": Rule("the model's own"),
+        "forget_balance": Rule("on when forget_corpus is not given and forgetless did not pretrain the base"),
+        "forget_vocab_size": Rule("the base's, else 8192"),
+        "forget_seq_len": Rule("the base's pretraining seq_len, else seq_len"),
+    }
+
     def resolved(self, base_info: dict[str, Any]) -> FinetuneConfig:
-        """Every None filled. `base_info` describes the base (see finetune.describe_base)."""
-        small = _small(base_info.get("model"))
-        lora = self.method == "lora"
-        steps = self.steps or (300 if small else 800)
-        eval_every = self.eval_every or min(steps, 50 if small else 200)
-        batch = self.batch_size or (32 if small else 128)
-        return self.model_copy(update=dict(
-            optimizer=self.optimizer or base_info.get("optimizer") or "adamw",
-            lr=self.lr or (1e-3 if lora else 1e-4),
-            weight_decay=0.0 if self.weight_decay is None else self.weight_decay,
-            seq_len=self.seq_len or (128 if small else 1024), batch_size=batch, steps=steps,
-            dropout=0.1 if self.dropout is None else self.dropout,
-            eval_every=eval_every, save_every=self.save_every or eval_every,
-            eval_batch_size=self.eval_batch_size or batch,
-            lora_alpha=(self.lora_alpha or 2.0 * self.lora_rank) if lora else self.lora_alpha,
-            forget_corpus=self.forget_corpus or base_info.get("corpus") or "stdlib",
+        """Every None filled from DEFAULTS. `base_info` describes the base (see finetune.describe_base)."""
+        d, model, lora = self.DEFAULTS, base_info.get("model"), self.method == "lora"
+        steps = self.steps or d["steps"].pick(model)
+        seq_len = self.seq_len or d["seq_len"].pick(model)
+        update = self._filled(
+            model, steps=steps, seq_len=seq_len, eval_every=min(steps, d["eval_every"].pick(model)),
+            optimizer=base_info.get("optimizer") or "adamw", lr=1e-3 if lora else 1e-4,
+            forget_corpus=base_info.get("corpus") or "stdlib",
             # always the model's own tokenizer (the checkpoint holds it): a BPE trained on the
             # reference text would feed the model ids of another vocabulary
-            forget_tokenizer=self.forget_tokenizer or base_info.get("checkpoint") or base_info.get("tokenizer"),
-            forget_balance=(not self.forget_corpus and not base_info.get("corpus"))
-            if self.forget_balance is None else self.forget_balance,
-            forget_vocab_size=self.forget_vocab_size or base_info.get("vocab_size") or 8192,
-            forget_seq_len=self.forget_seq_len or base_info.get("seq_len") or self.seq_len or (128 if small else 1024),
-        ))
-
-
-def format_validation_error(err: ValidationError) -> str:
-    """One line per bad field: 'field: message' (pydantic's own text is verbose)."""
-    lines = []
-    for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "config"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            model = err.title
-            allowed = {"PretrainConfig": PretrainConfig, "FinetuneConfig": FinetuneConfig}.get(model, TrainConfig)
-            msg = f"unknown field; allowed: {', '.join(allowed.model_fields)}"
-        elif e["type"] == "literal_error":
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{field}: {msg}")
-    return "\n".join(lines)
+            forget_tokenizer=base_info.get("checkpoint") or base_info.get("tokenizer"),
+            forget_balance=not self.forget_corpus and not base_info.get("corpus"),
+            forget_vocab_size=base_info.get("vocab_size") or 8192,
+            forget_seq_len=base_info.get("seq_len") or seq_len)
+        if lora and self.lora_alpha is None:
+            update["lora_alpha"] = 2.0 * self.lora_rank
+        return self.model_copy(update=update)
