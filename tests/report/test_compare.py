@@ -18,6 +18,7 @@ from forgetless.cli import app
 from forgetless.report.compare import compare, rows_from_store
 from forgetless.report.statistics import FAILS, HOLDS, INCONCLUSIVE
 from forgetless.sweep.cell import first_loss
+from forgetless.sweep.records import Cell
 from forgetless.sweep.store import Store
 
 LRS = (1e-4, 3e-4, 1e-3)
@@ -43,10 +44,9 @@ def _store(path, methods: dict[str, tuple[float, float, dict]], wise_cost: float
         for k, (name, (cost, speed, settings)) in enumerate(methods.items()):
             for lr in LRS:
                 cid = f"s{seed}-{name}-{lr:g}"
-                cells.append({"cell_id": cid, "kind": "finetune", "base_id": f"base{seed}", "label": cid, "method": name,
-                              "lr": lr, "config": {"settings": settings},
-                              "meta": {"base": f"adamw/s{seed}", "base_optimizer": "adamw", "base_seed": seed,
-                                       "task": "arith", "method": name, "seed": 0}})
+                cells.append(Cell(cid, "finetune", f"base{seed}", cid, name, lr, {"settings": settings},
+                                  {"base": f"adamw/s{seed}", "base_optimizer": "adamw", "base_seed": seed,
+                                   "task": "arith", "method": name, "seed": 0}))
                 curve = _curve(rng, f0, l0, cost, speed, lr)
                 pts = [{"step": t, "tokens": 1000 * t, "forgetting": f, "learning": y, "wall_time": 0.0,
                         **({"replay_tokens": 50 * t} if settings.get("replay") else {})} for t, f, y, _ in curve]
@@ -105,8 +105,8 @@ def test_wise_points_stay_out_of_trajectories(tmp_path):
         assert any((p.get("extra") or {}).get("wise") is not None for p in pts)
         [panel] = panels(pts)
         assert list(panel.methods) == ["full-adamw"] and (panel.methods["full-adamw"].steps > 0).all()
-        cell = {"cell_id": "s0-full-adamw-0.0001", "kind": "finetune"}
-        first = [p for p in pts if p["run_id"] == cell["cell_id"] and p["step"] == 0][0]
+        cell = Cell("s0-full-adamw-0.0001", "finetune", None, "", None, None, {})
+        first = [p for p in pts if p["run_id"] == cell.cell_id and p["step"] == 0][0]
         assert first_loss(store, cell) == first["learning"]  # not a WiSE point's (negative step, sorted first)
 
 

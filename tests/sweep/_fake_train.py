@@ -17,13 +17,13 @@ def expected_point(lr: float, step: int) -> tuple[float, float]:
     return 4.0 + lr * step * 100.0, 3.0 - lr * step * 10.0
 
 
-def fake_executor(cell: dict, out_dir: Path, base_dir: str | None, on_eval) -> SimpleNamespace:
+def fake_executor(cell, out_dir: Path, base_dir: str | None, on_eval) -> SimpleNamespace:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "calls.txt", "a") as f:  # one line per execution: tests count them
         f.write(f"{os.getpid()}\n")
-    cfg = cell["config"]
-    if cell["base_id"] is not None:
-        assert base_dir and (Path(base_dir) / "final").read_text() == cell["base_id"]
+    cfg = cell.config
+    if cell.base_id is not None:
+        assert base_dir and (Path(base_dir) / "final").read_text() == cell.base_id
     mode = cfg["settings"].get("fake", "ok")
     if mode == "fail":
         raise RuntimeError("fake failure for the test")
@@ -42,5 +42,5 @@ def fake_executor(cell: dict, out_dir: Path, base_dir: str | None, on_eval) -> S
         points.append(point)
         time.sleep(cfg["settings"].get("sleep", 0.0))
     ckpt = out_dir / "final"
-    ckpt.write_text(cell["cell_id"])
+    ckpt.write_text(cell.cell_id)
     return SimpleNamespace(status="done", points=points, final_checkpoint=ckpt)

@@ -33,8 +33,8 @@ def test_no_progress_still_prints_each_finished_cell(tmp_path, capsys) -> None:
     run_sweep(study, workers=0, executor=fake_executor, progress=False)
     lines = capsys.readouterr().out.splitlines()
     for cell in expand(study):
-        assert any(line.split() == ["done", cell["label"], "in", line.split()[-1]] for line in lines), \
-            (cell["label"], lines)
+        assert any(line.split() == ["done", cell.label, "in", line.split()[-1]] for line in lines), \
+            (cell.label, lines)
 
 
 def test_status_shows_a_dead_runner_as_stale(tmp_path) -> None:
@@ -47,7 +47,7 @@ def test_status_shows_a_dead_runner_as_stale(tmp_path) -> None:
     gone.wait()  # a pid that no longer runs (reaped)
     with Store(tmp_path / "s" / "results.sqlite") as store:
         store.add_study(study.name, study.model_dump(mode="json"), cells)
-        assert store.claim(cells[0]["cell_id"], f"{socket.gethostname()}:{gone.pid}")
+        assert store.claim(cells[0].cell_id, f"{socket.gethostname()}:{gone.pid}")
     res = CliRunner().invoke(app, ["status", str(path)], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "stale (runner gone)" in res.output

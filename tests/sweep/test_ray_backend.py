@@ -44,7 +44,7 @@ def study_dict(out: Path, methods: list[dict] | None = None) -> dict:
 def dying_executor(cell, out_dir, base_dir, on_eval):
     """The fake, except that a cell with settings.fake == "die" kills its own process (as the
     kernel's OOM killer would), after one eval point."""
-    if cell["config"]["settings"].get("fake") == "die":
+    if cell.config["settings"].get("fake") == "die":
         out_dir.mkdir(parents=True, exist_ok=True)
         on_eval({"step": 0, "tokens": 0, "forgetting": 4.0, "learning": 3.0, "wall_time": 0.0})
         os._exit(3)
@@ -103,14 +103,14 @@ def test_two_cells_on_ray_give_the_local_runners_records_and_are_not_run_twice(t
 
     study = load_study(raw)
     pre, ft = expand(study)
-    assert ft["base_id"] == pre["cell_id"]  # the fake asserted the finetune saw its base's files
+    assert ft.base_id == pre.cell_id  # the fake asserted the finetune saw its base's files
     for cell in (pre, ft):  # run in a Ray worker process, not in the driver (this process)
-        assert calls(tmp_path / "ray", cell["cell_id"]) != [str(os.getpid())]
+        assert calls(tmp_path / "ray", cell.cell_id) != [str(os.getpid())]
     got = records(tmp_path / "ray")
-    assert [p[:4] for p in got[ft["cell_id"]]["points"]] == [
+    assert [p[:4] for p in got[ft.cell_id]["points"]] == [
         (s, s * 64, expected_point(1e-4, s)[0], expected_point(1e-4, s)[1]) for s in (0, 2, 4)]
-    assert [p[2] for p in got[pre["cell_id"]]["points"]] == [
-        expected_point(pre["lr"], s)[0] for s in (0, 2, 4)]
+    assert [p[2] for p in got[pre.cell_id]["points"]] == [
+        expected_point(pre.lr, s)[0] for s in (0, 2, 4)]
     assert all(r["status"] == "done" and r["attempts"] == 1 for r in got.values())
 
     sweep_runner.run_sweep(load_study(study_dict(tmp_path / "local")), workers=0,
@@ -125,7 +125,7 @@ def test_two_cells_on_ray_give_the_local_runners_records_and_are_not_run_twice(t
                                     progress=False, log=lines.append, poll=0.05)
     assert counts == {"done": 2}
     assert "2 of 2 cells already finished; skipping them" in lines
-    assert all(len(calls(tmp_path / "ray", c["cell_id"])) == 1 for c in (pre, ft))
+    assert all(len(calls(tmp_path / "ray", c.cell_id)) == 1 for c in (pre, ft))
     assert records(tmp_path / "ray") == got
 
 
@@ -184,16 +184,16 @@ def test_a_killed_drivers_cell_is_taken_over_with_its_points_so_far(tmp_path, lo
     gone = subprocess.Popen(["true"])
     gone.wait()
     with Store(tmp_path / "s" / "results.sqlite") as st:
-        st.reset(ft["cell_id"])
-        assert st.claim(ft["cell_id"], f"{socket.gethostname()}:{gone.pid}")
-        st.add_point(ft["cell_id"], {"step": 0, "tokens": 0, "forgetting": 4.0, "learning": 0.5})
+        st.reset(ft.cell_id)
+        assert st.claim(ft.cell_id, f"{socket.gethostname()}:{gone.pid}")
+        st.add_point(ft.cell_id, {"step": 0, "tokens": 0, "forgetting": 4.0, "learning": 0.5})
     counts = sweep_runner.run_sweep(study, backend=RayBackend(), executor=fake_executor, progress=False)
     assert counts == {"done": 1, "diverged": 1}
     with Store(tmp_path / "s" / "results.sqlite") as st:
-        run = st.run(ft["cell_id"])
+        run = st.run(ft.cell_id)
         assert run["attempts"] == 3  # the first run, the killed one, this one
         assert run["error"] == ("loss 3 at step 0 is above 4 x its start 0.5 (diverge_factor)")
-    assert len(calls(tmp_path / "s", pre["cell_id"])) == 1
+    assert len(calls(tmp_path / "s", pre.cell_id)) == 1
 
 
 def test_unknown_backend_and_missing_ray_are_refused_with_the_fix(tmp_path, monkeypatch):

@@ -37,10 +37,10 @@ def check_complete(out: Path, study) -> None:
     """Every cell done once, with exactly the closed-form points of _fake_train."""
     with Store(out / "results.sqlite") as st:
         for cell in expand(study):
-            run = st.run(cell["cell_id"])
+            run = st.run(cell.cell_id)
             assert run["status"] == "done", run
-            got = [(p["step"], p["forgetting"]) for p in st.points(run_id=cell["cell_id"])]
-            want = [(s, expected_point(cell["lr"], s)[0]) for s in range(0, 5, 2)]
+            got = [(p["step"], p["forgetting"]) for p in st.points(run_id=cell.cell_id)]
+            want = [(s, expected_point(cell.lr, s)[0]) for s in range(0, 5, 2)]
             assert got == want
 
 

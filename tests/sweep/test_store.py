@@ -10,13 +10,14 @@ import sqlite3
 import pytest
 
 from forgetless.sweep.export import export_csv, export_parquet
+from forgetless.sweep.records import Cell
 from forgetless.sweep.store import SCHEMA_VERSION, Store, StoreVersionError
 
 
-def _cells(n: int) -> list[dict]:
-    return [{"cell_id": f"c{i}", "kind": "finetune" if i else "pretrain", "base_id": "c0" if i else None,
-             "label": f"cell {i}", "method": "full-adamw" if i else None, "lr": 1e-4 * i,
-             "config": {"i": i}, "meta": {"task": "arith", "base": "adamw"}} for i in range(n)]
+def _cells(n: int) -> list[Cell]:
+    return [Cell(f"c{i}", "finetune" if i else "pretrain", "c0" if i else None, f"cell {i}",
+                 "full-adamw" if i else None, 1e-4 * i, {"i": i}, {"task": "arith", "base": "adamw"})
+            for i in range(n)]
 
 
 def test_records_round_trip_and_points_replace(tmp_path):

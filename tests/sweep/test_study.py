@@ -43,36 +43,36 @@ def _with(path: str, value):
 
 def test_expansion_counts_order_and_dependencies():
     cells = expand(load_study(GOOD))
-    pre = [c for c in cells if c["kind"] == "pretrain"]
-    ft = [c for c in cells if c["kind"] == "finetune"]
+    pre = [c for c in cells if c.kind == "pretrain"]
+    ft = [c for c in cells if c.kind == "finetune"]
     assert len(pre) == 3  # adamw x 2 seeds + muon x 1
     assert len(ft) == 3 * 1 * 3  # 3 bases x 1 task x (2 + 1) learning rates
     assert cells[: len(pre)] == pre  # bases come first
-    assert {c["base_id"] for c in ft} == {c["cell_id"] for c in pre}
-    assert len({c["cell_id"] for c in cells}) == len(cells)
-    assert pre[0]["config"]["tokens"] == 20000
-    assert sorted({c["lr"] for c in ft}) == [1e-4, 3e-4, 1e-3]
+    assert {c.base_id for c in ft} == {c.cell_id for c in pre}
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert pre[0].config["tokens"] == 20000
+    assert sorted({c.lr for c in ft}) == [1e-4, 3e-4, 1e-3]
 
 
 def test_cell_id_is_sha256_of_canonical_config_and_stable():
     a, b = expand(load_study(GOOD)), expand(load_study(GOOD))
-    assert [c["cell_id"] for c in a] == [c["cell_id"] for c in b]
+    assert [c.cell_id for c in a] == [c.cell_id for c in b]
     c = a[-1]
     # hashed under the names the fields had when ids were first stored (rank, alpha,
     # divergence_factor), so a rename did not change any stored cell's id
     old_names = {"lora_rank": "rank", "lora_alpha": "alpha", "diverge_factor": "divergence_factor"}
-    hashed = {old_names.get(k, k): v for k, v in c["config"].items()}
+    hashed = {old_names.get(k, k): v for k, v in c.config.items()}
     blob = json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()
-    assert c["cell_id"] == hashlib.sha256(blob).hexdigest()[:16]
+    assert c.cell_id == hashlib.sha256(blob).hexdigest()[:16]
 
 
 def test_labels_do_not_change_ids_but_settings_do():
-    base = {c["cell_id"] for c in expand(load_study(GOOD))}
+    base = {c.cell_id for c in expand(load_study(GOOD))}
     renamed = _with("finetune.methods.0.name", "sft")
-    assert {c["cell_id"] for c in expand(load_study(renamed))} == base
+    assert {c.cell_id for c in expand(load_study(renamed))} == base
     changed = _with("finetune.steps", 9)
-    ids = {c["cell_id"] for c in expand(load_study(changed))}
-    assert ids & base == {c["cell_id"] for c in expand(load_study(GOOD)) if c["kind"] == "pretrain"}
+    ids = {c.cell_id for c in expand(load_study(changed))}
+    assert ids & base == {c.cell_id for c in expand(load_study(GOOD)) if c.kind == "pretrain"}
 
 
 def test_loads_yaml_file_and_presets(tmp_path):
@@ -81,13 +81,13 @@ def test_loads_yaml_file_and_presets(tmp_path):
     assert load_study(path).name == "t"
     assert {"quick", "cpu-full", "gpt2", "llama2-7b"} <= set(preset_names())
     quick = expand(load_study("quick"))
-    pretrained = {c["config"]["optimizer"] for c in quick if c["kind"] == "pretrain"}
+    pretrained = {c.config["optimizer"] for c in quick if c.kind == "pretrain"}
     assert pretrained == {"adamw", "muon", "coltop1"}  # coltop1 for the activation probe only
     # Three pretraining seeds per optimizer: three units of evidence, the fewest a verdict needs.
-    assert sorted(c["config"]["seed"] for c in quick if c["kind"] == "pretrain") == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert sorted(c.config["seed"] for c in quick if c.kind == "pretrain") == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     full = expand(load_study("cpu-full"))
-    assert {c["config"]["optimizer"] for c in full if c["kind"] == "pretrain"} == {"adamw", "muon", "coltop1"}
-    assert {c["meta"]["base"] for c in quick if c["kind"] == "finetune"} == {
+    assert {c.config["optimizer"] for c in full if c.kind == "pretrain"} == {"adamw", "muon", "coltop1"}
+    assert {c.meta["base"] for c in quick if c.kind == "finetune"} == {
         f"{o}/s{s}" for o in ("adamw", "muon") for s in (0, 1, 2)}
     gpt2 = load_study("gpt2")  # the paper's A.1.1 numbers survive the round trip
     alpaca = gpt2.finetune[0]

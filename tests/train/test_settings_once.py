@@ -214,7 +214,7 @@ def test_old_study_names_still_load_with_one_warning_and_the_same_ids() -> None:
     messages = [str(w.message) for w in caught if w.category is DeprecatedName]
     assert len(messages) == 2 and any("'rank' is now 'lora_rank'" in m for m in messages)
     assert all("\n" not in m for m in messages)
-    assert [c["cell_id"] for c in old_cells] == [c["cell_id"] for c in expand(load_study(new))]
+    assert [c.cell_id for c in old_cells] == [c.cell_id for c in expand(load_study(new))]
     with pytest.raises(Exception, match="give lora_rank only"):
         load_study({**STUDY, "finetune": {**STUDY["finetune"], "methods": [
             {"kind": "lora", "rank": 4, "lora_rank": 4, "optimizer": "adamw", "lrs": [1e-3]}]}})

@@ -25,41 +25,40 @@ def pretrain_rows(store: Store, study: str) -> list[dict]:
     the same for every finetune of that base and task).
     """
     runs = {r["cell_id"]: r for r in store.runs(study)}
-    points = store.points(study=study)
+    points = store.eval_points(study=study)
     rows: dict[str, dict] = {}
     for cid, run in runs.items():
         if run["kind"] != "pretrain" or run["status"] != "done":
             continue
-        own = [p for p in points if p["run_id"] == cid and math.isfinite(p["forgetting"])]
+        own = [p for p in points if p.run_id == cid and math.isfinite(p.forgetting)]
         if not own:
             continue
         meta = run.get("meta") or {}
         rows[cid] = {"cell_id": cid, "label": run["label"], "optimizer": meta.get("base_optimizer"),
-                     "seed": meta.get("base_seed"), "val_loss": own[-1]["forgetting"],
+                     "seed": meta.get("base_seed"), "val_loss": own[-1].forgetting,
                      "checkpoint": run.get("checkpoint") or run.get("out_dir"), "task_losses": {}}
     for p in points:
-        if p["kind"] == "finetune" and p["step"] == 0 and p["base_id"] in rows:
-            task = (p.get("meta") or {}).get("task")
-            if task and math.isfinite(p["learning"]):
-                rows[p["base_id"]]["task_losses"].setdefault(task, p["learning"])
+        if p.kind == "finetune" and p.step == 0 and p.base_id in rows:
+            task = p.meta.get("task")
+            if task and math.isfinite(p.learning):
+                rows[p.base_id]["task_losses"].setdefault(task, p.learning)
     return list(rows.values())
 
 
 def finetune_rows(store: Store, study: str) -> list[dict]:
     """Every finetuning eval point, in the verdicts' row format."""
-    runs = {r["cell_id"]: r for r in store.runs(study)}
+    configs = {r["cell_id"]: r["config"] for r in store.runs(study)}
     out = []
-    for p in store.points(study=study):
-        if p["kind"] != "finetune" or (p.get("extra") or {}).get("wise") is not None:  # WiSE: forgetless compare
+    for p in store.eval_points(study=study):
+        if p.kind != "finetune" or p.wise:  # WiSE points: forgetless compare
             continue
-        meta = p.get("meta") or {}
-        config = runs[p["run_id"]]["config"] if p["run_id"] in runs else {}
+        meta, config = p.meta, configs.get(p.run_id, {})
         out.append({
-            "run_id": p["run_id"], "base": meta.get("base"), "base_optimizer": meta.get("base_optimizer"),
-            "base_seed": meta.get("base_seed"), "task": meta.get("task"), "method": p["method"],
+            "run_id": p.run_id, "base": meta.get("base"), "base_optimizer": meta.get("base_optimizer"),
+            "base_seed": meta.get("base_seed"), "task": meta.get("task"), "method": p.method,
             "kind": config.get("method"), "optimizer": config.get("optimizer"), "rank": config.get("lora_rank"),
-            "lr": p["lr"], "seed": meta.get("seed"), "step": p["step"], "forgetting": p["forgetting"],
-            "learning": p["learning"], "accuracy": p.get("accuracy"), "sources": p.get("sources"),
+            "lr": p.lr, "seed": meta.get("seed"), "step": p.step, "forgetting": p.forgetting,
+            "learning": p.learning, "accuracy": p.accuracy, "sources": p.sources,
         })
     return out
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from forgetless.sweep.records import Cell, Outcome
 from forgetless.sweep.store import Store
+
+__all__ = ["Cell", "EvalLossDiverged", "Outcome", "execute_cell", "failed", "first_loss", "is_wise",
+           "record_outcome"]
 
 
 class EvalLossDiverged(Exception):
@@ -20,27 +23,18 @@ class EvalLossDiverged(Exception):
     value (the study's check; the training box watches the train loss with its own factor)."""
 
 
-@dataclass
-class Outcome:
-    """What a finished cell reports to the store."""
-
-    status: str  # "done" | "diverged" | "failed"
-    error: str | None = None
-    checkpoint: str | None = None
-    points: list[dict] = field(default_factory=list)  # the run's complete record of eval points
-
-
-def _loss_of(cell: dict, point: dict) -> float | None:
-    """The loss a run optimises: task loss for a finetune, held-out pretraining loss otherwise."""
-    value = point.get("learning") if cell["kind"] == "finetune" else point.get("forgetting")
+def _loss_of(cell: Cell, point: dict) -> float | None:
+    """The loss a run optimises, from a point as training reports it: task loss for a finetune,
+    held-out pretraining loss otherwise."""
+    value = point.get("learning") if cell.is_finetune else point.get("forgetting")
     return None if value is None else float(value)
 
 
-def first_loss(store: Store, cell: dict) -> float | None:
+def first_loss(store: Store, cell: Cell) -> float | None:
     """The loss of the cell's first point in the store (an interrupted attempt's start stays the
     start of the divergence check when the cell resumes)."""
-    earlier = [p for p in store.points(run_id=cell["cell_id"]) if not is_wise(p)]
-    return _loss_of(cell, earlier[0]) if earlier else None
+    earlier = [p for p in store.eval_points(run_id=cell.cell_id) if not p.wise]
+    return earlier[0].loss if earlier else None
 
 
 def is_wise(point: dict) -> bool:
@@ -49,7 +43,7 @@ def is_wise(point: dict) -> bool:
     return point.get("wise") is not None or (point.get("extra") or {}).get("wise") is not None
 
 
-def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: float | None,
+def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: float | None,
                  on_point: Callable[[dict], None], executor: Callable | None = None) -> Outcome:
     """Run one cell with the divergence check; the Outcome the store should record.
 
@@ -57,7 +51,7 @@ def execute_cell(cell: dict, cell_dir: str, base_dir: str | None, start_loss: fl
     the line is kept). Never raises for a training problem. Shared by run_cell (a local worker
     writes the store itself) and the Ray backend (the task sends points back to the driver).
     """
-    factor = float(cell["config"].get("diverge_factor", 4.0))
+    factor = float(cell.config.get("diverge_factor", 4.0))
     start = {"loss": start_loss}
 
     def on_eval(point: dict) -> None:

@@ -122,22 +122,22 @@ def status_cmd(
     counts: dict[str, int] = {}
     console = Console()
     for c in cells:
-        r = rows.get(c["cell_id"], {})
+        r = rows.get(c.cell_id, {})
         status = r.get("status", "pending")
         if status == "running" and owner_gone(r.get("owner"), r.get("heartbeat"), STALE_AFTER):
             status = STALE  # killed runner: the next `forgetless sweep` resumes the cell
         counts[status] = counts.get(status, 0) + 1
-        step, npts = last.get(c["cell_id"], ("", ""))
+        step, npts = last.get(c.cell_id, ("", ""))
         err = (r.get("error") or "").splitlines()
-        table.add_row(f"[{colour[status]}]{status}", c["label"], c["cell_id"], str(r.get("attempts", 0)),
+        table.add_row(f"[{colour[status]}]{status}", c.label, c.cell_id, str(r.get("attempts", 0)),
                       str(step), str(npts), err[0] if err else "")
     console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" of {len(cells)} cells")
     if errors:
         for c in cells:
-            r = rows.get(c["cell_id"], {})
+            r = rows.get(c.cell_id, {})
             if r.get("error"):
-                console.rule(c["label"])
+                console.rule(c.label)
                 console.print(r["error"], markup=False)
 
 

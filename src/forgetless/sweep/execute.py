@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from forgetless.errors import format_validation_error
+from forgetless.sweep.records import Cell
 from forgetless.sweep.study import Study, StudyError, expand
 
 # Fields the study sets itself; `settings` may not override them.
@@ -32,11 +33,11 @@ OWNED = {"pretrain": {*PASSED["pretrain"], *_RUNNER, "corpus", "tokenizer", "voc
          "finetune": {*PASSED["finetune"], *_RUNNER, "base"}}
 
 
-def train_config(cell: dict, out_dir: Path, base_dir: str | None):
+def train_config(cell: Cell, out_dir: Path, base_dir: str | None):
     """The `PretrainConfig` / `FinetuneConfig` of a cell (pydantic validates it)."""
     from forgetless.train import FinetuneConfig, PretrainConfig
 
-    cfg, kind = cell["config"], cell["config"]["kind"]
+    cfg, kind = cell.config, cell.kind
     fields = {name: cfg[name] for name in PASSED[kind] if cfg.get(name) is not None}
     fields.update(out_dir=out_dir, resume=True, progress=False,
                   console=False)  # the sweep prints one line per finished cell; cells log to their run dir
@@ -89,31 +90,31 @@ def check_study(study: Study) -> None:
     problems = check_bases(study)
     seen: set[str] = set()
     for cell in expand(study):
-        cfg = cell["config"]
+        cfg = cell.config
         clash = OWNED[cfg["kind"]] & (set(cfg["settings"]) | set(cfg.get("task_settings", {})))
         where = "pretrain run" if cfg["kind"] == "pretrain" else "finetune cell"
         if clash:
             text = f"{where}: settings may not set {sorted(clash)}; the study's own fields or the sweep set them"
             if text not in seen:
                 seen.add(text)
-                problems.append(f"{cell['label']}: {text}")
+                problems.append(f"{cell.label}: {text}")
             continue
         try:
-            train_config(cell, Path("."), "." if cell["base_id"] else None)
+            train_config(cell, Path("."), "." if cell.base_id else None)
         except ValidationError as err:
             text = format_validation_error(err, PretrainConfig if cfg["kind"] == "pretrain" else FinetuneConfig)
             if text not in seen:  # one message per distinct problem, not per grid cell
                 seen.add(text)
-                problems.append(f"{cell['label']} ({where}):\n    " + text.replace("\n", "\n    "))
+                problems.append(f"{cell.label} ({where}):\n    " + text.replace("\n", "\n    "))
     if problems:
         raise StudyError(f"study {study.name}: cells that the training box would refuse:\n  "
                          + "\n  ".join(problems))
 
 
-def train_executor(cell: dict, out_dir: Path, base_dir: str | None, on_eval: Callable[[dict], None]):
+def train_executor(cell: Cell, out_dir: Path, base_dir: str | None, on_eval: Callable[[dict], None]):
     """Run a cell with `forgetless.train` (resuming when its directory holds a checkpoint)."""
     from forgetless.train import finetune, pretrain
 
     cfg = train_config(cell, out_dir, base_dir)
-    run = pretrain if cell["config"]["kind"] == "pretrain" else finetune
+    run = pretrain if cell.kind == "pretrain" else finetune
     return run(cfg, on_eval=on_eval)

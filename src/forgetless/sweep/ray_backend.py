@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forgetless.sweep.cell import execute_cell, failed, first_loss, record_outcome
+from forgetless.sweep.records import Cell
 from forgetless.sweep.store import Store
 
 INSTALL_HINT = "pip install 'forgetless[ray]'"
@@ -50,7 +51,7 @@ def _import_ray():
     return ray
 
 
-def _cell_task(cell: dict, cell_dir: str, base_dir: str | None, start_loss: float | None,
+def _cell_task(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: float | None,
                executor: Callable | None, threads: int):
     """The Ray task: yields ("point", point) per eval point, then ("outcome", outcome).
 
@@ -163,8 +164,8 @@ class RayBackend:
     def running(self) -> list[str]:
         return list(self.flight.values())
 
-    def submit(self, store: Store, cell: dict, cell_dir: str, base_dir: str | None) -> None:
-        cid = cell["cell_id"]
+    def submit(self, store: Store, cell: Cell, cell_dir: str, base_dir: str | None) -> None:
+        cid = cell.cell_id
         store.set_out_dir(cid, cell_dir)
         threads = max(1, int(self.cpus_per_cell))
         gen = self.task.remote(cell, cell_dir, base_dir, first_loss(store, cell), self.executor,

@@ -10,7 +10,7 @@ What makes it safe to kill at any moment (SIGKILL included) and to start twice:
 - workers watch their parent and exit when it dies, so a killed runner leaves no orphan training;
 - finished cells (done, diverged) are skipped; failed cells are retried once per invocation.
 
-A cell executor is `executor(cell, out_dir, base_dir, on_eval) -> result` (base_dir: the run
+A cell executor is `executor(cell, out_dir, base_dir, on_eval) -> result` (cell: a records.Cell; base_dir: the run
 directory of the cell's base, None for an outside checkpoint) with `result.status` ("done" |
 "diverged"), `result.points` (list of dicts) and `result.final_checkpoint`; the default runs
 `forgetless.train` (see `execute.py`).
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from forgetless.sweep.cell import execute_cell, first_loss, record_outcome
+from forgetless.sweep.records import Cell
 from forgetless.sweep.store import TERMINAL, Store, owner_gone, owner_id
 from forgetless.sweep.study import Study, expand
 
@@ -87,12 +88,12 @@ def _worker_init(threads: int, parent: int, counter, gpus: list[str]) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def run_cell(db_path: str, cell: dict, cell_dir: str, base_dir: str | None,
+def run_cell(db_path: str, cell: Cell, cell_dir: str, base_dir: str | None,
              executor: Callable | None = None) -> str:
     """Run one claimed cell in this process and record everything in the store; returns the
     final status. Never raises for a training problem: divergence and errors are recorded."""
     store = Store(db_path)
-    cid = cell["cell_id"]
+    cid = cell.cell_id
     start_loss = first_loss(store, cell)
     store.set_out_dir(cid, cell_dir)
     stop = threading.Event()
@@ -172,7 +173,7 @@ class Backend(Protocol):
         """The cell ids in flight."""
         ...
 
-    def submit(self, store: Store, cell: dict, cell_dir: str, base_dir: str | None) -> None: ...
+    def submit(self, store: Store, cell: Cell, cell_dir: str, base_dir: str | None) -> None: ...
 
     def wait(self, store: Store, timeout: float) -> None:
         """Return when a cell may have finished; record cells whose worker died."""
@@ -203,9 +204,9 @@ class LocalBackend:
     def running(self) -> list[str]:
         return list(self.in_flight.values())
 
-    def submit(self, store: Store, cell: dict, cell_dir: str, base_dir: str | None) -> None:
+    def submit(self, store: Store, cell: Cell, cell_dir: str, base_dir: str | None) -> None:
         fut = self.pool.submit(run_cell, self.db_path, cell, cell_dir, base_dir, self.executor)
-        self.in_flight[fut] = cell["cell_id"]
+        self.in_flight[fut] = cell.cell_id
 
     def wait(self, store: Store, timeout: float) -> None:
         done, _ = cf.wait(list(self.in_flight), timeout=timeout, return_when=cf.FIRST_COMPLETED)
@@ -265,8 +266,8 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     root = Path(out_dir or study.resolved_out_dir())
     db_path = root / STORE_NAME
     cells = expand(study)
-    order = [c["cell_id"] for c in cells]
-    by_id = {c["cell_id"]: c for c in cells}
+    by_id = {c.cell_id: c for c in cells}
+    order = list(by_id)
     started = backend.start(db_path, executor)  # a pool, or Ray: refused before the store is made
     try:
         store = Store(db_path)
@@ -310,7 +311,7 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
                     continue
                 if row["status"] == "running" and not owner_gone(row["owner"], row["heartbeat"], stale_after):
                     continue  # another live runner has it
-                base = by_id[cid]["base_id"]
+                base = by_id[cid].base_id
                 base_row = rows.get(base) if base else None
                 if base_row is not None and base_row["status"] in ("diverged", "failed"):
                     if store.claim(cid, owner, stale_after):

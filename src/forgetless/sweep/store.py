@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from forgetless.errors import UserError
+from forgetless.sweep.records import Cell, EvalPoint
 from forgetless.sweep.study import RENAMED
 
 SCHEMA_VERSION = 1
@@ -195,10 +196,9 @@ class Store:
         return int(self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
 
     # ------------------------------------------------------------------ studies and cells
-    def add_study(self, name: str, spec: dict, cells: list[dict]) -> None:
+    def add_study(self, name: str, spec: dict, cells: list[Cell]) -> None:
         """Record the study and insert its cells as pending (cells already present keep their state).
 
-        Each cell dict carries cell_id, kind, base_id, label, method, lr, config and meta (dicts).
         All of it in one transaction, so a study is never half-registered.
         """
         now = time.time()
@@ -211,14 +211,13 @@ class Store:
                 self.db.execute(
                     "INSERT OR IGNORE INTO runs (cell_id, kind, base_id, label, method, lr, config_json,"
                     " meta_json, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                    (c["cell_id"], c["kind"], c.get("base_id"), c["label"], c.get("method"),
-                     c.get("lr"), json.dumps(c["config"], sort_keys=True),
-                     json.dumps(c.get("meta", {}), sort_keys=True), now))
+                    (c.cell_id, c.kind, c.base_id, c.label, c.method, c.lr,
+                     json.dumps(c.config, sort_keys=True), json.dumps(c.meta, sort_keys=True), now))
             # The study is what its file says now: cells of an earlier version are unlinked (their
             # runs and points stay in the store, and come back if the file goes back).
             self.db.execute("DELETE FROM study_cells WHERE study = ?", (name,))
             self.db.executemany("INSERT OR IGNORE INTO study_cells VALUES (?, ?)",
-                                [(name, c["cell_id"]) for c in cells])
+                                [(name, c.cell_id) for c in cells])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -362,6 +361,10 @@ class Store:
                     d[key] = math.nan
             out.append(d)
         return out
+
+    def eval_points(self, run_id: str | None = None, study: str | None = None) -> list[EvalPoint]:
+        """`points`, as typed records."""
+        return [EvalPoint.from_row(row) for row in self.points(run_id=run_id, study=study)]
 
 
 def _run_row(row: sqlite3.Row) -> dict:

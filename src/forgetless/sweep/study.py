@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from forgetless.counts import parse_count
 from forgetless.errors import UserError, format_validation_error
+from forgetless.sweep.records import Cell
 
 PRESET_DIR = "presets"
 
@@ -332,11 +333,10 @@ def cell_id(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def expand(study: Study) -> list[dict]:
-    """The study's cells, bases first; each a dict with cell_id, kind, base_id, label, method,
-    lr, config (hashed) and meta (labels for tables and plots, not hashed)."""
+def expand(study: Study) -> list[Cell]:
+    """The study's cells, bases first (config hashed into the id, meta the labels)."""
     data = study.data.model_dump()
-    cells: list[dict] = []
+    cells: list[Cell] = []
     bases: dict[str, list[tuple[str | None, dict]]] = {}  # base name -> [(cell id or None, meta)]
     for p in study.pretrain:
         name = p.name or p.optimizer
@@ -347,8 +347,7 @@ def expand(study: Study) -> list[dict]:
             cid = cell_id(config)
             label = name if len(p.seeds) == 1 else f"{name}/s{seed}"
             meta = {"base": label, "base_optimizer": p.optimizer, "base_seed": seed}
-            cells.append({"cell_id": cid, "kind": "pretrain", "base_id": None, "label": label,
-                          "method": None, "lr": p.lr, "config": config, "meta": meta})
+            cells.append(Cell(cid, "pretrain", None, label, None, p.lr, config, meta))
             bases.setdefault(name, []).append((cid, meta))
     for b in study.bases:
         bases[b.name] = [(None, {"base": b.name, "base_optimizer": b.optimizer, "base_seed": None,
@@ -365,7 +364,7 @@ def expand(study: Study) -> list[dict]:
 
 
 def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta: dict,
-                   task: TaskSpec, m: MethodSpec, lr: float, seed: int) -> dict:
+                   task: TaskSpec, m: MethodSpec, lr: float, seed: int) -> Cell:
     base = {"cell": base_cid} if base_cid else {"checkpoint": base_meta["checkpoint"]}
     config = {"kind": "finetune", "data": study.data.model_dump(), "base": base,
               "task": task.name, "task_settings": task.settings, "method": m.kind,
@@ -377,16 +376,15 @@ def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta
     if len(grid.seeds) > 1:
         label += f"/s{seed}"
     meta = {**base_meta, "task": task.name, "method": m.label, "seed": seed}
-    return {"cell_id": cell_id(config), "kind": "finetune", "base_id": base_cid, "label": label,
-            "method": m.label, "lr": lr, "config": config, "meta": meta}
+    return Cell(cell_id(config), "finetune", base_cid, label, m.label, lr, config, meta)
 
 
-def dedupe(cells: list[dict]) -> list[dict]:
+def dedupe(cells: list[Cell]) -> list[Cell]:
     """Drop repeated cells (two grid entries resolving to the same run), keeping the first."""
     seen: set[str] = set()
     out = []
     for c in cells:
-        if c["cell_id"] not in seen:
-            seen.add(c["cell_id"])
+        if c.cell_id not in seen:
+            seen.add(c.cell_id)
             out.append(c)
     return out
