@@ -24,7 +24,7 @@ def pretrain_rows(store: Store, study: str) -> list[dict]:
     base's task loss is the learning loss at step 0 of its finetunes (the untouched base model,
     the same for every finetune of that base and task).
     """
-    runs = {r["cell_id"]: r for r in store.runs(study)}
+    runs = store.runs_by_id(study)
     points = store.eval_points(study=study)
     rows: dict[str, dict] = {}
     for cid, run in runs.items():
@@ -47,7 +47,7 @@ def pretrain_rows(store: Store, study: str) -> list[dict]:
 
 def finetune_rows(store: Store, study: str) -> list[dict]:
     """Every finetuning eval point, in the verdicts' row format."""
-    configs = {r["cell_id"]: r["config"] for r in store.runs(study)}
+    configs = {cid: r["config"] for cid, r in store.runs_by_id(study).items()}
     out = []
     for p in store.eval_points(study=study):
         if p.kind != "finetune" or p.wise:  # WiSE points: forgetless compare

@@ -113,7 +113,7 @@ def status_cmd(
     rows, last = {}, {}
     if path.exists():
         with Store(path) as store:
-            rows = {r["cell_id"]: r for r in store.runs()}
+            rows = store.runs_by_id()
             for r in store.db.execute("SELECT run_id, MAX(step), COUNT(*) FROM points GROUP BY run_id"):
                 last[r[0]] = (r[1], r[2])
     table = Table("status", "cell", "id", "tries", "last step", "points", "error", title=f"study {st.name}")

@@ -280,7 +280,7 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
 
     from tqdm.auto import tqdm
 
-    statuses = {r["cell_id"]: r["status"] for r in store.runs(study.name)}
+    statuses = {cid: r["status"] for cid, r in store.runs_by_id(study.name).items()}
     seen_final = {cid for cid in order if statuses[cid] in TERMINAL}
     bar = tqdm(total=len(order), initial=len(seen_final), desc=f"sweep {study.name}", unit="cell",
                disable=not progress, dynamic_ncols=True)
@@ -293,7 +293,7 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     last_beat = time.time()
     try:
         while True:
-            rows = {r["cell_id"]: r for r in store.runs(study.name)}
+            rows = store.runs_by_id(study.name)
             for cid in order:  # report cells that reached a final status since the last look
                 row = rows[cid]
                 if row["status"] in TERMINAL and cid not in seen_final:

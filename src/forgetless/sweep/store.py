@@ -233,6 +233,10 @@ class Store:
                 "WHERE s.study = ? ORDER BY r.rowid", (study,)).fetchall()
         return [_run_row(r) for r in rows]
 
+    def runs_by_id(self, study: str | None = None) -> dict[str, dict]:
+        """`runs`, keyed by cell id (in insertion order)."""
+        return {r["cell_id"]: r for r in self.runs(study)}
+
     def run(self, cell_id: str) -> dict | None:
         row = self.db.execute("SELECT * FROM runs WHERE cell_id = ?", (cell_id,)).fetchone()
         return _run_row(row) if row else None
