@@ -150,3 +150,25 @@ def test_compare_one_run_directory(tmp_path):
     assert "no remedy's frontier is decisively better" in result.output
     md = (run / "compare" / "compare.md").read_text()
     assert "| full-adamw+wise | 1 |" in md and "3 WiSE evaluations/run" in md
+
+
+def test_remedies_preset_is_valid_cell_by_cell_and_shares_quicks_bases():
+    import warnings
+
+    from forgetless.sweep.execute import check_study
+    from forgetless.sweep.study import expand, load_study
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no regime warning, no old field names
+        study = load_study("remedies")
+    check_study(study)  # every cell's FinetuneConfig, replay / l2sp / wise included, validates
+    cells = expand(study)
+    pre = {c.cell_id for c in cells if not c.is_finetune}
+    quick = {c.cell_id for c in expand(load_study("quick")) if not c.is_finetune}
+    assert len(pre) == 6 and pre <= quick  # the quick preset's AdamW and Muon bases, cached
+    assert all(len(p.seeds) >= 3 for p in study.pretrain)
+    assert max(r for *_, r in study.token_ratios()) <= 0.20
+    ft = [c for c in cells if c.is_finetune]
+    settings = [c.config["settings"] for c in ft]
+    assert {s.get("replay") for s in settings} == {None, 0.01, 0.05} and {s.get("l2sp") for s in settings} == {None, 0.1, 1.0}
+    assert {c.meta["task"] for c in ft} == {"arith", "instruct"} and any(s.get("wise") for s in settings)

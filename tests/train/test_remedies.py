@@ -158,3 +158,66 @@ def test_lora_base_state_zeroes_b_only():
     out = remedies.lora_base_state(state)
     assert torch.equal(out["x.lora_A.default.weight"], state["x.lora_A.default.weight"])
     assert not out["x.lora_B.default.weight"].any()
+
+
+# ------------------------------------------------------------------ end to end, in `finetune`
+FT = dict(task="arith", steps=8, eval_every=4, batch_size=8, seq_len=96, eval_n=16, train_n=64,
+          eval_tokens=1024, progress=False, threads=1)
+STRIP = ("wall_time",)
+
+
+def _config(**kw):
+    from forgetless.train import FinetuneConfig
+
+    return FinetuneConfig(**kw)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_finetune_with_every_remedy(base_run, tmp_path, method):
+    from forgetless.train import finetune
+
+    result = finetune(_config(base=str(base_run.out_dir), out_dir=tmp_path / method, method=method, replay=0.25,
+                              l2sp=0.5, wise=[0.0, 0.5, 1.0], **FT))
+    trajectory = [p for p in result.points if "wise" not in p]
+    wise = {p["wise"]: p for p in result.points if "wise" in p}
+    assert [p["step"] for p in trajectory] == [0, 4, 8] and sorted(p["step"] for p in wise.values()) == [-3, -2, -1]
+    keys = ("forgetting", "learning", "forgetting_by_source")
+    for k in keys:  # the same weights, measured on the same batches: equal, not close
+        assert wise[0.0].get(k) == trajectory[0].get(k) and wise[1.0].get(k) == trajectory[-1].get(k)
+    assert wise[0.5]["forgetting"] not in (trajectory[0]["forgetting"], trajectory[-1]["forgetting"])
+    assert all(p["wise_evaluations"] == 3 and p["finetune_step"] == 8 for p in wise.values())
+    # replay: ⌊8 steps · 8 rows · 0.25⌋ = 16 sequences, 2 per batch, each as wide as its batch
+    assert [p["replay_sequences"] for p in trajectory] == [0, 8, 16]
+    assert trajectory[-1]["replay_tokens"] > 16 * 8
+    assert trajectory[0]["l2sp_sq_distance"] == 0 and trajectory[-1]["l2sp_sq_distance"] > 0
+
+
+def test_l2sp_and_replay_resume_bit_identical(base_run, tmp_path):
+    # A full finetune resumed from its own checkpoint pulls towards the *base* weights (reloaded),
+    # and replays the same rows: the resumed run repeats the uninterrupted one.
+    from forgetless.train import finetune
+
+    cfg = dict(base=str(base_run.out_dir), replay=0.25, l2sp=2.0, wise=[0.5], save_every=4, **FT)
+    whole = finetune(_config(**cfg, out_dir=tmp_path / "a"))
+
+    class Killed(Exception):
+        pass
+
+    def kill(point):
+        if point["step"] == 8:
+            raise Killed
+
+    with pytest.raises(Killed):  # measured step 8, no checkpoint of it yet: resumes from step 4
+        finetune(_config(**cfg, out_dir=tmp_path / "b"), on_eval=kill)
+    resumed = finetune(_config(**cfg, out_dir=tmp_path / "b", resume=True))
+    strip = lambda pts: [{k: v for k, v in p.items() if k not in STRIP} for p in pts]  # noqa: E731
+    assert strip(resumed.points) == strip(whole.points)
+    again = finetune(_config(**cfg, out_dir=tmp_path / "b", resume=True))  # WiSE already measured: not repeated
+    assert strip(again.points) == strip(whole.points)
+
+
+def test_replay_refuses_a_reference_without_its_own_training_split(base_run, tmp_path):
+    from forgetless.train import finetune
+
+    with pytest.raises(ValueError, match="forget_balance"):
+        finetune(_config(base=str(base_run.out_dir), out_dir=tmp_path / "x", replay=0.1, forget_balance=True, **FT))

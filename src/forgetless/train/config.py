@@ -266,6 +266,25 @@ class FinetuneConfig(TrainConfig):
     forget_vocab_size: int | None = Field(None, ge=2, description="BPE size when one is trained for the reference")
     forget_seq_len: int | None = Field(None, ge=2, description="sequence length of the forgetting sample")
     forget_balance: bool | None = Field(None, description="equal tokens from each source of the reference (prose, code)")
+    # Forgetting remedies (forgetless.train.remedies, docs/remedies.md)
+    replay: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False,
+                          description="share of each batch's sequences replaced by windows of the reference's "
+                                      "training split (Bethune et al. 2025: about 0.01 stops forgetting)")
+    l2sp: float = Field(0.0, ge=0, allow_inf_nan=False,
+                        description="L2-SP coefficient: loss + l2sp/2 x |weights - pretrained weights|^2 (Li et al. 2018)")
+    wise: list[float] = Field(default_factory=list,
+                              description="WiSE-FT: after training, evaluate (1-a) x base + a x finetune for each a "
+                                          "in [0, 1] (Wortsman et al. 2022; evaluations only)")
+
+    @field_validator("wise")
+    @classmethod
+    def _wise_alphas(cls, v: list[float]) -> list[float]:
+        bad = [a for a in v if not 0 <= a <= 1]
+        if bad:
+            raise ValueError(f"wise: each alpha must be in [0, 1]; got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"wise: alphas repeat: {v}")
+        return v
 
     @field_validator("columns", mode="before")
     @classmethod

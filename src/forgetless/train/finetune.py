@@ -151,7 +151,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     if anchor is not None and d.strategy == "fsdp":
         raise ValueError("l2sp / wise: not available with parallel 'fsdp' (sharded weights); use parallel 'ddp' "
                          "or one process")
-    l2sp = remedies.L2SP(model, _knob(cfg, 'l2sp'), anchor) if _knob(cfg, 'l2sp') > 0 else None
+    l2sp = remedies.L2SP(model, cfg.l2sp, anchor) if cfg.l2sp > 0 else None
     plan = runtime.plan_memory(model, cfg, device)
 
     vocab = model.get_input_embeddings().num_embeddings
@@ -185,9 +185,9 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         for k in range(done):
             if k not in replay_widths:
                 batches(k)
-        tokens = sum(remedies.replay_count(_knob(cfg, 'replay'), cfg.batch_size, k * cfg.grad_accum + i) * w
+        tokens = sum(remedies.replay_count(cfg.replay, cfg.batch_size, k * cfg.grad_accum + i) * w
                      for k in range(done) for i, w in enumerate(replay_widths[k]))
-        return {"replay_sequences": remedies.replay_total(_knob(cfg, 'replay'), cfg.batch_size, done * cfg.grad_accum),
+        return {"replay_sequences": remedies.replay_total(cfg.replay, cfg.batch_size, done * cfg.grad_accum),
                 "replay_tokens": tokens}
 
     def evaluate() -> dict[str, Any]:
@@ -221,14 +221,9 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
               memory=plan, header={"base": cfg.base, "task": cfg.task, "reference": reference}, intro=intro,
               after_backward=l2sp.add_gradient if l2sp is not None else None)
     result = run_job(job)
-    if _knob(cfg, 'wise') and result.status == "done":
+    if cfg.wise and result.status == "done":
         result = _wise(cfg, model, anchor, evaluate, run if d.main else run.follower(), on_eval, result)
     return result
-
-
-def _knob(cfg: FinetuneConfig, name: str):
-    """A remedy's setting (0 / no α when the config predates the remedies' fields)."""
-    return getattr(cfg, name, [] if name == "wise" else 0.0)
 
 
 def _anchor(cfg: FinetuneConfig, model, info: dict[str, Any], resumed: bool, device):
@@ -237,9 +232,9 @@ def _anchor(cfg: FinetuneConfig, model, info: dict[str, Any], resumed: bool, dev
     initial adapters (made from the seed, before a resumed run loads its adapters). On the
     training device for L2-SP, which reads it every step; on the CPU for WiSE alone."""
     lora = cfg.method == "lora"
-    if not _knob(cfg, 'l2sp') > 0 and not (_knob(cfg, 'wise') and not lora):
+    if not cfg.l2sp > 0 and not (cfg.wise and not lora):
         return None
-    where = device if _knob(cfg, 'l2sp') > 0 else "cpu"
+    where = device if cfg.l2sp > 0 else "cpu"
     if resumed and not lora:
         base, _ = load_model(info["checkpoint"])
         names = {n for n, _ in remedies.trainable(model)}
@@ -249,18 +244,18 @@ def _anchor(cfg: FinetuneConfig, model, info: dict[str, Any], resumed: bool, dev
 
 def _replay(cfg: FinetuneConfig, forget):
     """The replay mixer on the reference's training split, or None when replay is 0."""
-    if not _knob(cfg, 'replay') > 0:
+    if not cfg.replay > 0:
         return None
     if cfg.forget_balance:
         raise ValueError(f"replay: the forgetting sample of this base takes windows from both splits of "
                          f"{cfg.forget_corpus} (forget_balance), so no training split is left to replay from "
                          "without replaying measured text; set forget_balance false (forgetting on the held-out "
                          "split alone) to use replay")
-    return remedies.Replay(forget.train, _knob(cfg, 'replay'), cfg.batch_size, cfg.seed)
+    return remedies.Replay(forget.train, cfg.replay, cfg.batch_size, cfg.seed)
 
 
 def _wise(cfg: FinetuneConfig, model, anchor, evaluate, run, on_eval, result: RunResult) -> RunResult:
-    """WiSE-FT points of a finished finetune, one per α of _knob(cfg, 'wise') (those already in
+    """WiSE-FT points of a finished finetune, one per α of cfg.wise (those already in
     metrics.jsonl, from a run cut during this stage, are not measured again)."""
     trajectory = [p for p in result.points if "wise" not in p]
     last = trajectory[-1] if trajectory else {"step": cfg.steps, "tokens": None}
@@ -268,10 +263,10 @@ def _wise(cfg: FinetuneConfig, model, anchor, evaluate, run, on_eval, result: Ru
     if cfg.method == "lora":
         anchor = remedies.lora_base_state(remedies.anchor_of(model))
     done = [p["wise"] for p in result.points if "wise" in p]
-    for alpha, measured in remedies.wise_points(model, anchor, _knob(cfg, 'wise'), evaluate, done):
-        point = {"kind": "eval", "step": remedies.wise_step(_knob(cfg, 'wise').index(alpha)), "wise": alpha,
+    for alpha, measured in remedies.wise_points(model, anchor, cfg.wise, evaluate, done):
+        point = {"kind": "eval", "step": remedies.wise_step(cfg.wise.index(alpha)), "wise": alpha,
                  "finetune_step": last["step"], "tokens": last.get("tokens"), **measured,
-                 "wise_evaluations": len(_knob(cfg, 'wise'))}
+                 "wise_evaluations": len(cfg.wise)}
         if isinstance(point.get("forgetting"), float) and base_f is not None:
             point["forgetting_delta"] = point["forgetting"] - base_f
         run.append_metrics(point)
