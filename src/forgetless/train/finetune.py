@@ -9,6 +9,7 @@ At step 0 (the base) and every eval interval:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,7 +223,8 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
               after_backward=l2sp.add_gradient if l2sp is not None else None)
     result = run_job(job)
     if cfg.wise and result.status == "done":
-        result = _wise(cfg, model, anchor, evaluate, run if d.main else run.follower(), on_eval, result)
+        result = _wise(cfg, model, anchor, evaluate, run if d.main else run.follower(), on_eval, result,
+                       say=cfg.console and d.main)
     return result
 
 
@@ -254,9 +256,12 @@ def _replay(cfg: FinetuneConfig, forget):
     return remedies.Replay(forget.train, cfg.replay, cfg.batch_size, cfg.seed)
 
 
-def _wise(cfg: FinetuneConfig, model, anchor, evaluate, run, on_eval, result: RunResult) -> RunResult:
+def _wise(cfg: FinetuneConfig, model, anchor, evaluate, run, on_eval, result: RunResult,
+          say: bool = False) -> RunResult:
     """WiSE-FT points of a finished finetune, one per α of cfg.wise (those already in
-    metrics.jsonl, from a run cut during this stage, are not measured again)."""
+    metrics.jsonl, from a run cut during this stage, are not measured again). The result's points
+    are sorted by step, so the WiSE points (negative steps) come first and the last point is
+    still the finetune's last."""
     trajectory = [p for p in result.points if "wise" not in p]
     last = trajectory[-1] if trajectory else {"step": cfg.steps, "tokens": None}
     base_f = trajectory[0].get("forgetting") if trajectory and trajectory[0]["step"] == 0 else None
@@ -270,6 +275,11 @@ def _wise(cfg: FinetuneConfig, model, anchor, evaluate, run, on_eval, result: Ru
         if isinstance(point.get("forgetting"), float) and base_f is not None:
             point["forgetting_delta"] = point["forgetting"] - base_f
         run.append_metrics(point)
+        if say:
+            delta = f" (Δ {point['forgetting_delta']:+.4f} from base)" if "forgetting_delta" in point else ""
+            print(f"WiSE α {alpha:g}: forgetting {point['forgetting']:.4f}{delta}, learning {point['learning']:.4f}",
+                  file=sys.stderr, flush=True)
         if on_eval is not None:
             on_eval(point)
-    return RunResult(result.out_dir, result.status, run.points(), result.final_checkpoint)
+    return RunResult(result.out_dir, result.status, sorted(run.points(), key=lambda p: p["step"]),
+                     result.final_checkpoint)
