@@ -23,6 +23,7 @@ cuts batches into pieces of 5 x 1024 tokens (the header's micro_batch), so one p
 what a batch-128 step runs 26 times over: the peak is that of the default.
 
 The tokenizer and model are built once under --work and reused. Goal (issue 14): peak RSS <= 6 GB.
+benchmarks/readme_135m.py runs the README's whole practitioner section on the same model.
 """
 
 from __future__ import annotations
