@@ -19,6 +19,12 @@ from pathlib import Path
 
 import torch
 
+from forgetless.data import prepare_pretraining_data
+from forgetless.models import load_model
+from forgetless.optim import describe
+from forgetless.train import PretrainConfig, pretrain
+
+from .activations import token_windows
 from .fingerprint import Reference, model_features, save_references
 
 DEFAULT_PRESETS = ("nano", "micro")
@@ -53,9 +59,6 @@ def reference_from_checkpoint(path: str | Path, optimizer: str, windows: torch.T
                               name: str | None = None, preset: str = "", seed: int = 0, lr: float = 0.0,
                               tokens: int = 0, steps: int = 0, val_loss: float = math.nan) -> Reference:
     """Features of a checkpoint whose pretraining optimizer is known."""
-    from forgetless.models import load_model
-    from forgetless.optim import describe
-
     model, _ = load_model(path)
     feats = model_features(model.eval(), windows)
     return Reference(name or str(path), optimizer, describe(optimizer).family, feats, preset, seed, lr,
@@ -81,11 +84,6 @@ def run_calibration(
     the reference file `out` with its evaluation. `train_only`: pretrain, measure nothing.
     `finished_only`: train nothing, measure the specs whose run is already done (a grid that
     was cut short is written as what it is: `settings.grid` lists only the measured runs)."""
-    from forgetless.data import prepare_pretraining_data
-    from forgetless.train import PretrainConfig, pretrain
-
-    from .activations import token_windows
-
     windows = None
     if activations and not train_only:
         data = prepare_pretraining_data(corpus, vocab_size=vocab_size, progress=False)

@@ -32,7 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import ActivationReport, probe_activations
+from forgetless.data import prepare_pretraining_data
+from forgetless.errors import BadFile, one_line
+
+from .activations import ActivationReport, probe_activations, token_windows
 from .spectrum import FAST_METRICS, fast_weight_figures
 
 GROUPS = {"attn_in": ("q", "k", "v"), "o": ("o",), "mlp_in": ("gate", "up"), "down": ("down",)}
@@ -321,8 +324,6 @@ def save_references(refs: list[Reference], path: str | Path, settings: dict | No
 
 def load_references(path: str | Path | None = None) -> tuple[list[Reference], dict]:
     path = Path(path) if path else REFERENCE_PATH
-    from forgetless.errors import BadFile, one_line
-
     if not path.exists():
         raise BadFile(f"no fingerprint reference at {path}; make one with "
                       "benchmarks/fingerprint_references.py or `forgetless fingerprint --calibrate`")
@@ -366,10 +367,7 @@ def fingerprint_checkpoint(checkpoint: str, corpus: str = "stdlib", reference: s
     """Load `checkpoint` (a folder or hub name) and classify it from its weights; with
     `activations`, also from a token sample (≤ 16k tokens, default the references' budget) of
     `corpus`'s validation split, tokenised by the checkpoint's own tokenizer."""
-    from forgetless.data import prepare_pretraining_data
     from forgetless.models import resolve_checkpoint
-
-    from .activations import token_windows
 
     model = _load_weights(checkpoint, float32=activations).to(device).eval()
     windows = None

@@ -15,16 +15,17 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import hub  # hub.load_hub_dataset looked up at call time (tests replace it)
 from .cache import key_fraction
 from .hub import DatasetUnavailable
 from .sft import SFTRecord
+from .task_arith import extract_answer
 from .templates import ALPACA_INPUT, ALPACA_NO_INPUT, MAGICODER, alpaca_prompt  # noqa: F401 (re-exported)
+from .user_data import TaskDataUnavailable, parse_columns, read_table
 
 VAL_FRACTION = 0.02
 
 def _metamathqa(row: dict) -> SFTRecord:
-    from .task_arith import extract_answer
-
     return SFTRecord(alpaca_prompt(row["query"]), row["response"], extract_answer(row["response"]))
 
 
@@ -54,17 +55,12 @@ ADAPTERS = {
 def _rows(name: str, path: str | Path | None):
     adapter = ADAPTERS[name]
     if path is not None:
-        from .user_data import read_table  # user_data builds on this module's templates
-
         table, where = read_table(Path(path).expanduser())
         return iter(table), where
-    from .hub import load_hub_dataset
-    from .user_data import TaskDataUnavailable
-
     hint = (f": load_task({name!r}, path='FILE') with a .json/.jsonl/.parquet/.csv holding the "
             f"columns {', '.join(adapter.columns)}")
     try:
-        return iter(load_hub_dataset(adapter.hub_name, "train", local_hint=hint)), adapter.hub_name
+        return iter(hub.load_hub_dataset(adapter.hub_name, "train", local_hint=hint)), adapter.hub_name
     except TaskDataUnavailable:
         raise
     except DatasetUnavailable as err:  # a ValueError too, so the command line prints no traceback
@@ -73,8 +69,6 @@ def _rows(name: str, path: str | Path | None):
 
 def load_dataset_task(name: str, split: str, n: int | None, seed: int,
                       path: str | Path | None, columns=None) -> list[SFTRecord]:
-    from .user_data import parse_columns
-
     adapter = ADAPTERS[name]
     mapping = parse_columns(columns)
     rows, where = _rows(name, path)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from .cache import key_fraction, stable_hash
 from .documents import Corpus, Document
+from .hub import HubCorpus
+from .local import LocalCorpus
 
 SPLITS = ("train", "val")
 DEFAULT_VAL_FRACTION = 0.05
@@ -125,10 +127,6 @@ def open_corpus(spec: str) -> Corpus:
     if spec == "stdlib":
         return StdlibCorpus()
     if spec.startswith("hf:"):
-        from .hub import HubCorpus
-
         name, _, column = spec[3:].partition(":")
         return HubCorpus(name=name, column=column or "text", spec=spec)
-    from .local import LocalCorpus
-
     return LocalCorpus.from_spec(spec)

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import hub  # hub.hub_reachable looked up at call time (tests replace it)
 from .cache import publish_dir, stable_hash
 from .corpus import Corpus, iter_split
 
@@ -32,10 +33,8 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     """A Hugging Face fast tokenizer from a local path or a hub name (cache only when offline)."""
     from transformers import AutoTokenizer
 
-    from .hub import hub_reachable
-
     # Offline, a hub name can only come from the local cache: say so at once, without retries.
-    local_only = Path(name_or_path).expanduser().exists() or not hub_reachable()
+    local_only = Path(name_or_path).expanduser().exists() or not hub.hub_reachable()
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_only)
     except Exception as err:

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import hub  # hub.load_hub_dataset looked up at call time (tests replace it)
 from .cache import cache_dir, key_fraction
 from .hub import DatasetUnavailable
 from .sft import SFTRecord
@@ -92,11 +93,9 @@ def read_table(spec: str | Path):
 
     spec = str(spec)
     if spec.startswith("hf:"):
-        from .hub import load_hub_dataset
-
         name = spec[3:]
         try:
-            return load_hub_dataset(name, "train"), name
+            return hub.load_hub_dataset(name, "train"), name
         except DatasetUnavailable as err:
             reason = str(err).splitlines()[0]
             raise TaskDataUnavailable(f"{reason} (a hub dataset loads offline only when cached; "

@@ -5,9 +5,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from forgetless.analysis import frontier as fr
+from forgetless.analysis.plots import activation_bars
+from forgetless.report.figures import forgetting_sources, points_by_lr
 from forgetless.report.regime import RegimeCheck
 from forgetless.report.render import Section, Table, write_report
+from forgetless.report.tables import forgetting_by_source
 from forgetless.report.verdicts import Verdict
+from forgetless.sweep.runner import store_path
+from forgetless.sweep.store import Store
 
 
 def _num(v, fmt: str = ".3f") -> str:
@@ -56,11 +62,6 @@ def pretrain_section(pretrain: list[dict]) -> Section:
 
 
 def frontier_sections(points: list[dict], store_points: list[dict], fig_dir: Path) -> list[Section]:
-    from forgetless.analysis import frontier as fr
-
-    from .figures import forgetting_sources, points_by_lr
-    from .tables import forgetting_by_source
-
     panels = fr.panels(store_points, "loss")
     if not panels:
         return [Section("Frontiers", paragraphs=["No finetuning points were recorded."])]
@@ -109,8 +110,6 @@ def frontier_sections(points: list[dict], store_points: list[dict], fig_dir: Pat
 def analysis_sections(pretrain: list[dict], probes: dict[str, dict], fig_dir: Path) -> list[Section]:
     if not probes:
         return []
-    from forgetless.analysis.plots import activation_bars
-
     labels = {r["cell_id"]: r["label"] for r in pretrain}
     spec_rows = []
     for cid, probe in probes.items():
@@ -157,9 +156,6 @@ def memorization_section(mem_dir: Path | None) -> list[Section]:
 def build_report(study, root: Path, tables: dict, verdicts: list[Verdict], probes: dict,
                  pretrain: list[dict], runs: list[dict], mem_dir: Path | None, elapsed: float,
                  machine: str, regime: RegimeCheck | None = None) -> tuple[Path, Path]:
-    from forgetless.sweep.runner import store_path
-    from forgetless.sweep.store import Store
-
     fig_dir = root / "figures"
     with Store(store_path(study, root)) as store:
         store_points = store.points(study=study.name)

@@ -16,8 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from forgetless.analysis.memorization_run import MemorizationConfig, run_memorization
+from forgetless.report import tables
+from forgetless.report.document import build_report
 from forgetless.report.regime import check as check_regime
 from forgetless.report.verdicts import Verdict, all_verdicts
+from forgetless.sweep.runner import default_workers, run_sweep, store_path
+from forgetless.sweep.store import Store
+from forgetless.sweep.study import load_study
 
 # Per preset: the sweep study (a preset of forgetless.sweep), the probe budget and the
 # memorisation test's settings (None: the preset has no pretraining of its own to test).
@@ -58,8 +64,6 @@ class ReproduceResult:
 
 
 def _study(preset: str, seeds: int | None):
-    from forgetless.sweep.study import load_study
-
     spec = PRESETS.get(preset, {}).get("study", preset)
     study = load_study(spec)
     if seeds is not None:
@@ -74,19 +78,11 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
               out_dir: str | Path | None = None, memorization: dict | None = None,
               probe_tokens: int | None = None, progress: bool = True, log=print) -> ReproduceResult:
     """Run (or resume) preset `preset` (a name of PRESETS, a study preset or a study YAML path)."""
-    from forgetless.analysis.memorization_run import MemorizationConfig, run_memorization
-    from forgetless.sweep.runner import run_sweep, store_path
-    from forgetless.sweep.store import Store
-
-    from . import tables
-
     start = time.time()
     settings = PRESETS.get(preset, {})
     study = _study(preset, seeds)
     root = Path(out_dir or study.resolved_out_dir())
     if workers is None:
-        from forgetless.sweep.runner import default_workers
-
         workers = default_workers()
     log(f"[1/4] sweep '{study.name}' -> {root} ({workers} worker(s))")
     counts = run_sweep(study, workers=workers, out_dir=root, progress=progress)
@@ -135,8 +131,6 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
         log(f"      regime: {line}")
     (root / "verdicts.json").write_text(json.dumps(
         {"verdicts": [asdict(v) for v in verdicts], "regime": asdict(regime)}, indent=1))
-    from .document import build_report
-
     md, html = build_report(study, root, table_set, verdicts, probes, pretrain, runs,
                             (mem_dir if len(mem_results) <= 1 else mem_dir / f"seed-{mem_results[0]['config']['seed']}")
                             if mem_results else None, elapsed=time.time() - start, regime=regime,

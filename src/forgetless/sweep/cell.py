@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from forgetless.sweep.execute import train_executor
 from forgetless.sweep.records import Cell, Outcome
 from forgetless.sweep.store import Store
 
@@ -66,7 +67,7 @@ def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: fl
                            f"start {start['loss']:.4g} (diverge_factor)")
 
     if executor is None:
-        from forgetless.sweep.execute import train_executor as executor
+        executor = train_executor
     try:
         result = executor(cell, Path(cell_dir), base_dir, on_eval)
         status = "diverged" if result.status == "diverged" else "done"

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Protocol
 
 from forgetless.sweep.cell import execute_cell, first_loss, record_outcome
+from forgetless.sweep.execute import check_study
+from forgetless.sweep.ray_backend import RayBackend
 from forgetless.sweep.records import Cell
 from forgetless.sweep.store import TERMINAL, Store, owner_gone, owner_id
 from forgetless.sweep.study import Study, expand
@@ -242,8 +244,6 @@ def make_backend(backend: str | Backend, workers: int = 1) -> Backend:
     if backend == "local":
         return LocalBackend(workers)
     if backend == "ray":
-        from forgetless.sweep.ray_backend import RayBackend
-
         return RayBackend()
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
 
@@ -260,8 +260,6 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     """
     backend = make_backend(backend, workers)
     if executor is None:  # refuse a study the training box would refuse, before any work
-        from forgetless.sweep.execute import check_study
-
         check_study(study)
     root = Path(out_dir or study.resolved_out_dir())
     db_path = root / STORE_NAME

@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from forgetless import __version__
 from forgetless.errors import UserError
 from forgetless.sweep.records import Cell, EvalPoint
 from forgetless.sweep.study import RENAMED
@@ -172,8 +173,6 @@ class Store:
                         "(the file was not modified).")
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(stmt)
-            from forgetless import __version__
-
             now = str(time.time())
             for key, value in (("schema_version", str(SCHEMA_VERSION)), ("created_at", now),
                                ("forgetless_version", __version__)):

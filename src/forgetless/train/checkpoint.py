@@ -31,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from forgetless.errors import CorruptCheckpoint, one_line
+from forgetless.models import check_weights
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -114,8 +115,6 @@ def verify_checkpoint(directory: Path) -> None:
     """CorruptCheckpoint, naming the file, unless the checkpoint's weight files and trainer state
     are whole: safetensors headers and lengths, the state JSON, and every tensor it refers to
     present. Reads headers only, so it is cheap on large checkpoints."""
-    from forgetless.models import check_weights
-
     check_weights(directory)
     try:
         structure = json.loads((directory / STATE_JSON).read_text())

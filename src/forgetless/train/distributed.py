@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from forgetless.data.sft import IGNORE_INDEX as IGNORE
+from forgetless.models import quiet
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 FSDP_AUTO_PARAMS = 10**9  # `auto` shards models from this size on; smaller ones fit one device
@@ -248,8 +249,6 @@ def empty_model(checkpoint: str | Path) -> torch.nn.Module:
     """The checkpoint's architecture with fresh weights, for `load_sharded_model` to fill."""
     import transformers
 
-    from forgetless.models import quiet
-
     with quiet():
         return transformers.AutoModelForCausalLM.from_config(
             transformers.AutoConfig.from_pretrained(checkpoint), dtype=torch.float32)
@@ -265,8 +264,6 @@ def consolidate(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     process: the model is built from the checkpoint's config.json, the shards are read into it
     (no pickle anywhere), and it is saved with its tokenizer next to it (or in `out`)."""
     import transformers
-
-    from forgetless.models import quiet
 
     src = Path(checkpoint)
     if not (src / SHARDED_MODEL).is_dir():

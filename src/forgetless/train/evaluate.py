@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from forgetless.data import sample_batch
 from forgetless.data.sft import IGNORE_INDEX as IGNORE
+from forgetless.train import distributed
 
 EVAL_SEED = 1234  # fixed: eval windows must not depend on the run's seed
 
@@ -200,8 +201,6 @@ def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.de
     (`chunked_loss_sum`; under FSDP2 the plain forward, whose root hooks gather the head).
     `dist` (a `distributed.Dist`): under torchrun each rank takes its rows of every batch and the
     sums are added over ranks, so every rank returns the single-process value."""
-    from forgetless.train import distributed
-
     d = dist or distributed.Dist()
     loss_fn = lm_loss_sum if d.strategy == "fsdp" else chunked_loss_sum
     was_training = model.training

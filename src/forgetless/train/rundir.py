@@ -23,6 +23,7 @@ from typing import Any
 
 from forgetless.errors import CorruptCheckpoint, one_line
 from forgetless.models import latest_checkpoint
+from forgetless.train.checkpoint import verify_checkpoint
 
 
 def say(message: str) -> None:
@@ -83,8 +84,6 @@ class RunDir:
     def _usable_checkpoint(self) -> Path | None:
         """The newest checkpoint whose files are whole; damaged newer ones are moved aside (with a
         note). A damaged checkpoint with no whole one before it is an error, and nothing moves."""
-        from forgetless.train.checkpoint import verify_checkpoint
-
         bad: list[tuple[Path, CorruptCheckpoint]] = []
         good = None
         while (ckpt := latest_checkpoint(self.path, skip={p for p, _ in bad})) is not None:

@@ -14,10 +14,12 @@ import torch
 import yaml
 
 from forgetless import optim
+from forgetless.data import cache_dir
 from forgetless.errors import UserError
 from forgetless.models import latest_checkpoint
 from forgetless.train import distributed
 from forgetless.train.config import TrainConfig
+from forgetless.train.evaluate import head_split
 from forgetless.train.rundir import RunDir
 from forgetless.train.trackers import check_trackers
 
@@ -59,8 +61,6 @@ def setup_compile_cache() -> None:
     forgetless cache unless the user chose a directory. Importing torch._dynamo (transformers
     does) already writes torch's default into TORCHINDUCTOR_CACHE_DIR: that is not a choice."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    from forgetless.data import cache_dir
 
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "inductor")
@@ -218,8 +218,6 @@ def plan_memory(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) 
     # a 135M model at 7 x 1024 tokens per piece peaked 6.05 GB with x1, over the 6 GB goal)
     stored = (layers * hidden * 4 + 2 * layer_bytes) if checkpointing else layers * layer_bytes
     # the loss in chunks (one process, a plain head) keeps no per-token logits; otherwise ~3 copies
-    from forgetless.train.evaluate import head_split
-
     logits = 0 if head_split(model) is not None and not distributed.launched() else 3 * 4 * vocab
     train_per_token = stored + logits
     eval_per_token = 2 * (6 * hidden + 3 * inter) * 4
