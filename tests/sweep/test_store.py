@@ -37,6 +37,25 @@ def test_records_round_trip_and_points_replace(tmp_path):
         assert pts[0]["meta"]["task"] == "arith"
 
 
+def test_eval_points_are_the_stored_points_typed(tmp_path):
+    with Store(tmp_path / "s.sqlite") as st:
+        st.add_study("t", {}, _cells(2))
+        st.add_point("c0", {"step": 4, "tokens": 64, "forgetting": 5.0, "learning": None, "wall_time": 1.5})
+        st.add_point("c1", {"step": 0, "tokens": 0, "forgetting": 4.0, "learning": 3.0, "accuracy": 0.25,
+                            "forgetting_by_source": {"code": 4.2}})
+        st.add_point("c1", {"step": -1, "tokens": 0, "forgetting": 4.1, "learning": 2.9, "wise": 0.5})
+        pre, wise, first = st.eval_points(study="t")  # by run (insertion order), then step
+        # A pretraining point optimises the held-out loss and has no task loss.
+        assert (pre.run_id, pre.kind, pre.step, pre.tokens, pre.loss) == ("c0", "pretrain", 4, 64, 5.0)
+        assert math.isnan(pre.learning) and pre.accuracy is None and pre.wall_time == 1.5
+        # A finetune point optimises the task loss; its run's labels come with it.
+        assert (first.step, first.loss, first.forgetting, first.accuracy) == (0, 3.0, 4.0, 0.25)
+        assert first.sources == {"code": 4.2} and first.meta == {"task": "arith", "base": "adamw"}
+        assert (first.label, first.method, first.lr, first.base_id) == ("cell 1", "full-adamw", 1e-4, "c0")
+        assert wise.wise and not first.wise and wise.extra == {"wise": 0.5}
+        assert st.eval_points(run_id="c0") == [pre]
+
+
 def test_nan_point_reads_back_as_nan(tmp_path):
     with Store(tmp_path / "s.sqlite") as st:
         st.add_study("t", {}, _cells(2))
