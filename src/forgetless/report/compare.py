@@ -50,7 +50,7 @@ def rows_from_store(store, study: str | None = None) -> list[dict]:
                     "lr": p["lr"], "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],
                     "tokens": p.get("tokens"), "replay_tokens": extra.get("replay_tokens"),
                     "wise_evaluations": extra.get("wise_evaluations"),
-                    "settings": (runs.get(p["run_id"]) or {}).get("config", {}).get("settings", {})})
+                    "optimizer": (runs.get(p["run_id"]) or {}).get("config", {}).get("optimizer")})
     return out
 
 
@@ -78,7 +78,7 @@ def rows_from_run(run_dir: str | Path) -> list[dict]:
                     "remedy": method + ("+wise" if alpha is not None else ""), "wise": alpha, "lr": cfg.get("lr"),
                     "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],
                     "tokens": p.get("tokens"), "replay_tokens": p.get("replay_tokens"),
-                    "wise_evaluations": p.get("wise_evaluations"), "settings": {}})
+                    "wise_evaluations": p.get("wise_evaluations"), "optimizer": cfg.get("optimizer")})
     return out
 
 
@@ -104,6 +104,7 @@ class PanelComparison:
     base_point: tuple[float, float]
     delta: dict[str, np.ndarray]  # remedy -> best learning within each Δ of DELTAS (mean over units)
     cost: dict[str, dict[str, float]]
+    optimizer: dict[str, str] = field(default_factory=dict)  # remedy -> its finetuning optimizer
     pairs: list[Pair] = field(default_factory=list)
     units: int = 0
     best: str | None = None
@@ -136,7 +137,8 @@ def compare_panel(base: str, task: str, rows: list[dict], margin: float = FRONTI
             stacked = np.array(per_unit, dtype=float).reshape(-1, len(DELTAS))
             delta[m] = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in stacked.T])
     pc = PanelComparison(base, task, remedies, {m: remedy_cloud(by_remedy[m]) for m in remedies}, base_point,
-                         delta, {m: _cost(by_remedy[m]) for m in remedies}, units=len(units))
+                         delta, {m: _cost(by_remedy[m]) for m in remedies}, units=len(units),
+                         optimizer={m: str(by_remedy[m][0].get("optimizer")) for m in remedies})
     for i, a in enumerate(remedies):
         for b in remedies[i + 1:]:
             effects = []
@@ -245,7 +247,8 @@ def markdown(results: list[PanelComparison], figures: dict[tuple[str, str], Path
 
 
 def plot(pc: PanelComparison, path: str | Path) -> Path:
-    """The frontiers of every remedy of one panel on one figure, costs in the legend."""
+    """The frontiers of every remedy of one panel on one figure, costs in the legend: one plot per
+    finetuning optimizer, on shared axes (a dozen frontiers on one plot cannot be read)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,24 +256,28 @@ def plot(pc: PanelComparison, path: str | Path) -> Path:
 
     from forgetless.analysis.plots import save_figure
 
-    fig, ax = plt.subplots(figsize=(7.2, 5.0))
-    methods = sorted({m.removesuffix("+wise") for m in pc.remedies})
-    for m in pc.remedies:  # a method's WiSE curve in its colour, dashed
-        pts, colour = pc.clouds[m], plt.cm.tab10(methods.index(m.removesuffix("+wise")) % 10)
-        if not len(pts):
-            continue
-        ax.scatter(pts[:, 0], pts[:, 1], s=10, alpha=0.25, color=colour, linewidths=0)
-        xs = np.sort(pts[:, 0])
-        cost = _cost_text(pc.cost[m])
-        ax.step(xs, front(pts, xs), where="post", lw=1.6, color=colour, ls="--" if m.endswith("+wise") else "-",
-                label=m + ("" if cost == "none" else f" ({cost.split(' (')[0].replace('/run', '')})"))
-    if all(np.isfinite(pc.base_point)):
-        ax.plot(*pc.base_point, marker="*", ms=12, color="black", ls="none", label="base")
-    ax.set_title(f"base {pc.base} · {pc.task}: frontiers of every remedy", fontsize=10)
-    ax.set_xlabel("forgetting: held-out pretraining loss (lower is better)", fontsize=8)
-    ax.set_ylabel("learning: task loss (lower is better)", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="best")
+    optimizers = sorted(set(pc.optimizer.values()))
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(6.0 * len(optimizers), 4.8), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, opt in zip(axes[0], optimizers, strict=True):
+        mine = [m for m in pc.remedies if pc.optimizer[m] == opt]
+        methods = sorted({m.removesuffix("+wise") for m in mine})
+        for m in mine:  # a method's WiSE curve in its colour, dashed
+            pts, colour = pc.clouds[m], plt.cm.tab10(methods.index(m.removesuffix("+wise")) % 10)
+            if not len(pts):
+                continue
+            ax.scatter(pts[:, 0], pts[:, 1], s=10, alpha=0.3, color=colour, linewidths=0)
+            xs = np.sort(pts[:, 0])
+            cost = _cost_text(pc.cost[m])
+            ax.step(xs, front(pts, xs), where="post", lw=1.6, color=colour, ls="--" if m.endswith("+wise") else "-",
+                    label=m + ("" if cost == "none" else f" ({cost.split(' (')[0].replace('/run', '')})"))
+        if all(np.isfinite(pc.base_point)):
+            ax.plot(*pc.base_point, marker="*", ms=12, color="black", ls="none", label="base")
+        ax.set_title(f"base {pc.base} · {pc.task} · finetuned with {opt}", fontsize=9)
+        ax.set_xlabel("forgetting: held-out pretraining loss (lower is better)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    axes[0][0].set_ylabel("learning: task loss (lower is better)", fontsize=8)
     return save_figure(fig, path, dpi=130)
 
 
