@@ -221,3 +221,26 @@ def test_replay_refuses_a_reference_without_its_own_training_split(base_run, tmp
 
     with pytest.raises(ValueError, match="forget_balance"):
         finetune(_config(base=str(base_run.out_dir), out_dir=tmp_path / "x", replay=0.1, forget_balance=True, **FT))
+
+
+def test_replay_rows_are_training_windows_never_the_forgetting_sample(base_run, corpus_dir, tiny):
+    # On the real corpus: every replayed row is a window of the training split's tokens, and shares
+    # no window with the held-out sample forgetting is measured on (the sample finetune draws).
+    from forgetless.data import prepare_pretraining_data
+    from forgetless.train.evaluate import forgetting_batches
+
+    data = prepare_pretraining_data(str(corpus_dir), vocab_size=tiny["vocab_size"], progress=False)
+    train = data.train.tolist()
+    sample = {tuple(row) for x, _ in forgetting_batches(data.val, 64, 1024, 8) for row in x.tolist()}
+    mixer = remedies.Replay(data.train, 0.25, 8, seed=0)
+    starts = {tuple(train[i:i + 16]): i for i in range(len(train) - 15)}
+    seen = 0
+    for j in range(20):
+        x = torch.zeros(8, 64, dtype=torch.long)
+        (mx, my), n = mixer((x, x.clone()), j)
+        for row, target in zip(mx[8 - n:].tolist(), my[8 - n:].tolist(), strict=True):
+            i = starts[tuple(row[:16])]  # found in the training split ...
+            assert train[i:i + 64] == row and train[i + 1:i + 65] == target  # ... as a whole window
+            assert tuple(row) not in sample
+            seen += 1
+    assert seen == 20 * 2
