@@ -12,7 +12,11 @@ step-0 point. For each panel:
 - pairwise dominance, decided as the verdicts decide claim 2: per unit (base, pretraining seed) the
   frontier gap of A over B (report.effects.frontier_gap, nats of task loss at matched forgetting,
   positive = A better), then report.statistics.decide over the units with the verdicts' frontier
-  margin: "holds" = A's frontier is better, "does not hold" = B's, "inconclusive" = not separable;
+  margin: "holds" = A's frontier is better, "does not hold" = B's, "inconclusive" = not separable.
+  A panel of k remedies makes k(k−1)/2 such tests, so they are decided with Holm's step-down
+  (the smallest p-value at LEVEL/m, the next at LEVEL/(m−1), ..., stopping at the first that
+  fails): the chance that any pair of equal remedies is called decisive stays at most LEVEL
+  (measured in tests/report/test_compare_calibration.py);
 - the cost beside it: replay tokens per run (and their share of the finetune's tokens), WiSE
   evaluations per run;
 - the answer: the remedy with the most decisive wins and no decisive loss, and how sure.
@@ -148,8 +152,22 @@ def compare_panel(base: str, task: str, rows: list[dict], margin: float = FRONTI
                 if len(ca) and len(cb):
                     effects.append(frontier_gap(ca, cb))
             pc.pairs.append(Pair(a, b, decide(effects, margin), effects))
+    holm(pc.pairs, margin)
     pc.best, pc.answer = _answer(pc)
     return pc
+
+
+def holm(pairs: list[Pair], margin: float, level: float = LEVEL) -> None:
+    """Re-decide `pairs` in place with Holm's step-down over their p-values, so that the family of
+    tests has error rate at most `level`: the j-th smallest p-value (0-based) is tested at
+    level/(m − j); from the first that is not below its level, every later pair is inconclusive."""
+    tested = sorted((p for p in pairs if np.isfinite(p.decision.p_value)), key=lambda p: p.decision.p_value)
+    m, stop_level = len(tested), None
+    for j, p in enumerate(tested):
+        step_level = level / (m - j)
+        if stop_level is None and p.decision.p_value > step_level:
+            stop_level = step_level  # p at or above this level from here on: none is decisive
+        p.decision = decide(p.effects, margin, level=stop_level or step_level)
 
 
 def _record(pc: PanelComparison) -> dict[str, dict]:
@@ -175,7 +193,8 @@ def _answer(pc: PanelComparison) -> tuple[str | None, str]:
     r = rec[best]
     gap = float(np.mean(r["gaps"]))
     how = (f"the calibrated test over {pc.units} pretraining seed(s): per seed the frontier gap in nats of task "
-           f"loss at matched forgetting, two-sided t at level {LEVEL:g}, margin {FRONTIER_MARGIN:g}")
+           f"loss at matched forgetting, two-sided t at family level {LEVEL:g} with Holm's correction over the "
+           f"{len(pc.pairs)} pairs, margin {FRONTIER_MARGIN:g}")
     if not any(rec[m]["wins"] for m in scored):
         return best, (f"{where}: no remedy's frontier is decisively better than another's by {how}. The largest "
                       f"mean gap is {best}'s ({gap:+.3f} nats against the others on average), which is not "
