@@ -79,7 +79,7 @@ def test_loads_yaml_file_and_presets(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(GOOD))
     assert load_study(path).name == "t"
-    assert {"quick", "cpu-full", "gpt2", "llama2-7b"} <= set(preset_names())
+    assert {"quick", "cpu-full", "gpu-quick", "remedies", "gpt2", "llama2-7b"} <= set(preset_names())
     quick = expand(load_study("quick"))
     pretrained = {c.config["optimizer"] for c in quick if c.kind == "pretrain"}
     assert pretrained == {"adamw", "muon", "coltop1"}  # coltop1 for the activation probe only
@@ -123,7 +123,7 @@ def test_training_box_refusals_come_before_any_work():
     which `forgetless sweep` runs before it starts anything."""
     from forgetless.sweep.execute import check_study
 
-    for study in ("quick", "cpu-full", "gpt2", "llama2-7b"):
+    for study in preset_names():
         check_study(load_study(study))
     bad = _with("pretrain.0.model", "huge")
     bad["finetune"]["settings"] = {"batch_sizee": 4}

@@ -69,3 +69,18 @@ def test_bad_finetune_method(tmp_path) -> None:
     with pytest.raises(ValidationError) as info:
         FinetuneConfig(out_dir=tmp_path, base="b", task="arith", method="qlora")
     assert "method: Input should be 'full' or 'lora' (got 'qlora')" in format_validation_error(info.value)
+
+
+def test_resume_refuses_changed_training_settings_but_not_wise(tmp_path) -> None:
+    """A resumed run must be the same run: a changed lr is named and refused; the WiSE weights are
+    evaluated after training, so a new α list changes no training number and is accepted."""
+    from forgetless.train.rundir import RunDir
+    from forgetless.train.runtime import open_run
+
+    cfg = FinetuneConfig(out_dir=tmp_path / "ft", base="b", task="arith", lr=1e-4, wise=[0.5]).resolved({})
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft" / "config.yaml").write_text(cfg.to_yaml())
+    again = cfg.model_copy(update={"resume": True})
+    open_run(RunDir(tmp_path / "ft"), again.model_copy(update={"wise": [0.25, 0.5]}))
+    with pytest.raises(ValueError, match=r"settings differ .*lr: 0.0001 -> 0.001"):
+        open_run(RunDir(tmp_path / "ft"), again.model_copy(update={"lr": 1e-3}))

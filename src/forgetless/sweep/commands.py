@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from forgetless.errors import UserError
+from forgetless.sweep.study import preset_names
 
-STUDY_HELP = "a study YAML file, or a preset: quick, cpu-full, gpt2, llama2-7b"
+STUDY_HELP = f"a study YAML file, or a preset: {', '.join(preset_names())}"
 OUT_HELP = "sweep directory (default: the study's out_dir, else runs/<name>)"
 STALE = "stale (runner gone)"
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a runner on another host counts as gone

@@ -27,7 +27,8 @@ from forgetless.train.trackers import check_trackers
 # out_dir too: a run directory that was moved or copied resumes where it now is.
 # Memory settings are among them: after an out-of-memory a run resumes with them lowered.
 _RESUMABLE = {"resume", "progress", "trackers", "device", "threads", "compile", "log_every", "keep_checkpoints",
-              "out_dir", "consolidate", "console", "micro_batch", "gradient_checkpointing", "eval_batch_size"}
+              "out_dir", "consolidate", "console", "micro_batch", "gradient_checkpointing", "eval_batch_size",
+              "wise"}  # WiSE is evaluated after training: other α change no training number
 
 
 class DeviceUnavailable(UserError, ValueError):
