@@ -6,17 +6,17 @@ file. The file holds features only, never weights. Runs are resumed/reused from 
 killed grid picks up where it stopped and a feature change only needs the measuring pass again.
 
 The shipped calibration (src/forgetless/analysis/fingerprint_reference.json) rests on this
-reduced grid, run on the shared 2-core CPU machine (about 40 min of pretraining in all):
-- nano and micro × 80 and 240 steps × (seed 0, lr 3e-3) and (seed 1, lr 1e-3);
-- small × 80 steps × the same two (seed, lr) pairs (no second length: CPU time);
+reduced grid (70 runs), pretrained on the shared 2-core CPU machine (about 100 min in all):
+- nano, micro and small × 80 and 240 steps × (seed 0, lr 3e-3) and (seed 1, lr 1e-3);
+- medium (27M parameters) × 80 steps × the same two (seed, lr) pairs (no second length: CPU time);
 - × adamw, signsgd (ℓ1→ℓ∞), muon (ℓ2→ℓ2), coltop1 (ℓ1→ℓ1), rowtop1 (ℓ∞→ℓ∞); batch 8 × 64 tokens
   of the stdlib corpus (BPE 4096), weight decay 0.1; activation sample 4096 validation tokens.
 
-    python benchmarks/fingerprint_references.py --presets nano,micro --steps 80,240 \
-        --runs-dir /tmp/fp-runs --train-only
-    python benchmarks/fingerprint_references.py --presets small --steps 80 \
-        --runs-dir /tmp/fp-runs --train-only
     python benchmarks/fingerprint_references.py --presets nano,micro,small --steps 80,240 \
+        --runs-dir /tmp/fp-runs --train-only
+    python benchmarks/fingerprint_references.py --presets medium --steps 80 \
+        --runs-dir /tmp/fp-runs --train-only
+    python benchmarks/fingerprint_references.py --presets nano,micro,small,medium --steps 80,240 \
         --runs-dir /tmp/fp-runs --finished-only --activations      # measures, writes the file
 
 The full grid (three sizes × three lengths × every seed × every lr; CPU-hours, meant for a later
