@@ -202,6 +202,11 @@ def test_a_bad_option_names_the_field_and_its_flag(tmp_path) -> None:
     assert "batch_size (--batch-size): Input should be a valid integer" in result.output
     result = CliRunner().invoke(app, ["pretrain", "--model", "nano"])
     assert result.exit_code == 2 and "out_dir (--out): Field required" in result.output
+    result = CliRunner().invoke(app, ["finetune", "--task", "arith", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "base (the BASE argument): Field required" in result.output
+    result = CliRunner().invoke(app, ["finetune", "b", "--task", "arith", "--out", str(tmp_path),
+                                      "--optimizer-kwargs", "oops"])
+    assert result.exit_code == 2 and "optimizer_kwargs (--optimizer-kwargs): 'oops' is not KEY=VALUE" in result.output
 
 
 def test_old_study_names_still_load_with_one_warning_and_the_same_ids() -> None:

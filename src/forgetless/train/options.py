@@ -127,7 +127,7 @@ def given_fields(cls: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]
         if kind == "list":
             value = [p.strip() for item in value for p in str(item).split(",") if p.strip()]
         elif kind == "dict" and name not in own_parsers:  # a field that parses its own text keeps it
-            value = _key_values(name, value, parse=inner is Any)
+            value = _key_values(flag_of(cls, name), value, parse=inner is Any)
         elif kind == "value" and str(value).strip().lower() == "none" and type(None) in typing.get_args(field.annotation):
             value = None
         out[name] = value
@@ -149,6 +149,8 @@ def _key_values(name: str, items: list[str], parse: bool) -> dict[str, Any]:
 def flag_of(cls: type[BaseModel], name: str) -> str:
     """How the command line spells a field, for messages ('out_dir (--out)')."""
     field = cls.model_fields.get(name)
-    if field is None or _is_argument(field):
+    if field is None:
         return name
+    if _is_argument(field):
+        return f"{name} (the {name.upper()} argument)"
     return f"{name} ({flags(name, field)[0]})"
