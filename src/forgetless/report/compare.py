@@ -15,8 +15,9 @@ step-0 point. For each panel:
   margin: "holds" = A's frontier is better, "does not hold" = B's, "inconclusive" = not separable.
   A panel of k remedies makes k(k−1)/2 such tests, so they are decided with Holm's step-down
   (the smallest p-value at LEVEL/m, the next at LEVEL/(m−1), ..., stopping at the first that
-  fails): the chance that any pair of equal remedies is called decisive stays at most LEVEL
-  (measured in tests/report/test_compare_calibration.py);
+  fails), which aims the chance that any pair of equal remedies is called decisive at LEVEL
+  (measured: 16/200 simulated null panels of 10 remedies at 3 seeds, against 179/200 without;
+  tests/report/test_compare_calibration.py, benchmarks/compare_calibration.py);
 - the cost beside it: replay tokens per run (and their share of the finetune's tokens), WiSE
   evaluations per run;
 - the answer: the remedy with the most decisive wins and no decisive loss, and how sure.
