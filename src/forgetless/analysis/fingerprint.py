@@ -358,7 +358,7 @@ def _load_weights(checkpoint: str, float32: bool = False) -> nn.Module:
     if float32 or is_adapter:
         return load_model(checkpoint)[0]
     with quiet():
-        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype="auto", trust_remote_code=False)
 
 
 def fingerprint_checkpoint(checkpoint: str, corpus: str = "stdlib", reference: str | Path | None = None,

@@ -133,7 +133,7 @@ def load_pretraining_data(path: Path) -> PretrainData:
     if train_meta.get("tokenizer_hash") != meta["tokenizer_hash"]:
         raise ValueError(f"{path}/train.bin was made with another tokenizer than meta.json says")
     copy = path / "tokenizer"  # absent in directories written before the copy was kept
-    tok = AutoTokenizer.from_pretrained(str(copy) if copy.exists() else meta["tokenizer_path"])
+    tok = AutoTokenizer.from_pretrained(str(copy) if copy.exists() else meta["tokenizer_path"], trust_remote_code=False)
     return PretrainData(tokenizer=tok, train=train, val=val, meta=meta, path=path)
 
 

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from forgetless.untrusted import refuse_custom_code
+
 from . import hub  # hub.hub_reachable looked up at call time (tests replace it)
 from .cache import publish_dir, stable_hash
 from .corpus import Corpus, iter_split
@@ -33,10 +35,12 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     """A Hugging Face fast tokenizer from a local path or a hub name (cache only when offline)."""
     from transformers import AutoTokenizer
 
+    refuse_custom_code(Path(name_or_path).expanduser())  # a tokenizer_config.json with auto_map
     # Offline, a hub name can only come from the local cache: say so at once, without retries.
     local_only = Path(name_or_path).expanduser().exists() or not hub.hub_reachable()
     try:
-        tok = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_only)
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_only,
+                                            trust_remote_code=False)
     except Exception as err:
         raise ValueError(
             f"tokenizer {str(name_or_path)!r} could not be loaded ({type(err).__name__}). Give a "
@@ -95,4 +99,4 @@ def corpus_tokenizer(corpus: Corpus, corpus_hash: str, vocab_size: int, root: Pa
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
         tok.save_pretrained(tmp)
         publish_dir(tmp, final)
-    return AutoTokenizer.from_pretrained(str(final)), final
+    return AutoTokenizer.from_pretrained(str(final), trust_remote_code=False), final

@@ -12,7 +12,6 @@ corrupt file is named in one line instead of failing deep inside transformers.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,11 @@ import torch
 import transformers
 
 from forgetless.errors import CorruptCheckpoint, NoCheckpoint, one_line
+from forgetless.untrusted import CONFIG_JSON_MAX_BYTES, load_json, refuse_custom_code
+
+# Every loader gets this: transformers would otherwise offer (on a terminal) to import the Python
+# files of a checkpoint whose config has an `auto_map`. resolve_checkpoint refuses those first.
+NO_CODE = {"trust_remote_code": False}
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -53,8 +57,10 @@ def is_hub_name(name: str | Path) -> bool:
 def resolve_checkpoint(path_or_name: str | Path) -> str:
     """A path to a model directory (a run directory becomes its newest checkpoint), or the hub
     name; NoCheckpoint for a path that does not exist or holds no model, CorruptCheckpoint for
-    damaged weight files (headers only: cheap)."""
+    damaged weight files (headers only: cheap), CustomCode for a checkpoint whose config asks for
+    its own Python code (`auto_map`: never imported, never asked about)."""
     source = _resolve(path_or_name)
+    refuse_custom_code(source)
     check_weights(source)
     return source
 
@@ -139,21 +145,24 @@ def _load(source: str, dtype: torch.dtype, config_overrides: dict[str, Any]):
     if adapter_cfg.is_file() and not (Path(source) / "config.json").is_file():
         import peft
 
-        model = peft.AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype).merge_and_unload()
-        tok_source = source if _has_tokenizer(source) else json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
+        base = load_json(adapter_cfg.read_bytes(), max_bytes=CONFIG_JSON_MAX_BYTES)["base_model_name_or_path"]
+        refuse_custom_code(base)  # the adapter's base model is loaded too
+        model = peft.AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype, **NO_CODE).merge_and_unload()
+        tok_source = source if _has_tokenizer(source) else base
     else:
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, attn_implementation="sdpa", **config_overrides
+                source, dtype=dtype, attn_implementation="sdpa", **NO_CODE, **config_overrides
             )
         except ValueError as err:
             if "sdpa" not in str(err).lower():
                 raise
             # An architecture without an sdpa kernel: fall back to its own attention.
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **config_overrides)
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **NO_CODE,
+                                                                      **config_overrides)
         tok_source = source
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source, **NO_CODE)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"no tokenizer found with the model at {tok_source}: {err}") from err
     return model, tokenizer

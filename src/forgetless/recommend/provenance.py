@@ -109,7 +109,7 @@ def model_facts(model: str | Path) -> ModelFacts:
         try:  # a hub name already in the local cache; never a download
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(ref, local_files_only=True).to_dict()
+            config = AutoConfig.from_pretrained(ref, local_files_only=True, trust_remote_code=False).to_dict()
         except Exception:  # not cached, or not a model: match on the name alone
             config = {}
     facts.config = config

@@ -251,7 +251,7 @@ def empty_model(checkpoint: str | Path) -> torch.nn.Module:
 
     with quiet():
         return transformers.AutoModelForCausalLM.from_config(
-            transformers.AutoConfig.from_pretrained(checkpoint), dtype=torch.float32)
+            transformers.AutoConfig.from_pretrained(checkpoint, trust_remote_code=False), dtype=torch.float32)
 
 
 def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -279,5 +279,5 @@ def consolidate(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     with quiet():
         model.save_pretrained(dst)
         if dst != src:
-            transformers.AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+            transformers.AutoTokenizer.from_pretrained(src, trust_remote_code=False).save_pretrained(dst)
     return dst

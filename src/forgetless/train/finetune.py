@@ -133,7 +133,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     runtime.seed_everything(cfg.seed)
     source = resume_from if resume_from is not None and not lora else info["checkpoint"]
     if distributed.shards_only(source):  # a sharded checkpoint: weights filled once sharded, below
-        model, tokenizer = distributed.empty_model(source), AutoTokenizer.from_pretrained(source)
+        model, tokenizer = distributed.empty_model(source), AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     else:
         model, tokenizer = load_model(source)
     runtime.set_token_ids(model, tokenizer)

@@ -41,7 +41,7 @@ def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | N
     elif resume_from is not None:
         with quiet():
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                resume_from, dtype=torch.float32, attn_implementation="sdpa")
+                resume_from, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=False)
     else:
         model = build_model(cfg.model, vocab_size=len(tokenizer), **cfg.model_overrides)
         runtime.set_token_ids(model, tokenizer)

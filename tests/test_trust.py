@@ -1,0 +1,120 @@
+"""No code from a checkpoint ever runs (issue 24 §1).
+
+The checkpoint here is a tiny Llama whose config.json and tokenizer_config.json carry an `auto_map`
+naming a Python file in the folder; importing that file writes a marker file. A "y" waits on stdin,
+the answer transformers' prompt would take. Every way in (finetune, recommend --infer, a sweep with
+--workers 0, the library loaders) must refuse it in one line, and the marker must never appear.
+A control run with trust_remote_code=True shows that the file does write the marker when imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+from typer.testing import CliRunner
+
+from forgetless.cli import app
+
+runner = CliRunner()
+
+EVIL = """
+import pathlib
+pathlib.Path({marker!r}).write_text("checkpoint code ran")
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class EvilConfig(LlamaConfig):
+    model_type = "llama"
+
+
+class EvilModel(LlamaForCausalLM):
+    config_class = EvilConfig
+"""
+
+
+@pytest.fixture(scope="module")
+def evil(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint folder, marker path)."""
+    root = tmp_path_factory.mktemp("trust")
+    ckpt, marker = root / "evil-ckpt", root / "MARKER"
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=2)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": ["evil.EvilTok", None]}}))
+    (ckpt / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    return ckpt, marker
+
+
+def _refused(res, marker: Path) -> None:
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    assert res.stderr.count("\n") == 1 and "auto_map" in res.stderr and "never imports code" in res.stderr, res.stderr
+    assert "Traceback" not in res.output and "[y/N]" not in res.output
+    assert not marker.exists()
+
+
+def test_finetune_refuses_a_checkpoint_with_code(evil, tmp_path) -> None:
+    ckpt, marker = evil
+    res = runner.invoke(app, ["finetune", str(ckpt), "--task", "arith", "--steps", "2", "--out",
+                              str(tmp_path / "run")], input="y\n")
+    _refused(res, marker)
+
+
+def test_recommend_infer_refuses_a_checkpoint_with_code(evil) -> None:
+    ckpt, marker = evil
+    _refused(runner.invoke(app, ["recommend", str(ckpt), "--infer"], input="y\n"), marker)
+
+
+def test_a_sweep_refuses_a_base_with_code(evil, tmp_path) -> None:
+    ckpt, marker = evil
+    study = {"name": "s", "out_dir": str(tmp_path / "out"),
+             "bases": [{"name": "b", "checkpoint": str(ckpt), "optimizer": "adamw"}],
+             "finetune": [{"tasks": ["arith"], "steps": 2, "eval_every": 2,
+                           "methods": [{"kind": "full", "optimizer": "adamw", "lrs": [1e-4]}]}]}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    _refused(runner.invoke(app, ["sweep", str(path), "--workers", "0"], input="y\n"), marker)
+
+
+def test_the_loaders_below_never_import_it(evil) -> None:
+    """The second line of defence: the loaders themselves pass trust_remote_code=False, so even
+    past the refusal transformers builds its own Llama class and never imports evil.py."""
+    from forgetless.data.tokenizer import load_tokenizer
+    from forgetless.errors import UserError
+    from forgetless.train import distributed
+
+    ckpt, marker = evil
+    model = distributed.empty_model(ckpt)  # AutoConfig + from_config, as a sharded finetune does
+    assert type(model).__name__ == "LlamaForCausalLM"
+    with pytest.raises(UserError, match="auto_map"):
+        load_tokenizer(ckpt)
+    assert not marker.exists()
+
+
+def test_control_the_marker_is_written_when_the_code_is_trusted(evil, tmp_path) -> None:
+    """The test would see the code run: with trust_remote_code=True it does (in a subprocess,
+    with its own module cache, so nothing of it stays in this process or the user's cache)."""
+    ckpt, _ = evil
+    marker = tmp_path / "MARKER"
+    copy = tmp_path / "ckpt"
+    copy.mkdir()
+    for f in ckpt.iterdir():
+        text = f.read_bytes()
+        (copy / f.name).write_bytes(text.replace(str(evil[1]).encode(), str(marker).encode()))
+    code = (f"import transformers; transformers.AutoConfig.from_pretrained({str(copy)!r}, "
+            "trust_remote_code=True)")
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert marker.read_text() == "checkpoint code ran"
