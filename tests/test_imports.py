@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "forgetless"
-ORDER = ["counts", "errors", "untrusted", "optim", "data", "models", "train", "analysis", "sweep", "report", "recommend",
+ORDER = ["counts", "errors", "untrusted", "lazy", "optim", "data", "models", "train", "analysis", "sweep", "report", "recommend",
          "integrations", "cli", "__main__"]
 # Boxes a box may import besides those above it: none. Siblings at one level share nothing but these.
 ALLOWED_EXTRA: dict[str, set[str]] = {"data": set(), "models": set(), "optim": set()}

@@ -2,16 +2,24 @@
 
 Each box of the pipeline keeps its own commands in `forgetless/<box>/commands.py`, which defines
 `register(app)`; this file only assembles them, so boxes can grow without touching each other.
+
+The root command knows each command's name, module and one-line help from `COMMANDS`, and imports
+a command's module only when that command runs or its --help is asked: `forgetless --help` lists
+every command without importing any box, and `forgetless finetune --help` imports the training
+box's commands and configs only, which import no torch (tests/test_cli_light.py checks both, and
+that `COMMANDS` matches what the modules register).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 import warnings
 
 import typer
-from typer.core import TyperGroup
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from forgetless.errors import UserError, one_line
 
@@ -36,10 +44,90 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return _python_format(message, category, filename, lineno, line)
 
 
+# name -> (the module whose register(app) adds it, its one-line help), in the order
+# `forgetless --help` lists them: along the pipeline, as the boxes of docs/ARCHITECTURE.md.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "optimizers": ("forgetless.optim.commands", "List the optimizer family (norm, LMO, what it "
+                   "regularises), or describe one member."),
+    "data": ("forgetless.data.commands", "Corpora, tokenizers, token shards and finetuning tasks."),
+    "pretrain": ("forgetless.train.commands", "Pretrain a model preset from scratch with any "
+                 "optimizer, tracking validation loss."),
+    "finetune": ("forgetless.train.commands", "Finetune a base model (full or LoRA) on a task, "
+                 "measuring forgetting and learning as it goes."),
+    "consolidate": ("forgetless.train.commands", "Join a sharded (FSDP2) checkpoint into a plain "
+                    "Hugging Face checkpoint (model.safetensors)."),
+    "sweep": ("forgetless.sweep.commands", "Run (or resume) every cell of a study; safe to "
+              "interrupt and to run twice at once."),
+    "status": ("forgetless.sweep.commands", "Every cell of a study: done / running / pending / "
+               "diverged / failed, with its error."),
+    "frontier": ("forgetless.sweep.commands", "Pareto frontiers per (base, task): tables, and a "
+                 "figure like the paper's Figures 2, 3, 6."),
+    "export": ("forgetless.sweep.commands", "Every eval point of a study (with its run's method, "
+               "lr, base and task) as CSV or parquet."),
+    "spectrum": ("forgetless.analysis.commands", "Stable rank, effective rank and singular-value "
+                 "density per module kind (paper Table 2)."),
+    "activations": ("forgetless.analysis.commands", "Sparsity of every linear layer's input and "
+                    "output activations (paper Figs. 4, 5, 10, 11)."),
+    "fingerprint": ("forgetless.analysis.fingerprint_cli", "Infer the optimizer family that "
+                    "pretrained a checkpoint, from its weights (fast), or also its activations "
+                    '(--activations); "unknown" when it is unlike every reference.'),
+    "memorization": ("forgetless.analysis.commands", "The memorisation test (paper §4.2): exact "
+                     "match on clean vs corrupted blocks over training."),
+    "reproduce": ("forgetless.report.commands", "Run the paper's study end to end and write "
+                  "report.html / report.md with a verdict per claim."),
+    "compare": ("forgetless.report.compare_commands", "Every forgetting remedy (optimizer, LoRA, "
+                "lr, replay, L2-SP, WiSE-FT) on one frontier per base and task: figures, the "
+                "Δ-view with each remedy's extra cost, pairwise dominance decided over pretraining "
+                "seeds, and which remedy to use."),
+    "recommend": ("forgetless.recommend.commands", "Which optimizer and learning rates to finetune "
+                  "MODEL with, and why."),
+}
+
+
+def load_commands(module: str) -> dict[str, TyperCommand | TyperGroup]:
+    """The commands `module`'s register(app) adds, by name (imports the module)."""
+    sub = typer.Typer()
+    importlib.import_module(module).register(sub)
+    return dict(typer.main.get_group(sub).commands)
+
+
 class _Main(TyperGroup):
     """The root command: a user error (forgetless.errors.UserError, or a usage error) prints one
     line on stderr and exits with code 2; any other exception keeps its traceback, since it is a
-    bug. Done here, not in main(), so `forgetless` and typer's CliRunner behave alike."""
+    bug. Done here, not in main(), so `forgetless` and typer's CliRunner behave alike.
+
+    Its commands load lazily: listing them (the root --help) reads `COMMANDS`; resolving one
+    (to run it, or show its --help) imports its module."""
+
+    _listing = False  # True while the root --help is drawn: commands are listed, not loaded
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, short_help = COMMANDS[cmd_name]
+            if self._listing:  # a stand-in that carries the name and the help line only
+                return TyperCommand(cmd_name, short_help=short_help, help=short_help)
+            for name, command in load_commands(module).items():
+                self.commands.setdefault(name, command)
+        return self.commands.get(cmd_name)
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except _cx.UsageError as err:  # typer suggests from loaded commands only: suggest from all
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx)) if args else []
+            if close and "Did you mean" not in err.message:
+                err.message = f"{err.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
+            raise
 
     def invoke(self, ctx):
         warnings.formatwarning = _format_warning
@@ -87,24 +175,6 @@ def _root() -> None:
     """Finetune language models with the optimizer that pretrained them, and measure what the
     finetune forgot."""
 
-
-# Left to right along the pipeline; a box without commands yet is skipped.
-_BOXES = ("optim", "data", "models", "train", "sweep", "analysis", "report", "recommend")
-
-
-def _register_all() -> None:
-    for box in _BOXES:
-        try:
-            module = importlib.import_module(f"forgetless.{box}.commands")
-        except ModuleNotFoundError as err:
-            if err.name == f"forgetless.{box}.commands":
-                continue
-            raise
-        module.register(app)
-
-
-_register_all()
-importlib.import_module("forgetless.report.compare_commands").register(app)  # forgetless compare
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Analysis of trained models and of sweep results.
 
-Importing the package is cheap (numpy only): the Pareto maths and the frontier panels are
-re-exported here; the modules that need torch and transformers are imported by name where they
-are used:
+The Pareto maths and the frontier panels (numpy only) are exported here, each imported from its
+module when first used (forgetless.lazy); the modules that need torch and transformers are
+imported by name where they are used:
 
     forgetless.analysis.activations     ActivationProbe, probe_activations, token_windows
     forgetless.analysis.spectrum        weight_spectra, summarize_spectra, MatrixSpectrum
@@ -11,32 +11,11 @@ are used:
     forgetless.analysis.memorization_run  MemorizationConfig, run_memorization
 """
 
-from forgetless.analysis.frontier import Panel, panels, summarize
-from forgetless.analysis.pareto import (
-    best_lr_mask,
-    default_reference,
-    dominated_share,
-    forgetting_at_learning,
-    hypervolume,
-    learning_within_forgetting,
-    pareto_mask,
-    pareto_set,
-    robust_frontier,
-    robust_mask,
-)
+from forgetless.lazy import lazy_package
 
-__all__ = [
-    "Panel",
-    "best_lr_mask",
-    "default_reference",
-    "dominated_share",
-    "forgetting_at_learning",
-    "hypervolume",
-    "learning_within_forgetting",
-    "panels",
-    "pareto_mask",
-    "pareto_set",
-    "robust_frontier",
-    "robust_mask",
-    "summarize",
-]
+__all__ = lazy_package(__name__, {
+    "Panel": "frontier", "panels": "frontier", "summarize": "frontier",
+    "best_lr_mask": "pareto", "default_reference": "pareto", "dominated_share": "pareto",
+    "forgetting_at_learning": "pareto", "hypervolume": "pareto", "learning_within_forgetting": "pareto",
+    "pareto_mask": "pareto", "pareto_set": "pareto", "robust_frontier": "pareto", "robust_mask": "pareto",
+})

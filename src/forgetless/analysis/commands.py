@@ -17,8 +17,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .plots import ORDER
-
 console = Console()
 
 
@@ -42,6 +40,8 @@ def _labels(checkpoints: list[str], labels: list[str] | None) -> list[str]:
 
 def _kind_table(title: str, by_label: dict[str, dict[str, dict]], key: str, pct: bool = False) -> Table:
     """Rows: module kinds; columns: checkpoints; cells: mean (± std when the row has `key`_std)."""
+    from .plots import ORDER  # matplotlib and torch: loaded by the commands that print these tables
+
     table = Table(title=title)
     table.add_column("kind")
     for label in by_label:

@@ -1,24 +1,21 @@
 """forgetless.data: corpora, tokenizers, token shards, finetuning tasks, the corrupted corpus.
 
-Public contract (docs/ARCHITECTURE.md); see docs/data.md for usage.
+Public contract (docs/ARCHITECTURE.md); see docs/data.md for usage. Each name below is imported
+from its module when first used (forgetless.lazy): importing the package costs nothing.
 """
 
-from .cache import cache_dir
-from .corpus import Document, open_corpus
-from .corrupt import MemorisationSample, corrupt_blocks, memorisation_samples
-from .hub import DatasetUnavailable
-from .pretrain import PretrainData, load_pretraining_data, prepare_pretraining_data, sample_batch
-from .sandbox import TestReport, run_tests
-from .sft import IGNORE_INDEX, SFTCollator, SFTRecord
-from .tasks import TASKS, check_answer, check_answers, load_task
-from .tokenizer import load_tokenizer, train_bpe
-from .user_data import TaskDataUnavailable, load_user_task
+from forgetless.lazy import lazy_package
 
-__all__ = [
-    "IGNORE_INDEX", "TASKS", "DatasetUnavailable", "Document", "MemorisationSample",
-    "PretrainData", "SFTCollator", "SFTRecord", "TaskDataUnavailable", "TestReport", "cache_dir", "check_answer",
-    "check_answers",
-    "corrupt_blocks", "load_pretraining_data", "load_task", "load_tokenizer", "load_user_task",
-    "memorisation_samples", "open_corpus", "prepare_pretraining_data", "run_tests",
-    "sample_batch", "train_bpe",
-]
+__all__ = lazy_package(__name__, {
+    "cache_dir": "cache",
+    "Document": "corpus", "open_corpus": "corpus",
+    "MemorisationSample": "corrupt", "corrupt_blocks": "corrupt", "memorisation_samples": "corrupt",
+    "DatasetUnavailable": "hub",
+    "PretrainData": "pretrain", "load_pretraining_data": "pretrain",
+    "prepare_pretraining_data": "pretrain", "sample_batch": "pretrain",
+    "TestReport": "sandbox", "run_tests": "sandbox",
+    "IGNORE_INDEX": "sft", "SFTCollator": "sft", "SFTRecord": "sft",
+    "TASKS": "tasks", "check_answer": "tasks", "check_answers": "tasks", "load_task": "tasks",
+    "load_tokenizer": "tokenizer", "train_bpe": "tokenizer",
+    "TaskDataUnavailable": "user_data", "load_user_task": "user_data",
+})

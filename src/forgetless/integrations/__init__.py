@@ -1,16 +1,14 @@
-"""Drop-ins for the trainers people already use (Hugging Face `Trainer`, TRL `SFTTrainer`)."""
+"""Drop-ins for the trainers people already use (Hugging Face `Trainer`, TRL `SFTTrainer`).
 
-from forgetless.integrations.callback import ForgettingCallback, reference_batches
-from forgetless.integrations.harness import HarnessCallback, harness_point, harness_scores
-from forgetless.integrations.optimizer import (
-    OptimizerFactory,
-    create_optimizer,
-    optimizer_factory,
-    resolve_family,
-)
-from forgetless.integrations.remedies import L2SPCallback, ReplayCollator, wise
-from forgetless.integrations.trainer import ForgetlessTrainerMixin
+Each name below is imported from its module when first used (forgetless.lazy)."""
 
-__all__ = ["ForgetlessTrainerMixin", "ForgettingCallback", "HarnessCallback", "L2SPCallback", "OptimizerFactory",
-           "ReplayCollator", "create_optimizer", "harness_point", "harness_scores", "optimizer_factory",
-           "reference_batches", "resolve_family", "wise"]
+from forgetless.lazy import lazy_package
+
+__all__ = lazy_package(__name__, {
+    "ForgettingCallback": "callback", "reference_batches": "callback",
+    "HarnessCallback": "harness", "harness_point": "harness", "harness_scores": "harness",
+    "OptimizerFactory": "optimizer", "create_optimizer": "optimizer", "optimizer_factory": "optimizer",
+    "resolve_family": "optimizer",
+    "L2SPCallback": "remedies", "ReplayCollator": "remedies", "wise": "remedies",
+    "ForgetlessTrainerMixin": "trainer",
+})

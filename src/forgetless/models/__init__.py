@@ -1,29 +1,14 @@
-"""Models: from-scratch Llama presets, loading any Hugging Face causal LM, and LoRA via PEFT."""
+"""Models: from-scratch Llama presets, loading any Hugging Face causal LM, and LoRA via PEFT.
 
-from forgetless.models.loading import (
-    check_weights,
-    is_hub_name,
-    latest_checkpoint,
-    load_model,
-    quiet,
-    resolve_checkpoint,
-    set_dropout,
-)
-from forgetless.models.lora import apply_lora, default_lora_targets, merge_lora
-from forgetless.models.presets import PRESETS, build_model, count_parameters
+Each name below is imported from its module when first used (forgetless.lazy): importing the
+package, or `forgetless.models.names` (the preset names a config validates), costs no torch.
+"""
 
-__all__ = [
-    "PRESETS",
-    "apply_lora",
-    "build_model",
-    "check_weights",
-    "count_parameters",
-    "default_lora_targets",
-    "is_hub_name",
-    "latest_checkpoint",
-    "load_model",
-    "merge_lora",
-    "quiet",
-    "resolve_checkpoint",
-    "set_dropout",
-]
+from forgetless.lazy import lazy_package
+
+__all__ = lazy_package(__name__, {
+    "check_weights": "loading", "is_hub_name": "loading", "latest_checkpoint": "loading",
+    "load_model": "loading", "quiet": "loading", "resolve_checkpoint": "loading", "set_dropout": "loading",
+    "apply_lora": "lora", "default_lora_targets": "lora", "merge_lora": "lora",
+    "PRESETS": "presets", "build_model": "presets", "count_parameters": "presets",
+})

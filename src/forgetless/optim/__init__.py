@@ -6,39 +6,17 @@
 A new rule is one `register(name, p, q, lmo_fn, ...)` call (see `registry`); `functional` holds
 the update every rule shares. See docs/optim.md for the family table, the routing rules and the
 mathematics.
+
+Each name below is imported from its module when first used (forgetless.lazy), so importing the
+package, or `forgetless.optim.names` (the names a config validates), costs no torch.
 """
 
-from . import functional, lmo
-from .build import DEFAULT_ADAMW_PATTERNS, build, route
-from .optimizer import SteepestDescent
-from .registry import (
-    ENTRYWISE,
-    FROBENIUS,
-    OPTIMIZERS,
-    WHOLE,
-    OptimizerInfo,
-    describe,
-    family_members,
-    register,
-    same_family,
-    unregister,
-)
+from forgetless.lazy import lazy_package
 
-__all__ = [
-    "DEFAULT_ADAMW_PATTERNS",
-    "ENTRYWISE",
-    "FROBENIUS",
-    "OPTIMIZERS",
-    "OptimizerInfo",
-    "SteepestDescent",
-    "WHOLE",
-    "build",
-    "describe",
-    "family_members",
-    "functional",
-    "lmo",
-    "register",
-    "route",
-    "same_family",
-    "unregister",
-]
+__all__ = lazy_package(__name__, {
+    "DEFAULT_ADAMW_PATTERNS": "build", "build": "build", "route": "build",
+    "SteepestDescent": "optimizer",
+    "ENTRYWISE": "registry", "FROBENIUS": "registry", "OPTIMIZERS": "registry", "WHOLE": "registry",
+    "OptimizerInfo": "registry", "describe": "registry", "family_members": "registry",
+    "register": "registry", "same_family": "registry", "unregister": "registry",
+}, modules=("functional", "lmo"))

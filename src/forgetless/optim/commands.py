@@ -8,10 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .registry import OPTIMIZERS, describe
 
-
+# The registry is imported when the command runs (its rules' LMOs are torch functions), so
+# `forgetless optimizers --help` costs no torch; listing it costs torch and nothing heavier.
 def _show_all(as_json: bool) -> None:
+    from .registry import OPTIMIZERS
+
     if as_json:
         typer.echo(json.dumps([info.to_dict() for info in OPTIMIZERS.values()], indent=2))
         return
@@ -28,6 +30,8 @@ def _show_all(as_json: bool) -> None:
 
 
 def _show_one(name: str, as_json: bool) -> None:
+    from .registry import OPTIMIZERS, describe
+
     try:
         info = describe(name)
     except ValueError as err:

@@ -1,6 +1,10 @@
-"""Advice for practitioners: which optimizer pretrained a checkpoint, and how to finetune it."""
+"""Advice for practitioners: which optimizer pretrained a checkpoint, and how to finetune it.
 
-from forgetless.recommend.advise import TASK_KINDS, Recommendation, recommend
-from forgetless.recommend.provenance import Provenance, lookup, model_facts
+Each name below is imported from its module when first used (forgetless.lazy)."""
 
-__all__ = ["TASK_KINDS", "Provenance", "Recommendation", "lookup", "model_facts", "recommend"]
+from forgetless.lazy import lazy_package
+
+__all__ = lazy_package(__name__, {
+    "TASK_KINDS": "advise", "Recommendation": "advise", "recommend": "advise",
+    "Provenance": "provenance", "lookup": "provenance", "model_facts": "provenance",
+})

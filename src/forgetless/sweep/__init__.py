@@ -7,14 +7,14 @@
 
 Frontiers of a study's points: forgetless.analysis.frontier (panels, summarize, plot).
 
-See docs/sweep.md.
+See docs/sweep.md. Each name below is imported from its module when first used (forgetless.lazy).
 """
 
-from forgetless.sweep.runner import STORE_NAME, run_sweep, store_path
-from forgetless.sweep.store import SCHEMA_VERSION, Store, StoreVersionError
-from forgetless.sweep.study import Study, StudyError, cell_id, expand, load_study, preset_names
+from forgetless.lazy import lazy_package
 
-__all__ = [
-    "SCHEMA_VERSION", "STORE_NAME", "Store", "StoreVersionError", "Study", "StudyError",
-    "cell_id", "expand", "load_study", "preset_names", "run_sweep", "store_path",
-]
+__all__ = lazy_package(__name__, {
+    "STORE_NAME": "runner", "run_sweep": "runner", "store_path": "runner",
+    "SCHEMA_VERSION": "store", "Store": "store", "StoreVersionError": "store",
+    "Study": "study", "StudyError": "study", "cell_id": "study", "expand": "study",
+    "load_study": "study", "preset_names": "study",
+})

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from forgetless.counts import parse_count
 from forgetless.errors import format_validation_error  # noqa: F401  (re-exported: one formatter)
-from forgetless.models import PRESETS
-from forgetless.optim import OPTIMIZERS
+from forgetless.models.names import PRESET_NAMES as PRESETS  # names only: no torch
+from forgetless.optim.names import OPTIMIZER_NAMES as OPTIMIZERS  # names only: no torch
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 SMALL = ("nano", "micro", "small")  # the CPU presets; larger models take the paper's settings
