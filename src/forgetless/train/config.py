@@ -202,6 +202,17 @@ class PretrainConfig(TrainConfig):
     tokenizer: str | None = Field(None, description="HF tokenizer path/name (default: train a BPE)")
     vocab_size: int | None = Field(None, ge=2, description="BPE vocabulary when training one")
     tokens: int | None = Field(None, description="training tokens (sets steps), e.g. 5M")
+    schedule: Literal["cosine", "wsd", "constant"] = Field(
+        "cosine", description="lr schedule after the warm-up: cosine to min_lr_ratio; wsd (warm-up/stable/decay): "
+                              "constant, then linear to min_lr_ratio over the last `decay` of the steps; "
+                              "constant (a WSD trunk that decay branches finish)")
+    decay: float = Field(0.2, gt=0, le=1, description="wsd: fraction of the steps in the final decay")
+    warmup_steps: int | None = Field(None, ge=0, description="warm-up steps (None: warmup x steps); "
+                                                             "a WSD trunk and its branches share it")
+    start_from: str | None = Field(
+        None, description="a checkpoint (or run directory: its newest) whose weights, optimizer state, lr "
+                          "schedule position, RNG and step this run continues from, to `steps` (a decay "
+                          "branch of a WSD trunk); the run's own checkpoints take precedence on resume")
 
     @field_validator("model")
     @classmethod
@@ -272,6 +283,8 @@ class FinetuneConfig(TrainConfig):
                                       "training split (Bethune et al. 2025: about 0.01 stops forgetting)")
     l2sp: float = Field(0.0, ge=0, allow_inf_nan=False,
                         description="L2-SP coefficient: loss + l2sp/2 x |weights - pretrained weights|^2 (Li et al. 2018)")
+    eval_early: bool = Field(False, description="also evaluate at steps 1, 2, 4, 8, ... below eval_every, so the "
+                                                "low-forgetting start of the trajectory is measured")
     wise: list[float] = Field(default_factory=list,
                               description="WiSE-FT: after training, evaluate (1-a) x base + a x finetune for each a "
                                           "in [0, 1] (Wortsman et al. 2022; evaluations only)")

@@ -7,6 +7,11 @@ Per optimizer step k (0-based) over the micro-batches b = 1..A of that step:
     lr_k = lr · s(k),  s(k) = (k+1)/W for k < W, else r + (1−r)·½(1 + cos(π (k−W)/(K−W)))
                                                (linear warm-up over W = warmup·K steps, cosine to
                                                 r = min_lr_ratio; a LambdaLR on every param group)
+    schedule "wsd" (warm-up / stable / decay): s(k) = 1 for W ≤ k < D, then linear from 1 down to
+        r over the last K−D = round(decay·K) steps; "constant": s(k) = 1 after the warm-up (a WSD
+        trunk). A trunk checkpointed at step D and continued under "wsd" with K steps (a decay
+        branch) repeats the uninterrupted WSD run of K steps bit for bit on CPU: s(k) is the same
+        up to D, and the scheduler only stores its position.
 Everything a step draws from is a function of (seed, k) or saved in checkpoints, so a resumed run
 repeats an uninterrupted one bit for bit on CPU.
 """
@@ -53,19 +58,56 @@ from forgetless.train.runtime import (
 )
 from forgetless.train.trackers import open_trackers
 
+SCHEDULES = ("cosine", "wsd", "constant")
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float,
-                    min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to min_ratio·lr (see the module docstring)."""
-    warm = round(warmup * steps)
+
+def decay_start(steps: int, decay: float) -> int:
+    """The first step of a WSD run's decay: its last round(decay·steps) steps decay (at least one)."""
+    return steps - max(1, round(decay * steps))
+
+
+def lr_factor(kind: str, steps: int, warm: int, min_ratio: float, decay: float = 0.2) -> Callable[[int], float]:
+    """s(k) of the module docstring for schedule `kind` over `steps`, warm-up `warm` steps."""
+    start = decay_start(steps, decay)
 
     def factor(k: int) -> float:
         if k < warm:
             return (k + 1) / warm
+        if kind == "constant":
+            return 1.0
+        if kind == "wsd":
+            if k < start:
+                return 1.0
+            return 1.0 - (1 - min_ratio) * min(1.0, (k + 1 - start) / (steps - start))
         progress = min(1.0, (k - warm) / max(1, steps - warm))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float,
+                    min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to min_ratio·lr (see the module docstring)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor("cosine", steps, round(warmup * steps), min_ratio))
+
+
+def schedule_for(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's scheduler: cfg.schedule (pretraining may choose; finetunes are cosine), with
+    cfg.warmup_steps replacing warmup·steps when set (a WSD trunk and its branches share it)."""
+    warm = getattr(cfg, "warmup_steps", None)
+    warm = round(cfg.warmup * steps) if warm is None else warm
+    kind = getattr(cfg, "schedule", "cosine")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(kind, steps, warm, cfg.min_lr_ratio, getattr(cfg, "decay", 0.2)))
+
+
+def eval_due(step: int, steps: int, cfg: TrainConfig) -> bool:
+    """Evaluate after this step: every eval_every steps and at the end; with `eval_early` (a
+    finetune option) also at steps 1, 2, 4, 8, ... below eval_every, so the low-forgetting start
+    of each trajectory is measured rather than interpolated (issue 21)."""
+    if step % cfg.eval_every == 0 or step == steps:
+        return True
+    return bool(getattr(cfg, "eval_early", False)) and step < cfg.eval_every and step & (step - 1) == 0
 
 
 def train_step(model: torch.nn.Module, loss_fn: Callable, micro: list[Batch], opt: torch.optim.Optimizer,
@@ -181,7 +223,7 @@ def run_job(job: Job) -> RunResult:
     if not d.main:
         run = run.follower()
     steps = int(cfg.steps)
-    scheduler = cosine_schedule(opt, steps, cfg.warmup, cfg.min_lr_ratio)
+    scheduler = schedule_for(opt, cfg, steps)
     autocast = autocast_for(job.device, cfg.precision)
     step, tokens, wall_before, first_loss = 0, 0, 0.0, None
     if job.resume_from is not None:
@@ -196,8 +238,15 @@ def run_job(job: Job) -> RunResult:
         else:
             opt.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # The optimizer's lr is the one the saved run set for this step; a decay branch off a
+        # constant trunk sets its own schedule's (on a plain resume the two are the same number).
+        for group, base_lr, f in zip(opt.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+            group["lr"] = base_lr * f(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in opt.param_groups]
         set_rng_state(state["rng"])
         step, tokens, wall_before, first_loss = state["step"], state["tokens"], state["wall_time"], state["first_loss"]
+        if step > steps:  # a branch started from a checkpoint past its own end
+            raise ValueError(f"{job.resume_from} is at step {step}, past this run's {steps} steps")
     plan = job.memory or plan_memory(model, cfg, job.device)
     if plan.checkpointing:
         enable_checkpointing(model)
@@ -273,7 +322,8 @@ def run_job(job: Job) -> RunResult:
             step += 1
             # Reading the loss syncs the device: every step on CPU (free); on GPU every log_every
             # steps and before every eval and checkpoint, so no diverged weights are saved.
-            boundary = step % cfg.eval_every == 0 or step % cfg.save_every == 0 or step == steps
+            due = eval_due(step, steps, cfg)
+            boundary = due or step % cfg.save_every == 0
             if job.device.type == "cpu" or step == 1 or step % cfg.log_every == 0 or boundary:
                 value = float(loss_sum) / max(n_total, 1)
                 first_loss = value if first_loss is None else first_loss
@@ -290,7 +340,7 @@ def run_job(job: Job) -> RunResult:
                     bar.set_postfix(loss=f"{value:.3f}", lr=f"{line['lr']:.2e}", tok_s=f"{rate:,.0f}")
                     window_tokens, window_start = 0, time.perf_counter()
             bar.update(1)
-            if step % cfg.eval_every == 0 or step == steps:
+            if due:
                 phase, width = "evaluation", None
                 eval_point(step)
             if step % cfg.save_every == 0 or step == steps:

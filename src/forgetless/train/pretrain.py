@@ -8,9 +8,11 @@ from typing import Any
 
 import torch
 import transformers
+import yaml
 
 from forgetless.data import prepare_pretraining_data, sample_batch
-from forgetless.models import build_model, quiet, set_dropout
+from forgetless.errors import UserError
+from forgetless.models import build_model, latest_checkpoint, quiet, set_dropout
 from forgetless.train import distributed, runtime
 from forgetless.train.config import PretrainConfig
 from forgetless.train.evaluate import autocast_for, forgetting_batches, mean_loss
@@ -32,7 +34,7 @@ def pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | No
 def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | None) -> RunResult:
     cfg = cfg.resolved()
     device, run = runtime.start(cfg)
-    resume_from = runtime.open_run(run, cfg)
+    resume_from = runtime.open_run(run, cfg) or _branch_point(cfg)
     data = prepare_pretraining_data(cfg.corpus, cfg.tokenizer, cfg.vocab_size, progress=cfg.progress)
     tokenizer = data.tokenizer
     runtime.seed_everything(cfg.seed)
@@ -71,3 +73,29 @@ def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | N
     job = Job(cfg=cfg, run=run, model=trained, optimizer=optimizer, batches=batches, evaluate=evaluate,
               write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval, dist=d)
     return run_job(job)
+
+
+# Settings a branch must share with the run it continues, or it would not be that run's continuation.
+SHARED_WITH_TRUNK = ("model", "model_overrides", "corpus", "tokenizer", "vocab_size", "optimizer", "lr", "adamw_lr",
+                     "weight_decay", "momentum", "optimizer_kwargs", "seed", "batch_size", "seq_len", "grad_accum",
+                     "grad_clip", "dropout", "warmup_steps", "min_lr_ratio")
+
+
+def _branch_point(cfg: PretrainConfig) -> Path | None:
+    """The checkpoint `start_from` names (a run directory: its newest), after checking that the
+    run it comes from trained with this run's settings (SHARED_WITH_TRUNK); None without one."""
+    if cfg.start_from is None:
+        return None
+    source = Path(cfg.start_from)
+    ckpt = latest_checkpoint(source) if (source / "checkpoints").is_dir() else source
+    if ckpt is None or not (ckpt / "trainer_state.json").is_file():
+        raise UserError(f"start_from: {cfg.start_from} holds no forgetless checkpoint with a trainer state")
+    saved = ckpt.parent.parent / "config.yaml"
+    if saved.is_file():
+        trunk = yaml.safe_load(saved.read_text()) or {}
+        now = cfg.model_dump(mode="json")
+        differ = [k for k in SHARED_WITH_TRUNK if k in trunk and trunk[k] != now[k]]
+        if differ:
+            raise UserError("start_from: this run differs from the run it continues in "
+                            + ", ".join(f"{k} ({trunk[k]!r} there, {now[k]!r} here)" for k in differ))
+    return ckpt
