@@ -6,12 +6,13 @@ engine's error rates over many simulated tables are in test_verdict_calibration.
 
 import pytest
 
-from forgetless.report.effects import frontier_gap
+from forgetless.report.effects import frontier_gap, path_gap
 from forgetless.report.verdicts import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
     NOT_MEASURED,
+    PARTIAL,
     all_verdicts,
     claim1_pretraining,
     claim2_same_optimizer,
@@ -67,27 +68,105 @@ def test_frontier_gap_by_hand():
     assert frontier_gap(a, np.vstack([b, [[3.0, 0.0]]])) == pytest.approx(0.5)
 
 
-def test_claim2_same_family_frontier_is_decided_over_units():
+def test_path_gap_cannot_be_biased_by_speed():
+    import numpy as np
+
+    # Both methods move along the same straight frontier L = 3 − 3 (F − 4) from the base (4, 3);
+    # B is twice as fast, so it has checkpoints only at every other point of A's.
+    line = [(4.0 + 0.1 * k, 3.0 - 0.3 * k) for k in range(9)]
+    a, b = [np.array(line)], [np.array(line[::2])]
+    assert path_gap(a, b, 4.0) == pytest.approx(0.0, abs=1e-12)
+    # The step envelope over checkpoints alone calls the sparse method worse (a staircase above the
+    # line): on [4.1, 4.8] B's envelope lags A's by 0.3 on half of the range, 0.15 on average.
+    ca, cb = a[0][1:], b[0][1:]
+    assert frontier_gap(ca, cb, n_grid=2001) == pytest.approx(0.15, abs=0.01)
+
+
+def test_path_gap_by_hand_and_the_window():
+    import numpy as np
+
+    # A: L = 3 − (F − 4); B: L = 3 − 0.5 (F − 4); both from the base (4, 3), both reaching F = 6.
+    a = [np.array([[4.0, 3.0], [6.0, 1.0]])]
+    b = [np.array([[4.0, 3.0], [6.0, 2.0]])]
+    # Gap 0.5 (F − 4) over the window [4, 4.5]: mean 0.125 (the grid's samples are equally spaced).
+    assert path_gap(a, b, 4.0, window=0.5) == pytest.approx(0.125)
+    assert path_gap(a, b, 4.0, window=2.0) == pytest.approx(0.5)
+    # A checkpoint that learns without forgetting (below the base's forgetting) counts from F0 on.
+    low = [np.array([[4.0, 3.0], [3.9, 2.8], [6.0, 1.0]])]
+    assert path_gap(low, b, 4.0, window=0.5) > path_gap(a, b, 4.0, window=0.5) + 0.15
+
+
+def _claim2_points(gap_adamw_base, gap_muon_base, extra=None):
+    """Three seeds per base; the cross family's run is shifted up by `gap` (positive = same better).
+    Shifts stay below 0.3 (the first step's gain), so every checkpoint learns more than the base
+    and the envelope is linear in the shift."""""
     pts = []
-    for seed, shift in zip(SEEDS, (0.2, 0.25, 0.3), strict=True):
-        for base in ("adamw", "muon"):
+    for seed, jitter in zip(SEEDS, (-0.05, 0.0, 0.05), strict=True):
+        for base, gap in (("adamw", gap_adamw_base), ("muon", gap_muon_base)):
             other = "muon" if base == "adamw" else "adamw"
             pts += _run(base, base, "arith", 1e-4, _good(0.0), base_seed=seed)
-            pts += _run(base, other, "arith", 1e-4, _good(shift), base_seed=seed)
-    verdict = claim2_same_optimizer(pts)
+            pts += _run(base, other, "arith", 1e-4, _good(gap + jitter), base_seed=seed)
+            for opt, shift in (extra or {}).get(base, {}).items():
+                pts += _run(base, opt, "arith", 1e-4, _good(shift + jitter), base_seed=seed)
+    return pts
+
+
+# _good(s) against _good(0) on [F0, F0 + 0.4] (both reach 4.4 < F0 + window): the gap rises
+# linearly from 0 to s over the first 0.1 nats of forgetting, then stays s; mean 0.875 s.
+PATH_SHARE = (0.1 * 0.5 + 0.3) / 0.4
+
+
+def test_claim2_holds_only_when_it_holds_on_every_base():
+    verdict = claim2_same_optimizer(_claim2_points(0.25, 0.25))
     assert verdict.status == HOLDS, verdict.details
-    assert verdict.n_units == 6 and verdict.effect == pytest.approx(0.25)
-    # The cross family's frontier lower everywhere: does not hold.
-    rev = [dict(r, optimizer=("muon" if r["optimizer"] == "adamw" else "adamw")) for r in pts]
-    assert claim2_same_optimizer(rev).status == FAILS
-    # Same family by family, not by name: signsgd on an AdamW base counts as the same family.
+    assert len(verdict.part_decisions) == 2 and all(d.status == HOLDS for d in verdict.part_decisions.values())
+    for d in verdict.part_decisions.values():
+        assert d.n_units == 3 and d.mean == pytest.approx(PATH_SHARE * 0.25, rel=0.02)
+    consistency = next(d for k, d in verdict.shown_decisions.items() if k.startswith("consistency"))
+    assert consistency.status == HOLDS and consistency.mean == pytest.approx(PATH_SHARE * 0.25, rel=0.02)
+    main = next(d for k, d in verdict.shown_decisions.items() if k.startswith("main effect"))
+    assert main.mean == pytest.approx(0.0, abs=1e-9) and main.status == INCONCLUSIVE
+    # The cross family's frontier lower on both bases: does not hold.
+    assert claim2_same_optimizer(_claim2_points(-0.25, -0.25)).status == FAILS
+    # Same family by family, not by name: lion on an AdamW base counts as the same family.
     lion = [dict(r, optimizer="lion") if r["base_optimizer"] == "adamw" and r["optimizer"] == "adamw" else r
-            for r in pts]
+            for r in _claim2_points(0.25, 0.25)]
     assert claim2_same_optimizer(lion).status == HOLDS
     # Identical frontiers: no effect.
-    tie = [dict(r, learning=r["learning"] - (0.0 if r["optimizer"] == r["base_optimizer"] or r["step"] == 0
-                                              else {0: 0.2, 1: 0.25, 2: 0.3}[r["base_seed"]])) for r in pts]
-    assert claim2_same_optimizer(tie).status == INCONCLUSIVE
+    assert claim2_same_optimizer(_claim2_points(0.0, 0.0)).status == INCONCLUSIVE
+
+
+def test_a_main_effect_of_the_finetuning_optimizer_is_not_consistency():
+    # Muon finetuning better by 0.2 on every base: on AdamW bases the same family loses (−0.2),
+    # on Muon bases it wins (+0.2). Pooled, the mean is 0; per base, the AdamW part is reversed.
+    verdict = claim2_same_optimizer(_claim2_points(-0.2, 0.2))
+    assert verdict.status == FAILS
+    parts = {k.split(":")[0]: d for k, d in verdict.part_decisions.items()}
+    assert parts["on adamw bases"].status == FAILS and parts["on muon bases"].status == HOLDS
+    assert verdict.effect == pytest.approx(-0.2 * PATH_SHARE, rel=0.02)  # the deciding (reversed) part
+    consistency = next(d for k, d in verdict.shown_decisions.items() if k.startswith("consistency"))
+    assert consistency.mean == pytest.approx(0.0, abs=1e-9) and consistency.status == INCONCLUSIVE
+    main = next((k, d) for k, d in verdict.shown_decisions.items() if k.startswith("main effect"))
+    assert "muon finetuning better than adamw" in main[0]
+    assert main[1].status == HOLDS and main[1].mean == pytest.approx(0.2 * PATH_SHARE, rel=0.02)
+
+
+def test_each_cross_family_is_its_own_part():
+    # On AdamW bases the same family beats SGD by 1.0 but loses to Muon by 0.2: the average over
+    # cross families (+0.4) would call it a win; per cross family the Muon part is reversed.
+    verdict = claim2_same_optimizer(_claim2_points(-0.2, 0.25, extra={"adamw": {"sgd": 1.0}}))
+    assert verdict.status == FAILS
+    names = sorted(verdict.part_decisions)
+    assert any("against full sgd" in n for n in names) and any("adamw bases" in n and "full muon" in n for n in names)
+    sgd = next(d for n, d in verdict.part_decisions.items() if "full sgd" in n)
+    assert sgd.status == HOLDS
+
+
+def test_a_base_family_not_measured_makes_the_claim_partial():
+    only_adamw = [r for r in _claim2_points(0.25, 0.25) if r["base_optimizer"] == "adamw"]
+    verdict = claim2_same_optimizer(only_adamw)
+    assert verdict.status == PARTIAL
+    assert [d.status for d in verdict.part_decisions.values()].count(NOT_MEASURED) == 1
 
 
 def test_claim3_full_dominates_lora_whatever_the_best_lr_view():
@@ -129,11 +208,12 @@ def _act(p1_in, q1_out, seeds=SEEDS):
 def test_claim5_sparsity_by_norm():
     assert claim5_sparsity(_act(0.2, 0.2)).status == HOLDS
     assert claim5_sparsity(_act(-0.2, -0.2)).status == FAILS
-    # Without a q = 1 model the output part is not measured: it does not downgrade the input part.
+    # Without a q = 1 model the output part is not measured: "partial", naming it (more in
+    # tests/report/test_verdicts_more.py).
     no_q1 = [r for r in _act(0.2, 0.2) if r["optimizer"] != "coltop1"]
     verdict = claim5_sparsity(no_q1)
-    assert verdict.status == HOLDS and verdict.parts["output sparsity (q = 1 against q ≠ 1)"] == NOT_MEASURED
-    assert "q = 1 base" in verdict.scale_note
+    assert verdict.status == "partial" and verdict.missing == [n for n in verdict.parts if "output" in n]
+    assert "coltop1" in verdict.scale_note
     # The head is trained by AdamW in every run: a huge head difference changes nothing.
     rows = [dict(r, input_sparsity=0.9) if r["kind"] == "head" and r["optimizer"] == "muon" else r
             for r in _act(0.2, 0.2)]

@@ -91,6 +91,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
+RULES_CHANGED = {2: "inconclusive", 3: "not measured"}  # claim -> status under issue 21's rules
+
+
 def test_the_report_gives_the_old_verdicts(out):
     with Store(out / "results.sqlite") as store:
         pretrain = tables.pretrain_rows(store, NAME)
@@ -100,10 +103,15 @@ def test_the_report_gives_the_old_verdicts(out):
                              "memorization": []})
     # The numbers and the decisions; wording (titles, details) may change between versions.
     keys = ("claim", "status", "parts", "effect", "low", "high", "n_units", "level")
-    new = [{k: getattr(v, k) for k in keys} for v in verdicts]
-    old = [{k: v[k] for k in keys} for v in OLD["verdicts"]]
+    new = [{k: getattr(v, k) for k in keys} for v in verdicts if v.claim not in RULES_CHANGED]
+    old = [{k: v[k] for k in keys} for v in OLD["verdicts"] if v["claim"] not in RULES_CHANGED]
     assert [v["status"] for v in new] == [v["status"] for v in old]
     assert _same(new, old), (new, old)
+    # Claims 2 and 3 are decided per base on path envelopes since issue 21 (forgetless.report.
+    # per_base): claim 2 stays inconclusive (AdamW bases: −0.140 [−0.341, +0.061], Muon bases hold);
+    # claim 3 is no longer "holds": this store's LoRA checkpoints forget at most 0.002 nats more
+    # than their base, below one eval standard error, so no stretch of forgetting compares them.
+    assert {v.claim: v.status for v in verdicts if v.claim in RULES_CHANGED} == RULES_CHANGED
     # The fixture decides some claims, so a change of statistics would show here.
     assert {v["status"] for v in old} >= {"holds", "inconclusive", "not measured"}
     assert _same(regime.ratios, OLD["regime"]["ratios"])

@@ -21,7 +21,14 @@ simulation in tests/report/test_verdict_calibration.py.
 
 Claims with several required parts combine symmetrically: "holds" when every measured part holds,
 "does not hold" when every measured part fails, otherwise "inconclusive"; a part that was not
-measured does not downgrade the measured ones.
+measured does not downgrade the measured ones (`combine`). A claim stated "whichever the base"
+(claims 2 and 3) combines its per-base parts by `every_part` instead: it holds only when every
+part holds, and one decisively reversed part is enough for "does not hold", since the claim says
+it is true on every base.
+
+"Units needed" is a power statement: the smallest n at which a test of this rule would decide in
+80% of studies if the seen mean and spread were the truth (noncentral t; see `power`), not the n
+at which the seen mean would just clear the interval (that n decides only about half the time).
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ import numpy as np
 from scipy import stats
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured"
+PARTIAL = "partial"  # every measured part holds, but a required part was not measured
 LEVEL = 0.05  # two-sided level of the t-test over units
 MIN_UNITS = 3  # fewer units than this never give a decisive verdict
 MAX_UNITS_ESTIMATE = 50  # "units needed" estimates stop here
+POWER = 0.8  # "units needed" is the n that decides this often when the seen effect is the truth
 
 
 @dataclass
@@ -66,7 +75,7 @@ class Decision:
             seen = "as claimed" if self.mean > 0 else "against the claim" if self.mean < 0 else "none"
             head += f"; direction seen: {seen}"
             if self.needed is not None:
-                head += f"; about {self.needed} units would be needed to decide"
+                head += f"; about {self.needed} units would decide it in {POWER:.0%} of studies"
         return head
 
 
@@ -74,19 +83,31 @@ def _t(df: int, level: float) -> float:
     return float(stats.t.ppf(1.0 - level / 2.0, df))
 
 
-def units_needed(mean: float, sd: float, margin: float = 0.0, level: float = LEVEL,
-                 min_units: int = MIN_UNITS) -> int | None:
-    """Smallest n ≥ min_units at which an effect of this mean and spread would clear the test.
+def power(mean: float, sd: float, n: int, margin: float = 0.0, level: float = LEVEL) -> float:
+    """Chance that n units decide in the direction of `mean`, if the per-unit effects are
+    N(mean, sd²): P(|mean_hat| − margin > t_{1−level/2, n−1} · s/√n). That event implies both
+    conditions of `decide` (interval clear of 0, mean beyond the margin), so this is a slight
+    underestimate; (mean_hat − margin)/(s/√n) is noncentral t with n − 1 degrees of freedom and
+    noncentrality (|mean| − margin)·√n/sd."""
+    if n < 2 or not math.isfinite(mean) or not math.isfinite(sd):
+        return float("nan")
+    if sd <= 0:
+        return 1.0 if abs(mean) > margin else 0.0
+    nc = (abs(mean) - margin) * math.sqrt(n) / sd
+    return float(stats.nct.sf(_t(n - 1, level), n - 1, nc))
 
-    An estimate that takes the seen mean and standard deviation as the truth; None when the mean
-    is within the margin (no number of units would make it decisive) or past MAX_UNITS_ESTIMATE.
-    """
-    if not math.isfinite(mean) or abs(mean) < max(margin, 1e-12):
+
+def units_needed(mean: float, sd: float, margin: float = 0.0, level: float = LEVEL,
+                 min_units: int = MIN_UNITS, target: float = POWER) -> int | None:
+    """Smallest n ≥ min_units whose `power` reaches `target` if the seen mean and spread were the
+    truth; None when the mean is within the margin (no number of units would decide it) or the n
+    is past MAX_UNITS_ESTIMATE."""
+    if not math.isfinite(mean) or abs(mean) <= max(margin, 1e-12):
         return None
     if not math.isfinite(sd) or sd <= 0:
         return min_units
     for n in range(min_units, MAX_UNITS_ESTIMATE + 1):
-        if abs(mean) > _t(n - 1, level) * sd / math.sqrt(n):
+        if power(mean, sd, n, margin, level) >= target:
             return n
     return None
 
@@ -130,4 +151,18 @@ def combine(statuses: Sequence[str]) -> str:
         return HOLDS
     if all(s == FAILS for s in measured):
         return FAILS
+    return INCONCLUSIVE
+
+
+def every_part(statuses: Sequence[str]) -> str:
+    """A claim that must be true on every base: "does not hold" when any part is decisively
+    reversed, "holds" when every part holds, "partial" when every measured part holds but a
+    required one was not measured, otherwise "inconclusive"."""
+    measured = [s for s in statuses if s != NOT_MEASURED]
+    if not measured:
+        return NOT_MEASURED
+    if any(s == FAILS for s in measured):
+        return FAILS
+    if all(s == HOLDS for s in measured):
+        return HOLDS if len(measured) == len(statuses) else PARTIAL
     return INCONCLUSIVE
