@@ -118,3 +118,45 @@ def test_control_the_marker_is_written_when_the_code_is_trusted(evil, tmp_path) 
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert marker.read_text() == "checkpoint code ran"
+
+
+# ---------------------------------------------------------------- §2: untrusted output never crashes
+
+BRACKETS = "def f(*a):\n    import os\n    os.write(1, b'\\n' + b'[' * 99999 + b'\\n')\n    os._exit(0)\n"
+
+
+def test_a_program_printing_99999_brackets_is_a_wrong_answer() -> None:
+    """The input that aborted a finetune: `'[' * 99999` as the last line the code prints made
+    the caller's json.loads raise RecursionError. Now it is a failed check, with the reason."""
+    from forgetless.data import check_answer
+    from forgetless.data.sandbox import run_tests
+    from forgetless.data.sft import SFTRecord
+
+    report = run_tests(BRACKETS, "f", [[[1], 2]], timeout=10.0)
+    assert (report.passed, report.total) == (0, 1) and "without results" in report.error
+    record = SFTRecord(prompt="p", response="r", answer=json.dumps({"entry": "f", "tests": [[[1], 2]]}))
+    assert check_answer("code", record, "```python\n" + BRACKETS + "```") is False
+    # the same function printing its brackets first and then returning normally passes
+    fine = BRACKETS.replace("os._exit(0)", "return a[0] + 1")
+    assert check_answer("code", record, "```python\n" + fine + "```") is True
+
+
+def test_a_deeply_nested_return_value_is_a_wrong_answer() -> None:
+    from forgetless.data.sandbox import run_tests
+
+    code = "def f():\n    x = []\n    for _ in range(100000):\n        x = [x]\n    return x\n"
+    report = run_tests(code, "f", [[[], []]], timeout=10.0)
+    assert report.passed == 0 and report.error is None and report.errors == ("RecursionError",)
+
+
+def test_bounded_json_against_the_standard_parser() -> None:
+    from forgetless.untrusted import UnsafeInput, json_depth, load_json
+
+    doc = {"a": [1, {"b": "[[[{{{"}], "c": "\\\"]]"}
+    text = json.dumps(doc)
+    assert load_json(text, max_bytes=1000) == json.loads(text) == doc
+    assert json_depth(text) == 3  # the brackets inside strings do not count
+    assert json_depth("[" * 64 + "]" * 64) == 64 and load_json("[" * 64 + "]" * 64, max_bytes=200)
+    for bad, what in (("[" * 99999, "nested"), ("[" * 65 + "]" * 65, "nested"), ("1" * 2000, "bytes")):
+        with pytest.raises(UnsafeInput, match=what):
+            load_json(bad, max_bytes=100_000 if what == "nested" else 1000)

@@ -26,6 +26,10 @@ class BadFile(UserError, ValueError):
     """A file the user named (a config, a reference, a data file) that is missing or unreadable."""
 
 
+class RunBusy(UserError, FileExistsError):
+    """A run directory another process is using (its lock is held)."""
+
+
 class CacheError(UserError, OSError):
     """The cache directory ($FORGETLESS_CACHE) cannot be created or written."""
 

@@ -126,39 +126,40 @@ def summarize(panel: Panel, eps=0.01, reference=None) -> dict:
 
 def print_tables(panel: Panel, summary: dict, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape  # method and base names are the user's text, not markup
     from rich.table import Table
 
     console = console or Console()
     acc = panel.maximize[1]
     learn = "task accuracy" if acc else "task loss"
     ref = summary["reference"]
-    console.rule(f"[bold]{panel.title}")
+    console.rule(f"[bold]{escape(panel.title)}")
     console.print(f"base model: forgetting {panel.base_point[0]:.4f}, {learn} {panel.base_point[1]:.4f}; "
                   f"hypervolume reference ({ref[0]:.4f}, {ref[1]:.4f}); robust frontier eps {summary['eps']}")
     t = Table("method", "runs", "points", "Pareto", "robust", "hypervolume", "best lr",
               f"its best {learn}", "its forgetting", title="frontiers (best lr: Biderman et al. view)")
     for name, r in summary["methods"].items():
-        t.add_row(name, str(r["runs"]), str(r["points"]), str(r["pareto"]), str(len(r["robust"])),
+        t.add_row(escape(name), str(r["runs"]), str(r["points"]), str(r["pareto"]), str(len(r["robust"])),
                   f"{r['hypervolume']:.4f}", f"{r['best_lr']:g}", f"{r['best_lr_point'][1]:.4f}",
                   f"{r['best_lr_point'][0]:.4f}")
     console.print(t)
     names = list(summary["methods"])
-    t = Table("A \\ B", *names, title="share of B's points dominated by some point of A")
+    t = Table("A \\ B", *map(escape, names), title="share of B's points dominated by some point of A")
     for a in names:
-        t.add_row(a, *("—" if a == b else f"{summary['dominance'][a][b]:.2f}" for b in names))
+        t.add_row(escape(a), *("—" if a == b else f"{summary['dominance'][a][b]:.2f}" for b in names))
     console.print(t)
     word = "highest" if acc else "lowest"
     t = Table("method", *(f"Δ≤{d:g}" for d in summary["deltas"]),
               title=f"{word} {learn} with forgetting within Δ of the base")
     for name, r in summary["methods"].items():
-        t.add_row(name, *_cells(r["within_delta"]))
+        t.add_row(escape(name), *_cells(r["within_delta"]))
     console.print(t)
     if summary["levels"]:
         op = "≥" if acc else "≤"
         t = Table("method", *(f"{learn} {op} {v:g}" for v in summary["levels"]),
                   title="lowest forgetting reaching each learning level")
         for name, r in summary["methods"].items():
-            t.add_row(name, *_cells(r["at_levels"]))
+            t.add_row(escape(name), *_cells(r["at_levels"]))
         console.print(t)
 
 

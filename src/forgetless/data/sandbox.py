@@ -339,18 +339,35 @@ def _run(code: str, entry: str, tests: list, timeout: float, memory_mb: int,
     if raw is None:
         return TestReport(0, len(tests), f"timeout after {timeout}s (the sandbox was killed)")
     try:
-        outer = json.loads(raw.decode("utf-8", "replace").strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        outer = {"setup_error": f"no report (exit code {proc.returncode})"}
+        return _read_report(raw, tests, timeout, proc.returncode)
+    except Exception as err:  # noqa: BLE001 - untrusted output is a wrong answer, never a crash
+        return TestReport(0, len(tests), f"unreadable output ({type(err).__name__})")
+
+
+def _parse(text: str | bytes, max_bytes: int):
+    """Bounded JSON (size and depth): the code's output is untrusted, and Python's json raises
+    RecursionError, not ValueError, on `'[' * 99999`. None when it is not JSON within bounds."""
+    from forgetless.untrusted import load_json  # the caller side only: the script is stdlib-only
+
+    try:
+        return load_json(text, max_bytes=max_bytes)
+    except ValueError:
+        return None
+
+
+def _read_report(raw: bytes, tests: list, timeout: float, returncode: int | None) -> TestReport:
+    """The TestReport of the supervisor's output; any shape but the expected one is a failure."""
+    lines = raw.decode("utf-8", "replace").strip().splitlines()
+    outer = _parse(lines[-1], 8 * MAX_OUTPUT) if lines else None
+    if not isinstance(outer, dict):
+        outer = {"setup_error": f"no report (exit code {returncode})"}
     if "setup_error" in outer:
         return TestReport(0, len(tests), f"sandbox setup failed: {outer['setup_error']}")
     if outer.get("timeout"):
         return TestReport(0, len(tests), f"timeout after {timeout}s")
-    lines = outer.get("stdout", "").strip().splitlines()
-    try:
-        report = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        report = {}
+    stdout = outer.get("stdout", "")
+    lines = stdout.strip().splitlines() if isinstance(stdout, str) else []
+    report = _parse(lines[-1], MAX_OUTPUT) if lines else {}
     if not isinstance(report, dict):
         report = {}
     for key in ("setup_error", "error"):

@@ -23,7 +23,7 @@ def _store_and_study(target: str, sweep_dir: Path | None):
     if path.is_dir() and (path / "metrics.jsonl").is_file() and (path / "config.yaml").is_file():
         return None, None, path  # one finetune run directory
     if path.is_dir() and (path / STORE_NAME).is_file() and sweep_dir is None:
-        store = Store(path / STORE_NAME)
+        store = Store(path / STORE_NAME, readonly=True)
         studies = store.studies()
         return store, studies[0] if len(studies) == 1 else None, path
     from forgetless.sweep.study import load_study
@@ -32,7 +32,7 @@ def _store_and_study(target: str, sweep_dir: Path | None):
     root = Path(sweep_dir) if sweep_dir else study.resolved_out_dir()
     if not (root / STORE_NAME).is_file():
         raise CompareError(f"{root / STORE_NAME}: no results yet; run `forgetless sweep {target}` first")
-    return Store(root / STORE_NAME), study.name, root
+    return Store(root / STORE_NAME, readonly=True), study.name, root
 
 
 def register(app: typer.Typer) -> None:

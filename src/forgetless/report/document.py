@@ -157,7 +157,7 @@ def build_report(study, root: Path, tables: dict, verdicts: list[Verdict], probe
                  pretrain: list[dict], runs: list[dict], mem_dir: Path | None, elapsed: float,
                  machine: str, regime: RegimeCheck | None = None) -> tuple[Path, Path]:
     fig_dir = root / "figures"
-    with Store(store_path(study, root)) as store:
+    with Store(store_path(study, root), readonly=True) as store:
         store_points = store.points(study=study.name)
     counts: dict[str, int] = {}
     for r in runs:

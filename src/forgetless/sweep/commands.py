@@ -33,7 +33,7 @@ def _open_store(st, out: Path | None):
     if not path.exists():
         typer.echo(f"{path}: no results yet; run `forgetless sweep` on this study first", err=True)
         raise typer.Exit(1)
-    return Store(path)  # StoreError, StoreVersionError: user errors (one line, exit code 2)
+    return Store(path, readonly=True)  # StoreError, StoreVersionError: user errors (one line, exit code 2)
 
 
 def sweep_cmd(
@@ -102,6 +102,7 @@ def status_cmd(
 ) -> None:
     """Every cell of a study: done / running / pending / diverged / failed, with its error."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from forgetless.sweep.runner import STORE_NAME
@@ -112,8 +113,10 @@ def status_cmd(
     cells = expand(st)
     path = _root(st, out) / STORE_NAME
     rows, last = {}, {}
+    if out is not None and not path.exists():  # a wrong --out would show every cell pending
+        raise UserError(f"--out {out}: no results store there ({path} does not exist); give the sweep's directory")
     if path.exists():
-        with Store(path) as store:
+        with Store(path, readonly=True) as store:
             rows = store.runs_by_id()
             for r in store.db.execute("SELECT run_id, MAX(step), COUNT(*) FROM points GROUP BY run_id"):
                 last[r[0]] = (r[1], r[2])
@@ -130,8 +133,8 @@ def status_cmd(
         counts[status] = counts.get(status, 0) + 1
         step, npts = last.get(c.cell_id, ("", ""))
         err = (r.get("error") or "").splitlines()
-        table.add_row(f"[{colour[status]}]{status}", c.label, c.cell_id, str(r.get("attempts", 0)),
-                      str(step), str(npts), err[0] if err else "")
+        table.add_row(f"[{colour[status]}]{status}", escape(c.label), c.cell_id, str(r.get("attempts", 0)),
+                      str(step), str(npts), escape(err[0]) if err else "")  # labels are the user's text
     console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" of {len(cells)} cells")
     if errors:

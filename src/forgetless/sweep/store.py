@@ -113,8 +113,12 @@ class Store:
     their own from the path.
     """
 
-    def __init__(self, path: str | Path, timeout: float = 60.0):
+    def __init__(self, path: str | Path, timeout: float = 60.0, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self._open_readonly(timeout)
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -146,6 +150,88 @@ class Store:
             self.db.close()
             raise
 
+    def _open_readonly(self, timeout: float) -> None:
+        """For the reading commands (status, frontier, export, compare, report): SQLite's
+        read-only mode, so nothing is written, a read-only file or directory is no obstacle, and
+        a damaged store is reported rather than repaired (no table is created, no WAL switch)."""
+        if not self.path.is_file():
+            what = "is not a file" if self.path.exists() else "does not exist"
+            raise StoreError(f"{self.path} {what}: no results store there (nothing has run with this "
+                             "study and --out yet, or --out names another directory)")
+        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        try:
+            self.db = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+            try:
+                self.db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError:
+                # WAL mode in a directory we cannot write, with no -wal file: no writer can be at
+                # work there, so the file alone is the whole store (immutable: no -shm needed).
+                if Path(f"{self.path}-wal").exists() or os.access(self.path.parent, os.W_OK):
+                    raise
+                self.db.close()
+                self.db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as err:
+            raise StoreError(f"{self.path} is not a usable forgetless results store ({err}); the file "
+                             "was not modified") from None
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            missing = sorted({"meta", "studies", "runs", "study_cells", "points"} - tables)
+            if missing:
+                raise sqlite3.DatabaseError(f"no table {', '.join(missing)}")
+            self._check_version()
+        except sqlite3.DatabaseError as err:
+            self.db.close()
+            raise StoreError(f"{self.path} is not a usable forgetless results store ({err}); the file "
+                             "was not modified") from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        try:
+            found = int(row["value"]) if row else 0
+        except (TypeError, ValueError):
+            raise sqlite3.DatabaseError(f"schema_version {row['value']!r} is not a number") from None
+        if found > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"{self.path} has results-store schema version {found}, but this forgetless "
+                f"reads up to version {SCHEMA_VERSION}; upgrade forgetless to open it "
+                "(the file was not modified).")
+
+    # ------------------------------------------------------------------ where runs live
+    def _stored_path(self, path: str | Path | None) -> str | None:
+        """A run's path as kept in the store: relative to the store's folder when inside it, so
+        the sweep directory can move (or be used from another working directory)."""
+        if path is None:
+            return None
+        full, home = Path(path).absolute(), self.path.parent.absolute()
+        try:
+            return full.relative_to(home).as_posix()
+        except ValueError:
+            return str(full)
+
+    def _located(self, cell_id: str, value: str | None) -> str | None:
+        """A stored run path as a path usable from here. Older stores kept them relative to the
+        working directory of the sweep, or absolute where the directory then was: the part from
+        `cells/<cell id>` on is what names the run, and is found under this store's folder."""
+        if not value:
+            return value
+        home = self.path.parent.absolute()
+        parts = Path(value).parts
+        for i in range(len(parts) - 1):
+            if parts[i] == "cells" and parts[i + 1] == cell_id:
+                return str(home.joinpath(*parts[i:]))
+        return str(Path(value) if Path(value).is_absolute() else home / value)
+
+    def _row(self, row: sqlite3.Row) -> dict:
+        d = _run_row(row)
+        for key in ("out_dir", "checkpoint"):
+            d[key] = self._located(d["cell_id"], d.get(key))
+        return d
+
     # ------------------------------------------------------------------ plumbing
     def _tx(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
         """Run one statement as its own write transaction."""
@@ -164,13 +250,7 @@ class Store:
             has_meta = self.db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
             if has_meta:
-                row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                found = int(row["value"]) if row else 0
-                if found > SCHEMA_VERSION:
-                    raise StoreVersionError(
-                        f"{self.path} has results-store schema version {found}, but this forgetless "
-                        f"reads up to version {SCHEMA_VERSION}; upgrade forgetless to open it "
-                        "(the file was not modified).")
+                self._check_version()
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(stmt)
             now = str(time.time())
@@ -230,7 +310,7 @@ class Store:
             rows = self.db.execute(
                 "SELECT r.* FROM runs r JOIN study_cells s ON s.cell_id = r.cell_id "
                 "WHERE s.study = ? ORDER BY r.rowid", (study,)).fetchall()
-        return [_run_row(r) for r in rows]
+        return [self._row(r) for r in rows]
 
     def runs_by_id(self, study: str | None = None) -> dict[str, dict]:
         """`runs`, keyed by cell id (in insertion order)."""
@@ -238,7 +318,7 @@ class Store:
 
     def run(self, cell_id: str) -> dict | None:
         row = self.db.execute("SELECT * FROM runs WHERE cell_id = ?", (cell_id,)).fetchone()
-        return _run_row(row) if row else None
+        return self._row(row) if row else None
 
     def studies(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM studies ORDER BY created_at")]
@@ -280,14 +360,15 @@ class Store:
         self._tx("UPDATE runs SET heartbeat=? WHERE cell_id=? AND status='running'", (time.time(), cell_id))
 
     def set_out_dir(self, cell_id: str, out_dir: str) -> None:
-        self._tx("UPDATE runs SET out_dir=? WHERE cell_id=?", (out_dir, cell_id))
+        self._tx("UPDATE runs SET out_dir=? WHERE cell_id=?", (self._stored_path(out_dir), cell_id))
 
     def finish(self, cell_id: str, status: str, error: str | None = None,
                checkpoint: str | None = None) -> None:
         if status not in TERMINAL:
             raise ValueError(f"status must be one of {TERMINAL}; got {status!r}")
         self._tx("UPDATE runs SET status=?, error=?, checkpoint=COALESCE(?, checkpoint), finished_at=?,"
-                 " heartbeat=NULL WHERE cell_id=?", (status, error, checkpoint, time.time(), cell_id))
+                 " heartbeat=NULL WHERE cell_id=?",
+                 (status, error, self._stored_path(checkpoint), time.time(), cell_id))
 
     def requeue_failed(self, cell_ids: Iterable[str]) -> int:
         """Failed cells back to pending (their points and checkpoints kept, so they resume)."""
@@ -357,8 +438,11 @@ class Store:
         for r in self.db.execute(sql, args).fetchall():
             d = dict(r)
             for key in ("sources_json", "extra_json", "meta_json"):
-                raw = d.pop(key)
-                d[key[:-5]] = json.loads(raw) if raw else None
+                raw = d.get(key)
+                d[key[:-5]] = _json_field(d, key) if raw else d.pop(key)
+                if raw and not isinstance(d[key[:-5]], dict):
+                    raise StoreError(f"results store: a point of cell {d['run_id']!r} is damaged ({key} is "
+                                     "not a JSON object); restore the store from a copy, or delete the row")
             for key in ("forgetting", "learning", "accuracy"):
                 if d[key] is None and key != "accuracy":
                     d[key] = math.nan
@@ -372,10 +456,25 @@ class Store:
 
 def _run_row(row: sqlite3.Row) -> dict:
     d = dict(row)
+    config, meta = _json_field(d, "config_json"), _json_field(d, "meta_json")
+    if not isinstance(config, dict) or not isinstance(meta, dict):
+        raise StoreError(f"results store: the row of cell {d.get('cell_id')!r} is damaged (config_json and "
+                         "meta_json must be JSON objects); restore the store from a copy, or delete the row")
     # stores written before fields took the training config's names (RENAMED) read as if renamed
-    d["config"] = {RENAMED.get(k, k): v for k, v in json.loads(d.pop("config_json")).items()}
-    d["meta"] = json.loads(d.pop("meta_json"))
+    d["config"] = {RENAMED.get(k, k): v for k, v in config.items()}
+    d["meta"] = meta
     return d
+
+
+def _json_field(d: dict, key: str):
+    """A JSON column of a row (bounded parse; None when it is not JSON)."""
+    from forgetless.untrusted import load_json
+
+    raw = d.pop(key, None)
+    try:
+        return load_json(raw, max_bytes=64 << 20) if isinstance(raw, (str, bytes)) else None
+    except ValueError:
+        return None
 
 
 def owner_gone(owner: str | None, heartbeat: float | None, stale_after: float) -> bool:

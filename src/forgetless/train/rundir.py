@@ -15,13 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgetless.errors import CorruptCheckpoint, one_line
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
+
+from forgetless.errors import CorruptCheckpoint, RunBusy, one_line
 from forgetless.models import latest_checkpoint
 from forgetless.train.checkpoint import verify_checkpoint
 
@@ -57,13 +63,14 @@ class RunDir:
         metrics written after the checkpoint (by the killed run) are dropped, since they will be
         measured again.
         """
+        self.path.mkdir(parents=True, exist_ok=True)
+        claim(self.path)  # before looking: two runs started at once cannot both see it free
         started = self.status_path.exists() or self.metrics_path.exists()
         if started and not resume:
             raise FileExistsError(
                 f"{self.path} already holds a run; pass resume=True (--resume) to continue it, "
                 "or choose another out_dir (--out)"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         for tmp in self.checkpoints.glob(".tmp-*"):  # a checkpoint write cut by a kill
             shutil.rmtree(tmp, ignore_errors=True)
@@ -147,6 +154,8 @@ class RunDir:
     def write_status(self, status: str, **info: Any) -> None:
         record = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         self.write_atomic(self.status_path, json.dumps(record, indent=2, default=str) + "\n")
+        if status in ("done", "diverged"):
+            release(self.path)  # the run is over: a resume or a sweep's next look may take it
 
     def read_status(self) -> dict[str, Any]:
         return json.loads(self.status_path.read_text()) if self.status_path.exists() else {}
@@ -156,6 +165,36 @@ class RunDir:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
+
+
+LOCK_NAME = ".lock"
+_HELD: dict[str, int] = {}  # run directories this process has claimed: resolved path -> lock fd
+
+
+def claim(path: Path) -> None:
+    """Take the run directory for this process with an exclusive `flock` on `path/.lock` (kept
+    until the run ends or the process exits, a kill included: the kernel drops the lock). A
+    second process is refused at once, naming the holder; this process may claim it again."""
+    key = str(Path(path).resolve())
+    if key in _HELD or fcntl is None:  # no flock (not POSIX): the started-run check is all there is
+        return
+    fd = os.open(Path(path) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held by another process
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunBusy(f"{path} is in use by another forgetless run ({holder}); wait for it to end, or "
+                      "choose another out_dir (--out)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _HELD[key] = fd
+
+
+def release(path: Path) -> None:
+    fd = _HELD.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor drops the flock
 
 
 class _Follower(RunDir):
