@@ -1,15 +1,18 @@
 """gpu-quick: the GPU preset is valid cell by cell, in the regime, >= 20x the CPU presets' model,
 and its study runs end to end when shrunk to a tiny size on the CPU (a dry run; the GPU run itself
-needs a device)."""
+needs a device), with a regime section whose budget matches the checkpoints it wrote."""
 
 import shutil
 import sysconfig
 from importlib import resources
 from pathlib import Path
 
+import transformers
 import yaml
 
 from forgetless.models import build_model, count_parameters
+from forgetless.report.regime import check as check_regime
+from forgetless.report.tables import finetune_rows
 from forgetless.sweep.execute import check_study
 from forgetless.sweep.runner import run_sweep, store_path
 from forgetless.sweep.store import Store
@@ -49,7 +52,7 @@ def test_gpu_quick_dry_run_at_a_tiny_size_on_the_cpu(tmp_path):
     grid = raw["finetune"][0]
     grid.update(steps=2, eval_every=1)
     grid["tasks"][0]["settings"].update(eval_n=4, train_n=8)
-    grid["settings"].update(seq_len=128, batch_size=2, eval_tokens=256, device="cpu")
+    grid["settings"].update(seq_len=128, batch_size=1, eval_tokens=256, device="cpu")  # 13% of 2k
     for m in grid["methods"]:
         m["lrs"] = m["lrs"][:1]
     raw["finetune"] = [grid]
@@ -57,4 +60,12 @@ def test_gpu_quick_dry_run_at_a_tiny_size_on_the_cpu(tmp_path):
     run_sweep(study, workers=0, out_dir=tmp_path / "out", progress=False)
     with Store(store_path(study, tmp_path / "out")) as store:
         runs = store.runs(study.name)
+        regime = check_regime(runs, store.points(study=study.name), finetune_rows(store, study.name))
+        tokens = {p["run_id"]: p["tokens"] for p in store.points(study=study.name) if p["step"] > 0}
     assert len(runs) == 2 + 4 and all(r["status"] == "done" for r in runs), [r["status"] for r in runs]
+    # The regime section's budget, against the model the checkpoint holds.
+    for r, budget in zip([r for r in runs if r["kind"] == "pretrain"], regime.budgets, strict=True):
+        n = count_parameters(transformers.AutoModelForCausalLM.from_pretrained(r["checkpoint"]))
+        assert budget.parameters == n and budget.tokens_per_parameter == tokens[r["cell_id"]] / n
+    assert sorted(regime.lr_ratios.values()) == [3e-5 / 3e-3] * 4  # the cut grid's first lr, 3e-5
+    assert regime.lines()[0].startswith("pretraining budget: ")

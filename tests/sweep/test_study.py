@@ -82,11 +82,11 @@ def test_loads_yaml_file_and_presets(tmp_path):
     assert {"quick", "cpu-full", "gpu-quick", "remedies", "gpt2", "llama2-7b"} <= set(preset_names())
     quick = expand(load_study("quick"))
     pretrained = {c.config["optimizer"] for c in quick if c.kind == "pretrain"}
-    assert pretrained == {"adamw", "muon", "coltop1"}  # coltop1 for the activation probe only
+    assert pretrained == {"adamw", "muon", "coltop1", "rowtop1"}  # col/row top-1 for the probe only
     # Three pretraining seeds per optimizer: three units of evidence, the fewest a verdict needs.
-    assert sorted(c.config["seed"] for c in quick if c.kind == "pretrain") == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert sorted(c.config["seed"] for c in quick if c.kind == "pretrain") == [0] * 4 + [1] * 4 + [2] * 4
     full = expand(load_study("cpu-full"))
-    assert {c.config["optimizer"] for c in full if c.kind == "pretrain"} == {"adamw", "muon", "coltop1"}
+    assert {c.config["optimizer"] for c in full if c.kind == "pretrain"} == {"adamw", "muon", "coltop1", "rowtop1"}
     assert {c.meta["base"] for c in quick if c.kind == "finetune"} == {
         f"{o}/s{s}" for o in ("adamw", "muon") for s in (0, 1, 2)}
     gpt2 = load_study("gpt2")  # the paper's A.1.1 numbers survive the round trip
