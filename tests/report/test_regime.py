@@ -86,7 +86,7 @@ def test_budget_in_tokens_per_parameter_against_the_built_model():
     assert regime.budgets[0].tokens_per_parameter == pytest.approx(200_704 / n)
     first = regime.lines()[0]
     assert first.startswith(f"pretraining budget: 201k tokens on {n / 1e6:.3g}M parameters, "
-                            f"{200_704 / n:.2g} tokens per parameter (3 bases")
+                            f"{200_704 / n:.2g} tokens per parameter (adamw: 3 bases")
     # Far below the paper's 65 tokens per parameter: the line that names the convergence study.
     assert "convergence study" in regime.lines()[1] and "docs/BENCHMARKS.md" in regime.lines()[1]
 

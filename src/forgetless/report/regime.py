@@ -19,6 +19,7 @@ pretraining lr). So the report states, from what the store measured:
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,8 @@ TARGET_RATIO = 0.10  # the top of the paper's 1.3-10%, wherever the budget allow
 MIN_FINETUNE_TOKENS = 20 * 16 * 128  # the shortest finetune that still traces a trajectory
 MAX_FULL_LR_RATIO = 1 / 3  # the paper's full-finetuning grids reach 1e-3 at pretraining lr 3e-3
 PAPER_TOKENS_PER_PARAM = 65  # GPT-2 small: 8B tokens on 124M parameters
-CONVERGENCE_STUDY = ("the convergence study (`forgetless reproduce --preset convergence`, "
-                     "docs/BENCHMARKS.md) measures how the effect depends on this budget")
+CONVERGENCE_STUDY = ("how the effect depends on the budget is measured by the convergence study "
+                     "(`forgetless reproduce --preset convergence`, docs/BENCHMARKS.md)")
 
 
 def token_cap(pretrain_tokens: float) -> float:
@@ -131,20 +132,22 @@ class RegimeCheck:
         return out or ["no finetunes to check"]
 
     def _budget_lines(self) -> list[str]:
-        groups: dict[tuple, list[str]] = defaultdict(list)
+        # One line per (model size, tokens per parameter): seeds of one family differ by a batch
+        # at most, and families at one budget share a line.
+        groups: dict[tuple, list[BaseBudget]] = defaultdict(list)
         for b in self.budgets:
-            groups[(b.tokens, b.parameters)].append(b.label)
+            groups[(b.parameters or 0, f"{b.tokens_per_parameter:.2g}")].append(b)
         out = []
-        for (tokens, params), labels in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-            tpp = tokens / params if params else float("nan")
-            names = ", ".join(sorted(set(labels)))
-            out.append(f"pretraining budget: {_count(tokens)} tokens on {_count(params)} parameters, "
-                       f"{tpp:.2g} tokens per parameter ({len(labels)} bases: {names}; the paper's GPT-2: "
-                       f"about {PAPER_TOKENS_PER_PARAM})")
+        for (params, tpp), bs in sorted(groups.items(), key=lambda kv: (kv[0][0], float(kv[0][1]))):
+            lo, hi = _count(min(b.tokens for b in bs)), _count(max(b.tokens for b in bs))
+            families = ", ".join(sorted({re.sub(r"/s\d+$", "", b.label) for b in bs}))
+            out.append(f"pretraining budget: {lo if lo == hi else f'{lo}-{hi}'} tokens on "
+                       f"{_count(params or None)} parameters, {tpp} tokens per parameter ({families}: "
+                       f"{len(bs)} bases; the paper's GPT-2: about {PAPER_TOKENS_PER_PARAM})")
         tpps = [b.tokens_per_parameter for b in self.budgets if np.isfinite(b.tokens_per_parameter)]
         if tpps and min(tpps) < PAPER_TOKENS_PER_PARAM / 2:
             out.append(f"at {min(tpps):.2g} tokens per parameter the bases are far from the pretraining "
-                       "minimum the paper's theory assumes, so verdicts here describe this budget; "
+                       "minimum the paper's theory assumes, so the verdicts describe this budget; "
                        + CONVERGENCE_STUDY)
         return out
 
