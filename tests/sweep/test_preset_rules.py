@@ -43,6 +43,9 @@ def _cap(p: float) -> float:
 
 def _bases(study) -> dict[str, dict]:
     out = {(p.name or p.optimizer): {"tokens": p.tokens, "lr": p.lr} for p in study.pretrain}
+    for p in study.pretrain:  # a multi-budget entry (sweep.branches): grids name each budget NAME@TOKENS
+        for t in p.budgets if isinstance(p.tokens, list) else []:
+            out[f"{p.name or p.optimizer}@{t}"] = {"tokens": t, "lr": p.lr}
     for b in study.bases:
         assert b.checkpoint in KNOWN_BASES, f"{study.name}: add {b.checkpoint}'s pretraining tokens and lr"
         out[b.name] = KNOWN_BASES[b.checkpoint]

@@ -6,7 +6,8 @@ are config fields too), so they pass through unrenamed. What a cell says in anot
     data.corpus/tokenizer/vocab_size -> corpus/tokenizer/vocab_size (pretraining), or, for an
         outside checkpoint, forget_corpus/forget_tokenizer (no tokenizer: the checkpoint's own;
         a forgetless run directory stays the base and its newest checkpoint gives the tokenizer);
-    base -> the base cell's run directory, or the study's checkpoint.
+    base -> the base cell's run directory, or the study's checkpoint (a pretraining cell with a
+        base, a WSD trunk piece or decay branch of sweep.branches: start_from).
 
 Every run is started with resume=True on its own directory `<out_dir>/cells/<cell id>`, so a
 cell interrupted at any point continues from its last checkpoint.
@@ -26,10 +27,10 @@ from forgetless.sweep.study import Study, StudyError, expand
 
 # Fields the study sets itself; `settings` may not override them.
 _COMMON = ("optimizer", "lr", "seed", "diverge_factor")
-PASSED = {"pretrain": _COMMON + ("model", "tokens"),
+PASSED = {"pretrain": _COMMON + ("model", "tokens", "schedule", "decay", "warmup_steps", "compile"),
           "finetune": _COMMON + ("task", "method", "lora_rank", "lora_alpha", "steps", "eval_every")}
 _RUNNER = {"out_dir", "resume", "progress", "console", "threads"}  # the sweep's runner sets these per cell
-OWNED = {"pretrain": {*PASSED["pretrain"], *_RUNNER, "corpus", "tokenizer", "vocab_size"},
+OWNED = {"pretrain": {*PASSED["pretrain"], *_RUNNER, "corpus", "tokenizer", "vocab_size", "start_from"},
          "finetune": {*PASSED["finetune"], *_RUNNER, "base"}}
 
 
@@ -46,6 +47,8 @@ def train_config(cell: Cell, out_dir: Path, base_dir: str | None):
         fields["threads"] = int(threads)
     data = cfg["data"]
     if kind == "pretrain":
+        if cell.base_id:  # a WSD trunk piece or decay branch continues the run of its base cell
+            fields["start_from"] = base_dir or "."
         return PretrainConfig(corpus=data["corpus"], tokenizer=data["tokenizer"], vocab_size=data["vocab_size"],
                               **cfg["settings"], **fields)
     if "checkpoint" in cfg["base"]:  # an outside model: forgetting on the study's corpus

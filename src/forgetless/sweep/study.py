@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from forgetless.counts import parse_count
 from forgetless.errors import UserError, format_validation_error
+from forgetless.sweep import branches
 from forgetless.sweep.records import Cell
 
 PRESET_DIR = "presets"
@@ -87,14 +88,34 @@ class PretrainSpec(_Strict):
     model: str  # a preset of forgetless.models (checked with the training config: importing
     #             the models box costs seconds, and `status`/`frontier` do not need it)
     optimizer: str
-    tokens: int
+    tokens: int | list[int]  # a list: one WSD trunk with a decay branch per budget (sweep.branches)
+    decay: float = Field(0.2, gt=0, lt=1)  # with a list of budgets: each branch's share of its budget
+    compile_steps: int | None = Field(None, gt=0)  # with a list: torch.compile trunk pieces and branches this long
     lr: float = 3e-3
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     settings: dict[str, Any] = Field(default_factory=dict)
 
-    _tokens = field_validator("tokens", mode="before")(_parse_count)
     _opt = field_validator("optimizer")(_check_optimizer)
     _lr = field_validator("lr")(_check_lr)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("tokens: give a budget or a non-empty list of budgets")
+            return [_parse_count(v) for v in value]
+        return _parse_count(value)
+
+    @model_validator(mode="after")
+    def _branches(self) -> PretrainSpec:
+        if isinstance(self.tokens, list):
+            branches.check_plan(self.tokens, self.settings, self.decay)
+        return self
+
+    @property
+    def budgets(self) -> list[int]:
+        return self.tokens if isinstance(self.tokens, list) else [self.tokens]
 
 
 
@@ -211,6 +232,7 @@ class GridSpec(_Strict):
 
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+
     description: str = ""
     out_dir: str | None = None  # default: runs/<name>, relative to the working directory
     data: DataSpec = Field(default_factory=DataSpec)
@@ -238,11 +260,13 @@ class Study(_Strict):
             raise ValueError(f"pretrain/bases: two bases share a name: {names} (set `name:`)")
         if not self.pretrain and not self.bases:
             raise ValueError("pretrain/bases: the study has no base model (give `pretrain:` or `bases:`)")
+        budgets = {p.name or p.optimizer: p.budgets for p in self.pretrain}
         for g, grid in enumerate(self.finetune):
             for k, ref in enumerate(grid.bases or []):
-                if ref not in names:
-                    raise ValueError(f"finetune[{g}].bases[{k}]: no base named {ref!r}; "
-                                     f"defined: {', '.join(names)}")
+                name, budget = branches.base_ref(ref)
+                if name not in names or (budget is not None and budget not in budgets.get(name, [])):
+                    raise ValueError(f"finetune[{g}].bases[{k}]: no base named {ref!r}; defined: {', '.join(names)}"
+                                     " (one budget of a multi-budget entry: NAME@TOKENS, e.g. adamw@1M)")
         return self
 
     def base_names(self) -> list[str]:
@@ -257,10 +281,13 @@ class Study(_Strict):
             if not st.get("batch_size") or not st.get("seq_len"):
                 continue
             tokens = grid.steps * st["batch_size"] * st["seq_len"] * st.get("grad_accum", 1)
+            refs = [branches.base_ref(r) for r in grid.bases or []]
             for p in self.pretrain:
                 name = p.name or p.optimizer
-                if grid.bases is None or name in grid.bases:
-                    out.append((g, name, tokens / p.tokens))
+                for budget in p.budgets:
+                    if grid.bases is None or (name, None) in refs or (name, budget) in refs:
+                        label = name if not isinstance(p.tokens, list) else f"{name}@{branches.tokens_label(budget)}"
+                        out.append((g, label, tokens / budget))
         return out
 
     def resolved_out_dir(self) -> Path:
@@ -340,6 +367,13 @@ def expand(study: Study) -> list[Cell]:
     bases: dict[str, list[tuple[str | None, dict]]] = {}  # base name -> [(cell id or None, meta)]
     for p in study.pretrain:
         name = p.name or p.optimizer
+        if isinstance(p.tokens, list):  # a shared WSD trunk and a decay branch per budget
+            for cell, budget in branches.wsd_cells(p, name, data, study.diverge_factor, cell_id):
+                cells.append(cell)
+                if budget is not None:
+                    for key in (name, f"{name}@{budget}"):
+                        bases.setdefault(key, []).append((cell.cell_id, cell.meta))
+            continue
         for seed in p.seeds:
             config = {"kind": "pretrain", "data": data, "model": p.model, "optimizer": p.optimizer,
                       "tokens": p.tokens, "lr": p.lr, "seed": seed, "settings": p.settings,
@@ -353,14 +387,15 @@ def expand(study: Study) -> list[Cell]:
         bases[b.name] = [(None, {"base": b.name, "base_optimizer": b.optimizer, "base_seed": None,
                                  "checkpoint": b.checkpoint})]
     for grid in study.finetune:
-        for base_name in grid.bases or study.base_names():
-            for base_cid, base_meta in bases[base_name]:
+        for ref in grid.bases or study.base_names():
+            name, budget = branches.base_ref(ref)
+            for base_cid, base_meta in bases[name if budget is None else f"{name}@{budget}"]:
                 for task in grid.tasks:
                     for m in grid.methods:
                         for lr in m.lrs:
                             for seed in grid.seeds:
                                 cells.append(_finetune_cell(study, grid, base_cid, base_meta, task, m, lr, seed))
-    return dedupe(cells)
+    return dedupe(branches.budget_major(cells))
 
 
 def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta: dict,
