@@ -9,16 +9,34 @@ verdict is counted per claim. Required (issue 12):
 - a reversed effect with 3 seeds: "does not hold" in at least 80%;
 - 1 seed: never decisive (2 units at most, fewer than the test needs).
 The rates printed by `pytest -s` are the figures in docs/BENCHMARKS.md.
+
+Claim 2's hard truths (issue 21), written down before the code that decides them. Claim 2 says
+the pretraining family's full-finetuning frontier is the best *on every base*. It is false when,
+on some base family, a cross family's frontier is at least as good over the forgetting window:
+- "main": Muon finetuning better on both bases (the AdamW bases reversed): must come out
+  "does not hold" in at least 80% of studies with 3 seeds per base; its consistency effect is
+  zero and must not be decided;
+- "reversed": each base's cross family better: "does not hold" at least 80% with 3 seeds.
+Truths under which no verdict may be decisive in more than 10% of studies, at 3, 6 and 12 units
+per base, and more units must not raise that rate (within Monte-Carlo slack SLACK):
+- "none": equal frontiers, the cross family about 1.5x faster;
+- "same_fast", "cross_fast": equal frontiers, one family three times faster, both ways round;
+- "crossing", "crossing_rev": frontiers that cross inside the window, with zero mean gap over it.
+"claimed" (the paper's effect, clear) must hold in at least 80% with 3 seeds per base; the power
+at the size the 2M-token study measured ("measured": per-unit d ≈ 0.8) is printed at 3, 6 and 12.
+The studies record dense early evaluation (simulate.DENSE); benchmarks/verdict_calibration.py
+prints the same tables for stores evaluated every N steps only.
 """
 
 from collections import Counter
 
 import numpy as np
 import pytest
-from simulate import tables
+from simulate import claim2_gaps, tables
 
+from forgetless.report.per_base import decide_gaps
 from forgetless.report.statistics import FAILS, HOLDS, INCONCLUSIVE, decide, units_needed
-from forgetless.report.verdicts import all_verdicts
+from forgetless.report.verdicts import FRONTIER_MARGIN, all_verdicts
 
 N_TABLES = 200
 CLAIMS = range(1, 8)
@@ -105,3 +123,85 @@ def test_units_needed_gives_80_percent_power():
     # the time: far below 80%.
     assert rate(7) < 0.70
     assert units_needed(0.001, 0.1, margin=0.02) is None
+
+
+# ---- claim 2, per base, against the hard truths ------------------------------------------------
+N_STUDIES = 200
+SIZES = (3, 6, 12)
+NULLS = ("none", "same_fast", "cross_fast", "crossing", "crossing_rev")
+# Two rates of N_STUDIES studies near 5% differ by more than 0.05 with probability below 2%
+# (normal approximation, sd of the difference √(2·0.05·0.95/200) = 0.022).
+SLACK = 0.05
+NAMES = {"l1->linf": "adamw", "l2->l2": "muon"}
+
+
+def claim2_study(scenario: str, seeds: int, rng) -> tuple[str, str, str]:
+    """(claim status, consistency status, main-effect status) of one simulated study."""
+    pb = decide_gaps(claim2_gaps(scenario, seeds, rng), NAMES, FRONTIER_MARGIN, "same family",
+                     ("adamw", "muon"))
+    shown = {k.split(" ")[0]: d.status for k, d in pb.shown.items()}
+    return pb.status, shown["consistency"], shown["main"]
+
+
+@pytest.fixture(scope="module")
+def claim2_rates() -> dict[tuple[str, int], dict[str, Counter]]:
+    rng = np.random.default_rng(21)
+    out = {}
+    plan = [(s, n) for s in NULLS + ("main",) for n in SIZES] + [(s, 3) for s in ("claimed", "reversed")]
+    plan += [("measured", n) for n in SIZES]
+    for scenario, n in plan:
+        counts = {"claim": Counter(), "consistency": Counter(), "main": Counter()}
+        for _ in range(N_STUDIES):
+            for key, status in zip(counts, claim2_study(scenario, n, rng), strict=True):
+                counts[key][status] += 1
+        out[(scenario, n)] = counts
+        print(f"claim 2, {scenario:12s} {n:2d} seeds/base: " + "; ".join(
+            f"{k} holds {c[HOLDS] / N_STUDIES:.1%} fails {c[FAILS] / N_STUDIES:.1%}" for k, c in counts.items()))
+    return out
+
+
+def _decisive(c: Counter) -> float:
+    return (c[HOLDS] + c[FAILS]) / N_STUDIES
+
+
+@pytest.mark.parametrize("scenario", NULLS)
+def test_claim2_nulls_rarely_decide_and_more_units_do_not_help_them(claim2_rates, scenario):
+    for what in ("claim", "consistency"):
+        rates = [_decisive(claim2_rates[(scenario, n)][what]) for n in SIZES]
+        assert max(rates) <= 0.10, (what, rates)
+        assert rates[1] <= rates[0] + SLACK and rates[2] <= rates[0] + SLACK, (what, rates)
+
+
+def test_a_main_effect_is_not_consistency_and_the_claim_does_not_hold(claim2_rates):
+    assert claim2_rates[("main", 3)]["claim"][FAILS] / N_STUDIES >= 0.80
+    assert claim2_rates[("main", 3)]["claim"][HOLDS] == 0
+    rates = [_decisive(claim2_rates[("main", n)]["consistency"]) for n in SIZES]
+    assert max(rates) <= 0.10 and rates[2] <= rates[0] + SLACK, rates
+    assert claim2_rates[("main", 3)]["main"][HOLDS] / N_STUDIES >= 0.80  # and the main effect is found
+
+
+def test_claim2_clear_truths_are_found_with_three_seeds_per_base(claim2_rates):
+    assert claim2_rates[("claimed", 3)]["claim"][HOLDS] / N_STUDIES >= 0.80
+    assert claim2_rates[("claimed", 3)]["claim"][FAILS] == 0
+    assert claim2_rates[("reversed", 3)]["claim"][FAILS] / N_STUDIES >= 0.80
+    assert claim2_rates[("reversed", 3)]["claim"][HOLDS] == 0
+
+
+def test_power_at_the_measured_size_grows_with_seeds(claim2_rates):
+    power = [claim2_rates[("measured", n)]["claim"][HOLDS] / N_STUDIES for n in SIZES]
+    print("claim 2 power at the measured size (d ≈ 0.8 per unit), 3/6/12 seeds per base:", power)
+    assert power[0] <= power[1] + SLACK and power[1] <= power[2] + SLACK and power[2] > power[0]
+    assert max(claim2_rates[("measured", n)]["claim"][FAILS] for n in SIZES) / N_STUDIES <= 0.025
+
+
+def test_the_fast_route_is_the_claim2_verdict():
+    # The rates above skip the row grouping; on the same draws claim2_same_optimizer agrees.
+    from simulate import claim2_points
+
+    from forgetless.report.verdicts import claim2_same_optimizer
+    for scenario in ("none", "main", "measured"):
+        fast = decide_gaps(claim2_gaps(scenario, 4, np.random.default_rng(5)), NAMES, FRONTIER_MARGIN,
+                           "same family", ("adamw", "muon"))
+        full = claim2_same_optimizer(claim2_points(scenario, 4, np.random.default_rng(5)))
+        assert full.status == fast.status
+        assert [d.mean for d in full.part_decisions.values()] == pytest.approx([d.mean for d in fast.parts.values()])

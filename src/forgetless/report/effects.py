@@ -118,35 +118,36 @@ def paths(rows: list[dict], base_point: tuple[float, float] | None = None) -> li
     return out
 
 
-def path_front(runs: list[np.ndarray], at: np.ndarray) -> np.ndarray:
-    """Lowest learning loss on any path at forgetting ≤ f, for each f of `at` (inf if none).
+def segments(runs: list[np.ndarray]) -> np.ndarray:
+    """(S, 4) segments (f1, y1, f2, y2) of the paths; a one-point path is a segment of length 0."""
+    segs = [np.hstack([z, z]) if len(z) == 1 else np.hstack([z[:-1], z[1:]]) for z in runs if len(z)]
+    return np.vstack(segs) if segs else np.empty((0, 4))
+
+
+def batch_front(segs: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Lowest learning loss on any segment at forgetting ≤ f: segs (B, S, 4), at (B, G) -> (B, G).
 
     A segment from (f1, y1) to (f2, y2) contributes, at level f, its lowest learning among its
     points with forgetting ≤ f: both endpoints' minimum when f ≥ max(f1, f2), nothing when
     f < min(f1, f2), and in between the lower-forgetting endpoint or the interpolated point at f,
     whichever learns more (the segment is straight, so its minimum is at an end)."""
-    at = np.asarray(at, dtype=float)
-    best = np.full(at.shape, np.inf)
-    segs = []
-    for z in runs:
-        if len(z) == 1:
-            segs.append(np.hstack([z, z]))
-        else:
-            segs.append(np.hstack([z[:-1], z[1:]]))
-    if not segs:
-        return best
-    s = np.vstack(segs)
-    lo_first = s[:, 0] <= s[:, 2]
-    f_lo = np.where(lo_first, s[:, 0], s[:, 2])
-    y_lo = np.where(lo_first, s[:, 1], s[:, 3])
-    f_hi = np.where(lo_first, s[:, 2], s[:, 0])
-    y_hi = np.where(lo_first, s[:, 3], s[:, 1])
-    f = at[:, None]
+    first = segs[..., 0] <= segs[..., 2]
+    f_lo = np.where(first, segs[..., 0], segs[..., 2])[:, None, :]  # (B, 1, S)
+    y_lo = np.where(first, segs[..., 1], segs[..., 3])[:, None, :]
+    f_hi = np.where(first, segs[..., 2], segs[..., 0])[:, None, :]
+    y_hi = np.where(first, segs[..., 3], segs[..., 1])[:, None, :]
+    f = at[:, :, None]  # (B, G, 1)
     span = np.where(f_hi > f_lo, f_hi - f_lo, 1.0)
     y_at = y_lo + (y_hi - y_lo) * np.clip((f - f_lo) / span, 0.0, 1.0)
     value = np.where(f >= f_hi, np.minimum(y_lo, y_hi), np.minimum(y_lo, y_at))
     value = np.where(f < f_lo, np.inf, value)
-    return np.minimum(best, value.min(axis=1))
+    return value.min(axis=2) if segs.shape[1] else np.full(at.shape, np.inf)
+
+
+def path_front(runs: list[np.ndarray], at: np.ndarray) -> np.ndarray:
+    """Lowest learning loss on any of the paths at forgetting ≤ f, for each f of `at` (inf if none)."""
+    at = np.asarray(at, dtype=float)
+    return batch_front(segments(runs)[None], at.reshape(1, -1))[0].reshape(at.shape)
 
 
 def common_reach(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -163,9 +164,14 @@ def path_gap(a: list[np.ndarray], b: list[np.ndarray], f0: float,
     base and a first checkpoint the path is a guess (dense early evaluation measures it)."""
     if not a or not b or not np.isfinite(f0):
         return float("nan")
-    reach = common_reach(a, b)
-    if reach < f0 + min_window:
-        return float("nan")
-    grid = np.linspace(f0, min(f0 + window, reach), n_grid)
-    gap = path_front(b, grid) - path_front(a, grid)
-    return float(np.mean(gap)) if np.all(np.isfinite(gap)) else float("nan")
+    return float(path_gaps(segments(a)[None], segments(b)[None], np.array([f0]), window, n_grid, min_window)[0])
+
+
+def path_gaps(a: np.ndarray, b: np.ndarray, f0: np.ndarray, window: float = FORGETTING_WINDOW,
+              n_grid: int = 64, min_window: float = MIN_WINDOW) -> np.ndarray:
+    """`path_gap` for a batch of comparisons at once: segments a (B, Sa, 4), b (B, Sb, 4), f0 (B,)."""
+    reach = np.minimum(np.maximum(a[..., 0], a[..., 2]).max(axis=1), np.maximum(b[..., 0], b[..., 2]).max(axis=1))
+    top = np.minimum(f0 + window, reach)
+    grid = f0[:, None] + (top - f0)[:, None] * np.linspace(0.0, 1.0, n_grid)[None, :]
+    gap = (batch_front(b, grid) - batch_front(a, grid)).mean(axis=1)
+    return np.where((reach >= f0 + min_window) & np.isfinite(gap), gap, np.nan)

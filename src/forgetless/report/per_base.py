@@ -120,9 +120,17 @@ def decide_per_base(points: list[dict], same: Callable[[dict, str], bool],
                     method_label: str, required: tuple[str, ...] = (),
                     window: float = FORGETTING_WINDOW) -> PerBase:
     """Required parts per (base family, other method), plus consistency and main effects."""
+    gaps, details = unit_gaps(points, same, others, window)
+    result = decide_gaps(gaps, _labels(points, "base_optimizer"), margin, method_label, required)
+    result.details = details
+    return result
+
+
+def decide_gaps(gaps: dict[tuple[str, str], dict[tuple, float]], base_names: dict[str, str],
+                margin: float, method_label: str, required: tuple[str, ...] = ()) -> PerBase:
+    """The decisions from per-unit gaps {(base family, other label): {(base, seed): gap}}; the
+    calibration simulation calls this directly with gaps from `effects.path_gap`."""
     result = PerBase()
-    gaps, result.details = unit_gaps(points, same, others, window)
-    base_names = _labels(points, "base_optimizer")
     for (fam, other), units in sorted(gaps.items()):
         name = f"on {base_names.get(fam, fam)} bases: {method_label} against {other}"
         result.units[name] = units
@@ -130,8 +138,7 @@ def decide_per_base(points: list[dict], same: Callable[[dict, str], bool],
         result.parts[name] = decide(list(units.values()), margin)
     measured = {fam for fam, _ in gaps}
     for opt in required:
-        fam = family(opt)
-        if fam not in measured:
+        if family(opt) not in measured:
             result.parts[f"on {opt} bases: {method_label} against another family"] = decide([])
     _consistency_and_main(result, base_names, margin)
     return result
