@@ -91,7 +91,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
-RULES_CHANGED = {2: "inconclusive", 3: "not measured"}  # claim -> status under issue 21's rules
+# claim -> status under issue 21's rules (claim 6: same status, but its lead part is now shown,
+# not required, so its parts differ)
+RULES_CHANGED = {2: "inconclusive", 3: "not measured", 6: "not measured"}
 
 
 def test_the_report_gives_the_old_verdicts(out):

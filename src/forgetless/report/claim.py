@@ -1,4 +1,16 @@
-"""The verdict record and the helpers every claim shares (see forgetless.report.verdicts)."""
+"""The verdict record and the helpers every claim shares (see forgetless.report.verdicts).
+
+A claim's parts are of two kinds:
+- required parts (`decisions` of `make_verdict`): the statements the claim makes; their statuses
+  combine into the claim's status (forgetless.report.statistics.combine);
+- shown parts (`shown`): figures the paper reports beside the claim, or that restate another
+  claim; printed with their own verdict, never combined into the claim's.
+
+"partial": when every measured required part holds but some required part was not measured (the
+study lacks the bases or the task it needs), the claim is "partial", not "holds", and its note
+names the missing part. A missing part cannot rescue a reversed part or settle a mixed one, so
+"does not hold" and "inconclusive" stand as combined; their note names the missing part too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .statistics import LEVEL, NOT_MEASURED, Decision, combine
+from .statistics import HOLDS, LEVEL, NOT_MEASURED, PARTIAL, Decision, combine
 
 
 @dataclass
@@ -24,22 +36,51 @@ class Verdict:
     n_units: int = 0
     level: float = LEVEL
     test: str = ""  # what the effect is, in one line
-    parts: dict[str, str] = field(default_factory=dict)  # part -> status ("not measured" included)
+    parts: dict[str, str] = field(default_factory=dict)  # required part -> status ("not measured" included)
     scale_note: str = ""  # why the claim cannot be reached at this scale, when it cannot
+    shown: dict[str, str] = field(default_factory=dict)  # shown (not required) part -> status
+    missing: list[str] = field(default_factory=list)  # required parts not measured
+    part_decisions: dict[str, Decision] = field(default_factory=dict)  # required part -> Decision
+    shown_decisions: dict[str, Decision] = field(default_factory=dict)  # shown part -> Decision
 
 
 def make_verdict(claim: int, title: str, paper: str, test: str, decisions: dict[str, Decision],
-             ours: str, details: list[str], scale_note: str = "") -> Verdict:
-    """A verdict whose status combines the parts; effect and interval are the first measured part's."""
+                 ours: str, details: list[str], scale_note: str = "",
+                 shown: dict[str, Decision] | None = None) -> Verdict:
+    """A verdict whose status combines the required parts (`decisions`); effect and interval are
+    the first measured required part's. `shown` parts are listed with their verdicts, never combined."""
     parts = {name: d.status for name, d in decisions.items()}
+    status = combine(list(parts.values()))
+    missing = [name for name, s in parts.items() if s == NOT_MEASURED]
+    if missing and status != NOT_MEASURED:
+        if status == HOLDS:
+            status = PARTIAL
+        what = "not measured: " + ", ".join(missing)
+        scale_note = f"{what}; {scale_note}" if scale_note else what
     main = next((d for d in decisions.values() if d.status != NOT_MEASURED), None)
-    v = Verdict(claim, title, combine(list(parts.values())), ours, paper, details, test=test,
-                parts=parts, scale_note=scale_note)
+    shown = shown or {}
+    v = Verdict(claim, title, status, ours, paper, details, test=test, parts=parts,
+                scale_note=scale_note, shown={n: d.status for n, d in shown.items()}, missing=missing,
+                part_decisions=dict(decisions), shown_decisions=dict(shown))
     if main is not None:
         v.effect, v.low, v.high, v.n_units, v.level = main.mean, main.low, main.high, main.n_units, main.level
-    for name, d in decisions.items():
+    for name, d in reversed(list(shown.items())):
+        details.insert(0, f"(shown, not required) {name}: {d.text()}")
+    for name, d in reversed(list(decisions.items())):
         details.insert(0, f"{name}: {d.text()}")
     return v
+
+
+def parts_line(decisions: dict[str, Decision], shown: dict[str, Decision] | None = None) -> str:
+    """Every part's verdict and effect in one line, required parts first (a claim's "ours")."""
+    def one(name: str, d: Decision) -> str:
+        if d.status == NOT_MEASURED:
+            return f"{name}: not measured"
+        interval = f" [{d.low:+.3f}, {d.high:+.3f}]" if np.isfinite(d.low) else ""
+        return f"{name}: {d.status}, {d.mean:+.3f}{interval}"
+    lines = [one(n, d) for n, d in decisions.items()]
+    lines += [one(f"(shown) {n}", d) for n, d in (shown or {}).items()]
+    return "; ".join(lines)
 
 
 def group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:

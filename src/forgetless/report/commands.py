@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-_COLOURS = {"holds": "green", "does not hold": "red", "inconclusive": "yellow", "not measured": "dim"}
+_COLOURS = {"holds": "green", "does not hold": "red", "inconclusive": "yellow", "not measured": "dim",
+            "partial": "cyan"}
 
 
 def register(app: typer.Typer) -> None:

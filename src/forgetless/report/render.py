@@ -30,7 +30,7 @@ class Section:
 
 
 _STATUS_COLOURS = {"holds": "#1a7f37", "does not hold": "#cf222e", "inconclusive": "#9a6700",
-                   "not measured": "#6e7781"}
+                   "not measured": "#6e7781", "partial": "#0969da"}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1100px;

@@ -114,10 +114,14 @@ def analysis_rows(pretrain: list[dict], probes: dict[str, dict]) -> tuple[list[d
 
 
 def memorization_rows(results: list[dict]) -> list[dict]:
-    """Per optimizer and seed, at the lr with the best clean exact match (paper A.2), final clean /
-    corrupted exact match at the shortest (prompt, gen) pair (the one with most signal at small
-    scale; the report shows every pair), the onset step (first eval with any corrupted block
-    reproduced) and both rates at the train loss every optimizer reached (matched-loss view)."""
+    """Per optimizer and seed, at the lr with the best clean exact match (paper A.2): the training
+    curve at the shortest (prompt, gen) pair (the one with most signal at small scale; the report
+    shows every pair), from which claim 7 is decided at matched training loss, and beside it the
+    final clean / corrupted exact match, the onset step (first eval with any corrupted block
+    reproduced) and both rates at the train loss every optimizer reached (matched-loss view).
+
+    `curve`: one entry per eval point, {step, train_loss, clean_exact, corrupted_exact, clean_token,
+    corrupted_token} (token = teacher-forced token accuracy), as the run recorded them."""
     from forgetless.analysis.memorization_run import matched_loss_points
 
     rows = []
@@ -131,9 +135,14 @@ def memorization_rows(results: list[dict]) -> list[dict]:
         for opt, history in result["selected"].items():
             last = history[-1]
             onset = next((p["step"] for p in history if p[bad] > 0), None)
+            curve = [{"step": p["step"], "train_loss": p["train_loss"],
+                      **{f"{split}_{m}": p[f"{split}_{m}_{prompt}_{gen}"]
+                         for split in ("clean", "corrupted") for m in ("exact", "token")}}
+                     for p in history]
             rows.append({"optimizer": opt, "seed": result["config"].get("seed", 0), "lr": last["lr"],
                          "clean": last[clean], "corrupted": last[bad], "train_loss": last["train_loss"],
                          "n_eval": result["config"].get("n_eval"), "onset": onset,
+                         "pair": (prompt, gen), "curve": curve,
                          "matched_clean": matched.get(opt, {}).get(clean),
                          "matched_corrupted": matched.get(opt, {}).get(bad)})
     return rows
