@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", default="80,240", help="training lengths in optimizer steps")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--lrs", default="3e-3,1e-3")
+    ap.add_argument("--weight-decays", default="0.1", help="pretraining weight decays, comma-separated")
+    ap.add_argument("--conversions", default="", help="also measure each run after these round trips "
+                    "(bf16), one reference each; the run as trained is always measured")
     ap.add_argument("--full-product", action="store_true",
                     help="every seed × every lr (default: seed i paired with lr i, halving the grid)")
     ap.add_argument("--runs-dir", default="runs/fp-refs", type=Path)
@@ -59,10 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     specs = grid(a.presets.split(","), a.optimizers.split(","), [int(s) for s in a.steps.split(",")],
-                 [int(s) for s in a.seeds.split(",")], [float(x) for x in a.lrs.split(",")], a.full_product)
+                 [int(s) for s in a.seeds.split(",")], [float(x) for x in a.lrs.split(",")], a.full_product,
+                 [float(x) for x in a.weight_decays.split(",")])
     print(f"{len(specs)} reference runs", flush=True)
     run_calibration(a.out, a.runs_dir, specs, activations=a.activations, device=a.device,
-                    train_only=a.train_only, finished_only=a.finished_only, log=lambda s: print(s, flush=True))
+                    train_only=a.train_only, finished_only=a.finished_only,
+                    conversions=["", *(c for c in a.conversions.split(",") if c)], log=lambda s: print(s, flush=True))
 
 
 if __name__ == "__main__":

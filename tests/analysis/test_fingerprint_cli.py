@@ -17,14 +17,16 @@ from forgetless.analysis.fingerprint import (
     save_references,
 )
 from forgetless.cli import app
+from forgetless.optim import describe
 
-FIELDS = {"checkpoint", "seconds", "family", "nearest", "probabilities", "distances", "distance",
+FIELDS = {"checkpoint", "seconds", "headline", "label", "probability", "groups", "groups_without_prior",
+          "headline_without_prior", "fine_family", "family", "nearest", "probabilities", "distances", "distance",
           "unknown_distance", "out_of_range", "range_limit", "deciding", "missing", "feature_set"}
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> str:
-    refs = [Reference(f"{o}-{s}", o, o, model_features(pretrain_tiny(o, s, hidden=32, lr=lr)), preset="w32",
+    refs = [Reference(f"{o}-{s}", o, describe(o).family, model_features(pretrain_tiny(o, s, hidden=32, lr=lr)), preset="w32",
                       seed=s, lr=lr, steps=60) for o in ("adamw", "muon") for s, lr in ((0, 3e-3), (1, 1e-2))]
     path = tmp_path_factory.mktemp("ref") / "ref.json"
     save_references(refs, path)
@@ -46,7 +48,8 @@ def test_random_init_is_unknown_without_probabilities(reference, tmp_path):
     assert res.exit_code == 0, res.output
     (pred,) = json.loads(res.output)["checkpoints"]
     assert set(pred) >= FIELDS
-    assert pred["family"] == "unknown" and pred["probabilities"] is None and pred["deciding"] == []
+    assert pred["family"] == pred["headline"] == "unknown" and pred["probabilities"] is None
+    assert pred["groups"] is None and pred["deciding"] == []
     first = pred["out_of_range"][0]
     assert first["feature"] == TRAINED_FEATURE and first["value"] == 0.0 and first["lo"] > 0
 
@@ -58,18 +61,24 @@ def test_trained_model_names_its_deciding_features(reference, tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     (pred,) = doc["checkpoints"]
-    assert pred["family"] == "adamw" and 0.5 < pred["probabilities"]["adamw"] <= 1
+    # four references: the headline is Adam-like or, short of the confidence, unknown; never Muon-like
+    assert pred["headline"] in ("adam-like", "unknown") and pred["headline_without_prior"] != "muon-like"
+    assert pred["groups"]["adam-like"] > pred["groups"]["muon-like"]
+    assert sum(pred["groups"].values()) == pytest.approx(1) == sum(pred["groups_without_prior"].values())
+    assert pred["family"] == "l1->linf" and 0.5 < pred["probabilities"]["l1->linf"] <= 1
     assert 2 <= len(pred["deciding"]) <= 3
     for d in pred["deciding"]:
-        assert set(d["ranges"]) == {"adamw", "muon"} and d["against"] == "muon"
+        assert set(d["ranges"]) == {"adam-like", "muon-like"} and d["against"] == "muon-like"
     assert doc["calibration"]["n_references"] == 4
     assert doc["calibration"]["evaluation"]["weights"]["loo"]["n"] == 4
     res = CliRunner().invoke(app, ["fingerprint", ckpt, "--reference", reference, "--device", "cpu"])
-    assert "adamw, p = " in res.output and "features that decided it" in res.output
+    assert "features that decided it" in res.output
+    assert "with the prior" in res.output and "without it" in res.output
 
 
 def test_calibration_prints_counts(reference):
     res = CliRunner().invoke(app, ["fingerprint", "--calibration", "--reference", reference])
     assert res.exit_code == 0, res.output
-    assert "leave-one-out accuracy" in res.output and "/4)" in res.output  # the count it rests on
-    assert "leave-one-size-out, all families: not measurable" in res.output  # one preset only
+    assert "leave-one-out: headline (Adam-like / Muon-like)" in res.output
+    assert "(4 references)" in res.output  # the count it rests on
+    assert "size held out, Adam-like (l1->linf) vs Muon (l2->l2) only: not measurable" in res.output

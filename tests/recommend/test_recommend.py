@@ -80,7 +80,8 @@ def test_unknown_family_without_weights_falls_back_honestly(tmp_path):
     phi = {"_name_or_path": "microsoft/Phi-3-mini-4k-instruct", "architectures": ["Phi3ForCausalLM"],
            "model_type": "phi3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
            "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000}
-    rec = recommend(_folder(tmp_path, "phi", phi))
+    with pytest.warns(UserWarning, match="unknown .*finetuning with adamw"):  # seen in a plain script
+        rec = recommend(_folder(tmp_path, "phi", phi))
     assert rec.pretrain_optimizer is None and rec.how_known == "unknown"
     assert rec.optimizer == "adamw"  # the stated default guess, not a claim of provenance
     assert any("fingerprint could not be computed" in r for r in rec.reasoning)
@@ -105,8 +106,11 @@ def test_unknown_fingerprint_reason_names_the_feature_not_a_false_inequality():
 
     out = [{"feature": "attn_in_sv10", "value": 0.27, "lo": 0.015, "hi": 0.087, "excess_sigma": 3.0},
            {"feature": "norm_gain_dev", "value": 0.0, "lo": 0.0074, "hi": 0.11, "excess_sigma": None}]
-    pred = Prediction("unknown", {"l2->l2": 1.0}, 1.47, 3.15, "weights", out_of_range=out)
+    unknown = dict(headline="unknown", probability=None, groups=None, groups_without_prior=None,
+                   headline_without_prior="unknown", fine_family=None, family="unknown",
+                   probabilities={"l2->l2": 1.0}, unknown_distance=3.15, feature_set="weights")
+    pred = Prediction(**unknown, distance=1.47, out_of_range=out)
     # None stands for "untrained": beyond any number of sigmas, so it is the reason given.
     assert "norm_gain_dev = 0, outside their range 0.0074..0.11" in unknown_reason(pred)
-    far = Prediction("unknown", {"l2->l2": 1.0}, 4.2, 3.15, "weights")
+    far = Prediction(**unknown, distance=4.2)
     assert "distance 4.20 to the nearest family, beyond 3.15" in unknown_reason(far)

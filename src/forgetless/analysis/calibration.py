@@ -38,31 +38,41 @@ class RunSpec:
     seed: int
     lr: float
     steps: int
+    weight_decay: float = 0.1  # the pretraining default; real runs use 0 to 0.1
 
     @property
     def name(self) -> str:
-        return f"{self.preset}-{self.optimizer}-s{self.seed}-lr{self.lr:g}-{self.steps}"
+        wd = "" if self.weight_decay == 0.1 else f"-wd{self.weight_decay:g}"
+        return f"{self.preset}-{self.optimizer}-s{self.seed}-lr{self.lr:g}-{self.steps}{wd}"
 
 
 def grid(presets: Sequence[str], optimizers: Sequence[str], steps: Sequence[int], seeds: Sequence[int],
-         lrs: Sequence[float], full_product: bool = False) -> list[RunSpec]:
+         lrs: Sequence[float], full_product: bool = False,
+         weight_decays: Sequence[float] = (0.1,)) -> list[RunSpec]:
     """Presets × lengths × (seed, lr) × optimizers. Without `full_product` seed i is paired with
     lr i (cycling the shorter list): every seed and every lr still appears, at half the cost."""
     if full_product:
         pairs = list(itertools.product(seeds, lrs))
     else:
         pairs = [(seeds[i % len(seeds)], lrs[i % len(lrs)]) for i in range(max(len(seeds), len(lrs)))]
-    return [RunSpec(p, o, s, lr, n) for p in presets for n in steps for s, lr in pairs for o in optimizers]
+    return [RunSpec(p, o, s, lr, n, wd) for wd in weight_decays for p in presets for n in steps
+            for s, lr in pairs for o in optimizers]
 
 
 def reference_from_checkpoint(path: str | Path, optimizer: str, windows: torch.Tensor | None = None, *,
                               name: str | None = None, preset: str = "", seed: int = 0, lr: float = 0.0,
-                              tokens: int = 0, steps: int = 0, val_loss: float = math.nan) -> Reference:
-    """Features of a checkpoint whose pretraining optimizer is known."""
+                              tokens: int = 0, steps: int = 0, val_loss: float = math.nan,
+                              weight_decay: float = 0.1, conversion: str = "") -> Reference:
+    """Features of a checkpoint whose pretraining optimizer is known. `conversion` "bf16": the
+    weights go through a bfloat16 round trip first, as the hub's bf16 uploads do."""
     model, _ = load_model(path)
+    if conversion == "bf16":
+        model = model.to(torch.bfloat16).float()
+    elif conversion:
+        raise ValueError(f"conversion: {conversion!r} is unknown; allowed: '' or 'bf16'")
     feats = model_features(model.eval(), windows)
     return Reference(name or str(path), optimizer, describe(optimizer).family, feats, preset, seed, lr,
-                     tokens, val_loss, steps)
+                     tokens, val_loss, steps, weight_decay, conversion)
 
 
 def run_calibration(
@@ -78,12 +88,15 @@ def run_calibration(
     device: str = "auto",
     train_only: bool = False,
     finished_only: bool = False,
+    conversions: Sequence[str] = ("",),
     log: Callable[[str], None] = print,
 ) -> dict | None:
     """Pretrain every spec (reusing finished runs in `runs_dir`), measure their features, and write
     the reference file `out` with its evaluation. `train_only`: pretrain, measure nothing.
     `finished_only`: train nothing, measure the specs whose run is already done (a grid that
-    was cut short is written as what it is: `settings.grid` lists only the measured runs)."""
+    was cut short is written as what it is: `settings.grid` lists only the measured runs).
+    `conversions`: each run is measured once per entry ("" as trained, "bf16" after a bf16 round
+    trip), one reference each."""
     windows = None
     if activations and not train_only:
         data = prepare_pretraining_data(corpus, vocab_size=vocab_size, progress=False)
@@ -99,7 +112,7 @@ def run_calibration(
             out_dir=Path(runs_dir) / spec.name, model=spec.preset, optimizer=spec.optimizer, lr=spec.lr,
             seed=spec.seed, steps=spec.steps, batch_size=batch_size, seq_len=seq_len, corpus=corpus,
             vocab_size=vocab_size, eval_tokens=probe_tokens, eval_every=spec.steps, progress=False,
-            device=device, resume=True,
+            device=device, resume=True, weight_decay=spec.weight_decay,
         )
         result = pretrain(cfg)
         if result.status != "done" or result.final_checkpoint is None:
@@ -109,10 +122,13 @@ def run_calibration(
         if train_only:
             log(f"{spec.name}: val loss {val:.3f}  ({time.time() - start:.0f} s)")
             continue
-        ref = reference_from_checkpoint(result.final_checkpoint, spec.optimizer, windows, name=spec.name,
-                                        preset=spec.preset, seed=spec.seed, lr=spec.lr,
-                                        tokens=spec.steps * batch_size * seq_len, steps=spec.steps, val_loss=val)
-        refs.append(ref)
+        for conversion in conversions:
+            ref = reference_from_checkpoint(
+                result.final_checkpoint, spec.optimizer, windows,
+                name=spec.name + (f"-{conversion}" if conversion else ""), preset=spec.preset, seed=spec.seed,
+                lr=spec.lr, tokens=spec.steps * batch_size * seq_len, steps=spec.steps, val_loss=val,
+                weight_decay=spec.weight_decay, conversion=conversion)
+            refs.append(ref)
         measured.append(spec)
         log(f"{spec.name}: val loss {val:.3f}, q,k,v stable rank/r "
             f"{ref.features.get('attn_in_srank', math.nan):.3f}  ({time.time() - start:.0f} s)")
@@ -120,7 +136,8 @@ def run_calibration(
         return None
     settings = {"corpus": corpus, "vocab_size": vocab_size, "batch_size": batch_size, "seq_len": seq_len,
                 "probe_tokens": probe_tokens, "activations": activations,
-                "grid": sorted({(s.preset, s.steps, s.seed, s.lr) for s in measured}),
+                "grid": sorted({(s.preset, s.steps, s.seed, s.lr, s.weight_decay) for s in measured}),
+                "conversions": list(conversions),
                 "presets": sorted({s.preset for s in measured}),
                 "optimizers": sorted({s.optimizer for s in measured}),
                 "steps": sorted({s.steps for s in measured}), "seconds": round(time.time() - start, 1),

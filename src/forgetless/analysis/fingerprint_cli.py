@@ -104,8 +104,8 @@ def register(app: typer.Typer) -> None:
 
 def _show_prediction(ckpt: str, pred, seconds: float) -> None:
     head = f"{ckpt}: [{pred.feature_set} features, {seconds:.1f} s] "
-    if pred.family == "unknown":
-        typer.echo(head + "unknown: unlike every reference checkpoint, so no family is claimed.")
+    if pred.groups is None:  # out of the references' range, or untrained: no probabilities
+        typer.echo(head + "unknown: unlike every reference checkpoint, so no optimizer group is claimed.")
         from .fingerprint import TRAINED_FEATURE
 
         for o in pred.out_of_range[:5]:
@@ -121,55 +121,63 @@ def _show_prediction(ckpt: str, pred, seconds: float) -> None:
             typer.echo(f"  distance to the nearest family ({pred.nearest}) {pred.distance:.2f}, "
                        f"beyond the {pred.unknown_distance:.2f} any held-out reference reached")
         return
-    typer.echo(head + f"{pred.family}, p = {pred.probabilities[pred.family]:.2f} "
-               f"(distance {pred.distance:.2f}, unknown above {pred.unknown_distance:.2f})")
+    from .fingerprint_model import CONFIDENCE, GROUP_LABELS
+
+    def groups(ps: dict) -> str:
+        return ", ".join(f"{GROUP_LABELS.get(g, g)} {p:.2f}" for g, p in sorted(ps.items(), key=lambda x: -x[1]))
+
+    if pred.headline == "unknown":
+        typer.echo(head + f"unknown: no optimizer group reaches p = {CONFIDENCE:g} ({groups(pred.groups)})")
+    else:
+        typer.echo(head + f"{pred.label}, p = {pred.probability:.2f}")
+    typer.echo(f"  with the prior for public checkpoints: {groups(pred.groups)}")
+    typer.echo(f"  without it (every group alike):        {groups(pred.groups_without_prior)}")
+    if pred.fine_family:
+        typer.echo(f"  fine family: {pred.fine_family} ({pred.fine_probabilities[pred.fine_family]:.2f} of its group)")
+    else:
+        typer.echo("  fine family: not decisive (" + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(pred.fine_probabilities.items(), key=lambda x: -x[1])) + ")")
     if pred.deciding:  # plain lines, not a table: every range stays readable in 80 columns
-        typer.echo(f"  features that decided it (against {pred.deciding[0]['against']}), "
-                   "with each family's reference range:")
+        typer.echo(f"  features that decided it (against {GROUP_LABELS.get(pred.deciding[0]['against'])}), "
+                   "with each group's reference range:")
     for d in pred.deciding:
-        ranges = ", ".join(f"{fam} {lo:.3g}..{hi:.3g}" for fam, (lo, hi) in d["ranges"].items())
+        ranges = ", ".join(f"{GROUP_LABELS.get(g, g)} {lo:.3g}..{hi:.3g}" for g, (lo, hi) in d["ranges"].items())
         typer.echo(f"  {d['feature']} = {d['value']:.3g}   [{ranges}]")
-
-
-def _pct(res: dict) -> str:
-    if not res.get("n"):
-        return "not measurable (needs two values)"
-    return f"{res['accuracy']:.1%} ({res['right']}/{res['n']} references), {res['unknown']} also called unknown"
 
 
 def _show_calibration(refs, evaluation: dict) -> None:
     table = Table(title=f"fingerprint calibration set: {len(refs)} references (features only)")
-    for col in ("preset", "steps", "families", "lrs", "seeds", "references"):
+    for col in ("preset", "steps", "weight decay", "conversion", "families", "lrs", "seeds", "references"):
         table.add_column(col)
     cells: dict = {}
     for r in refs:
-        cells.setdefault((r.preset, r.steps), []).append(r)
-    for (preset, steps), rs in sorted(cells.items()):
-        table.add_row(preset, str(steps), ", ".join(sorted({r.family for r in rs})),
+        cells.setdefault((r.preset, r.steps, r.weight_decay, r.conversion), []).append(r)
+    for (preset, steps, wd, conv), rs in sorted(cells.items()):
+        table.add_row(preset, str(steps), f"{wd:g}", conv or "-", ", ".join(sorted({r.family for r in rs})),
                       ", ".join(f"{x:g}" for x in sorted({r.lr for r in rs})),
                       ", ".join(str(x) for x in sorted({r.seed for r in rs})), str(len(rs)))
     console.print(table)
     for set_name, res in evaluation.items():
         loo = res["loo"]
-        typer.echo(f"[{set_name} features] leave-one-out accuracy {loo['accuracy']:.1%} "
-                   f"({round(loo['accuracy'] * loo['n'])}/{loo['n']}), temperature {loo['temperature']:.3g}, "
-                   f"unknown beyond distance {loo['unknown_distance']:.2f} or {loo['range_limit']:.1f} σ out of range")
-        for key, label in (("size", "leave-one-size-out"), ("length", "leave-one-length-out")):
-            typer.echo(f"[{set_name} features] {label}, all families: {_pct(res[key])}")
-            typer.echo(f"[{set_name} features] {label}, Adam-like (l1->linf) vs Muon (l2->l2): "
-                       f"{_pct(res[key + '_adam_muon'])}")
-            for f in res[key]["folds"]:
-                typer.echo(f"    held out {f['held_out']}: {f['right']}/{f['n']} right, {f['unknown']} unknown")
-        conf = res["size"].get("confusion")
-        if conf:
-            fams = list(conf)
-            t = Table(title=f"[{set_name}] leave-one-size-out confusion (rows: true family, columns: predicted)")
-            t.add_column("true \\ predicted")
-            for f in fams:
-                t.add_column(f, justify="right")
-            t.add_column("n", justify="right")
-            for f in fams:
-                t.add_row(f, *(str(conf[f][g]) for g in fams), str(sum(conf[f].values())))
-            console.print(t)
+        typer.echo(f"[{set_name} features] leave-one-out: headline (Adam-like / Muon-like) "
+                   f"{loo['headline_accuracy']:.1%}, fine family {loo['accuracy']:.1%} ({loo['n']} references), "
+                   f"temperature {loo['temperature']:.3g}, unknown beyond distance {loo['unknown_distance']:.2f} "
+                   f"or {loo['range_limit']:.1f} σ out of range")
+        voting = [n for n, d in res["drift"].items() if d["votes"]]
+        typer.echo(f"[{set_name} features] {len(voting)}/{len(res['drift'])} features vote (drift per decade "
+                   "of training length below their group separation)")
+        typer.echo(f"[{set_name} features] held out along each axis, worst first "
+                   "(headline with the prior: right / unknown / wrong; fine family right):")
+        for a in res["axes"]:
+            typer.echo(f"  {a['axis']:16s} {a['right']}/{a['n']} right, {a['unknown']} unknown, {a['wrong']} wrong; "
+                       f"fine {a['fine_right']}/{a['n']}")
+            for f in a["folds"]:
+                typer.echo(f"      held out {f['held_out']}: {f['right']}/{f['n']} right, {f['unknown']} unknown, "
+                           f"{f['wrong']} wrong" + (f" ({', '.join(f['wrong_names'])})" if f["wrong_names"] else ""))
+        for key, label in (("size_adam_muon", "size"), ("length_adam_muon", "length")):
+            a = res[key]
+            typer.echo(f"[{set_name} features] {label} held out, Adam-like (l1->linf) vs Muon (l2->l2) only: "
+                       + (f"{a['right']}/{a['n']} right, {a['unknown']} unknown, {a['wrong']} wrong" if a["n"]
+                          else "not measurable (needs two values)"))
     if not evaluation:
         typer.echo("no feature set was measured on every reference; nothing to evaluate")

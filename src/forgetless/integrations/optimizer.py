@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from forgetless.optim import OPTIMIZERS, build, family_members
-from forgetless.recommend.advise import resolve_pretraining
 from forgetless.recommend.provenance import ModelFacts
+from forgetless.recommend.resolve import resolve
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,9 @@ def _facts(model: nn.Module) -> tuple[str, ModelFacts | None]:
 def resolve_family(model: nn.Module, family: str = "auto") -> tuple[str, str]:
     """(forgetless optimizer name, why) for `family`: "auto", an optimizer name or a family name.
 
-    "auto" is `forgetless recommend`'s resolver (`recommend.advise.resolve_pretraining`): a
-    forgetless run config, then the provenance registry, then the weight fingerprint."""
+    "auto" is the resolver `forgetless recommend` and `forgetless finetune` use
+    (`recommend.resolve.resolve`): a forgetless run config, then the provenance registry, then the
+    weight fingerprint's headline (Adam-like -> adamw, Muon-like -> muon), else AdamW with a warning."""
     if family in OPTIMIZERS:
         return family, f"asked for {family}"
     if family != "auto":
@@ -75,13 +76,9 @@ def resolve_family(model: nn.Module, family: str = "auto") -> tuple[str, str]:
                 f"nor a family ({', '.join(sorted({i.family for i in OPTIMIZERS.values()}))})"
             ) from None
     name, facts = _facts(model)
-    found = resolve_pretraining(name or "model", facts=facts, module=_unwrap(model))
-    if found.optimizer is not None:
-        return found.optimizer, " ".join(found.reasoning)
-    log.warning("forgetless: the pretraining optimizer of %r is unknown (%s); using adamw. Run "
-                "`forgetless recommend --infer` on the checkpoint to infer it.",
-                name or "model", " ".join(found.reasoning))
-    return "adamw", "unknown provenance; AdamW is the usual pretraining optimizer"
+    # Below the fingerprint's confidence this is AdamW, with a warnings.warn a plain script shows.
+    found = resolve(name or "model", facts=facts, module=_unwrap(model))
+    return found.optimizer, found.summary() + ": " + " ".join(found.reasoning)
 
 
 def _refuse_if_frozen(optimizer, args, kwargs) -> None:

@@ -9,13 +9,13 @@ optimizer fingerprint of the analysis box.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from forgetless.optim import OPTIMIZERS, describe, family_members, same_family
-from forgetless.recommend.provenance import ModelFacts, lookup, model_facts
+from forgetless.optim import OPTIMIZERS, describe, same_family
+from forgetless.recommend.provenance import model_facts
+from forgetless.recommend.resolve import resolve, unknown_reason  # noqa: F401  (unknown_reason: re-exported)
 
 TASK_KINDS = ("instruction", "reasoning", "code", "other")
 # Task names the data box knows, by the kind of skill they teach (paper section 4.1).
@@ -53,6 +53,9 @@ class Recommendation:
     sources: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
     provenance_status: str | None = None  # "documented" or "assumed" when how_known is provenance
+    summary: str = ""  # e.g. "adamw (the checkpoint's weights look Adam-like (element-wise), p = 0.97)"
+    group: str | None = None  # the fingerprint's headline, when it was asked
+    evidence: list[dict] = field(default_factory=list)  # the fingerprint's deciding features
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -100,52 +103,6 @@ def _family(name: str) -> str:
     return info.family
 
 
-@dataclass
-class PretrainingOptimizer:
-    """What `resolve_pretraining` found: the optimizer (None when unknown), how, and why."""
-
-    optimizer: str | None
-    how_known: str  # "provenance", "fingerprint" or "unknown"
-    confidence: float | None
-    reasoning: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    cautions: list[str] = field(default_factory=list)
-    status: str | None = None  # the provenance's "documented" or "assumed"
-
-
-def resolve_pretraining(model: str | Path, facts: ModelFacts | None = None, infer: bool = False,
-                        module=None) -> PretrainingOptimizer:
-    """The optimizer that pretrained `model`, in `recommend`'s order: a forgetless run config, then
-    the provenance registry, then the weight/activation fingerprint (always, with `infer`).
-
-    `facts` replaces what `model_facts(model)` would read (for a model held in memory); `module`,
-    an nn.Module, is fingerprinted in memory (weight spectra only) instead of loading `model`."""
-    facts = facts if facts is not None else model_facts(model)
-    found = PretrainingOptimizer(None, "unknown", None)
-    prov = lookup(facts)
-    if prov is not None and prov.optimizer in OPTIMIZERS:
-        found.optimizer, found.how_known, found.status = prov.optimizer, "provenance", prov.status
-        found.reasoning.append(
-            f"{prov.family} checkpoints were pretrained with {prov.variant} "
-            f"({prov.status}; matched on {prov.matched_on})."
-        )
-        found.sources.append(prov.source)
-    if infer or found.optimizer is None:
-        inferred = _fingerprint(model, found.reasoning, module)
-        if inferred is not None:
-            opt, fam, prob = inferred
-            found.reasoning.append(f"The weight and activation fingerprint says family {fam} "
-                                   f"(probability {prob:.2f}).")
-            found.sources.append("forgetless fingerprint, calibrated on reference checkpoints it pretrains")
-            if found.optimizer is not None and not same_family(found.optimizer, opt):
-                found.cautions.append(
-                    f"The fingerprint ({fam}) disagrees with the documented provenance "
-                    f"({found.optimizer}); the documented provenance is kept.")
-            elif found.optimizer is None:
-                found.optimizer, found.how_known, found.confidence = opt, "fingerprint", prob
-    return found
-
-
 def recommend(
     model: str | Path,
     task: str | None = None,
@@ -157,8 +114,10 @@ def recommend(
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: {optimizer!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
     facts = model_facts(model)
-    found = resolve_pretraining(model, facts=facts, infer=infer)
-    pretrain_opt, how, confidence = found.optimizer, found.how_known, found.confidence
+    # The one resolver that create_optimizer(family="auto") and `forgetless finetune` use too; it
+    # warns when it falls back to AdamW (not when the user pinned an optimizer).
+    found = resolve(model, facts=facts, infer=infer, warn=optimizer is None)
+    pretrain_opt, how, confidence = found.pretrain_optimizer, found.how_known, found.confidence
     reasoning, sources, cautions = found.reasoning, found.sources, found.cautions
 
     n_params = count_parameters(facts.config) or size_from_name(str(model))
@@ -170,7 +129,7 @@ def recommend(
     sources.append("Paper appendix A.1.1 (learning-rate grids); CPU pilot (docs/pilot.md)")
 
     if pretrain_opt is None:
-        choice = optimizer or "adamw"
+        choice = optimizer or found.optimizer
         reasoning.append(
             "Its pretraining optimizer is unknown (no documented provenance, and the fingerprint "
             "could not tell); AdamW pretrained nearly every open model, so it is the default guess."
@@ -203,29 +162,9 @@ def recommend(
         family=family, optimizer=choice, method="full", lr_grid=full_grid, lora_lr_grid=lora_grid,
         weight_decay=0.0, n_parameters=n_params, reasoning=reasoning, sources=sources,
         cautions=cautions, provenance_status=found.status if how == "provenance" else None,
+        summary=found.summary() if optimizer is None else f"{choice} (pinned)", group=found.group,
+        evidence=found.evidence,
     )
-
-
-def _fingerprint(model: str | Path, reasoning: list[str], module=None):
-    """(optimizer, family, probability) from the analysis box's fingerprint, or None (with the
-    reason noted) when it cannot run or cannot tell. `module`: fingerprint this nn.Module's
-    weight spectra in memory rather than loading `model`."""
-    try:
-        from forgetless.analysis.fingerprint import (
-            fingerprint,
-            fingerprint_checkpoint,
-            model_features,
-        )
-
-        pred = (fingerprint(model_features(module)) if module is not None
-                else fingerprint_checkpoint(str(model)))
-    except (ImportError, OSError, ValueError, RuntimeError) as err:
-        reasoning.append(f"The fingerprint could not be computed for this checkpoint: {err}")
-        return None
-    if pred.family == "unknown":
-        reasoning.append("The fingerprint could not tell: " + unknown_reason(pred) + ".")
-        return None
-    return family_members(pred.family)[0], pred.family, pred.probabilities[pred.family]
 
 
 def _grid_for(n_params: int | None) -> tuple[list[float], list[float], str]:
@@ -234,14 +173,3 @@ def _grid_for(n_params: int | None) -> tuple[list[float], list[float], str]:
         if size < bound:
             return list(full), list(lora), source
     raise AssertionError("the last grid has no upper bound")
-
-
-def unknown_reason(pred) -> str:
-    """Why the fingerprint said "unknown", in words: the feature furthest out of the references'
-    range, or the distance to the nearest family when no feature is out of range."""
-    worst = max(pred.out_of_range, key=lambda f: f.get("excess_sigma") or math.inf, default=None)
-    if worst is not None:
-        return (f"the checkpoint is unlike the reference models it was calibrated on ({worst['feature']} = "
-                f"{worst['value']:.4g}, outside their range {worst['lo']:.4g}..{worst['hi']:.4g})")
-    return (f"the checkpoint is unlike the reference models it was calibrated on (distance "
-            f"{pred.distance:.2f} to the nearest family, beyond {pred.unknown_distance:.2f})")

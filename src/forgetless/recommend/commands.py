@@ -39,13 +39,17 @@ def register(app: typer.Typer) -> None:
             return
         console = Console()
         table = Table(show_header=False, box=None)
+        table.add_row("answer", rec.summary)  # e.g. "adamw (the checkpoint's weights look Adam-like, p = 0.97)"
         known = rec.pretrain_optimizer or "unknown"
-        if rec.how_known == "fingerprint":
-            known += f" (fingerprint, p={rec.confidence:.2f})"
-        elif rec.how_known == "provenance":
+        if rec.how_known == "provenance":
             known += f" ({rec.provenance_status} provenance)"
+        elif rec.how_known == "fingerprint":
+            known += " (fingerprint)"
         table.add_row("pretrained with", known)
         table.add_row("family", rec.family or "unknown")
+        for d in rec.evidence:  # the fingerprint's deciding features, with each group's reference range
+            ranges = ", ".join(f"{g} {lo:.3g}..{hi:.3g}" for g, (lo, hi) in d["ranges"].items())
+            table.add_row("evidence", f"{d['feature']} = {d['value']:.3g} [{ranges}]")
         table.add_row("finetune with", f"forgetless finetune ... --method full --optimizer {rec.optimizer}")
         table.add_row("lr sweep", ", ".join(f"{lr:g}" for lr in rec.lr_grid))
         table.add_row("LoRA lr sweep", ", ".join(f"{lr:g}" for lr in rec.lora_lr_grid) + " (if you must)")

@@ -159,7 +159,21 @@ def _pretrain(cfg: PretrainConfig) -> None:
 def _finetune(cfg: FinetuneConfig) -> None:
     from forgetless.train.finetune import finetune
 
-    _run(finetune, cfg)
+    _run(finetune, _with_optimizer(cfg))
+
+
+def _with_optimizer(cfg: FinetuneConfig) -> FinetuneConfig:
+    """Without --optimizer, the one resolver `recommend` and `create_optimizer(family="auto")` use
+    picks it (a run config, the provenance registry, the fingerprint's headline, else AdamW with a
+    warning): the three never disagree (issue 23). train's one import of a box further down the
+    list, at the command line's level (docs/ARCHITECTURE.md, tests/test_imports.py)."""
+    if cfg.optimizer is not None:
+        return cfg
+    from forgetless.recommend.resolve import resolve
+
+    found = resolve(cfg.base)
+    typer.echo(f"optimizer: {found.summary()}")
+    return cfg.model_copy(update={"optimizer": found.optimizer})
 
 
 PRETRAIN_DOC = """Pretrain a model preset from scratch with any optimizer, tracking validation loss.
