@@ -51,6 +51,18 @@ def test_importing_the_cli_loads_no_heavy_module():
     assert _loaded_after("import forgetless.cli")["heavy"] == []
 
 
+def test_importing_a_box_or_the_configs_loads_no_heavy_module():
+    got = _loaded_after("""
+        import forgetless.optim, forgetless.data, forgetless.models, forgetless.train, forgetless.sweep
+        import forgetless.analysis, forgetless.report, forgetless.recommend, forgetless.integrations
+        from forgetless.train import FinetuneConfig, PretrainConfig
+        cfg = PretrainConfig(model="nano", optimizer="muon", out_dir="x")
+        result = [cfg.model, cfg.optimizer, sorted(forgetless.models.__all__)[:2]]
+    """)
+    assert got["result"] == ["nano", "muon", ["PRESETS", "apply_lora"]]
+    assert got["heavy"] == []
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["finetune", "--help"], ["pretrain", "--help"],
                                   ["sweep", "--help"]])
 def test_help_pages_load_no_heavy_module(argv):
