@@ -271,8 +271,9 @@ def claim7_memorization(memorization: list[dict]) -> Verdict:
              "Muon's corrupted accuracy rises earliest and its train loss is lowest")
     title = "Muon memorises corrupted blocks more and clean blocks less than AdamW; SGD least"
     test = ("per seed, each pair at the lowest training loss both reach (read off their training "
-            "curves): difference of exact match at the shortest (prompt, gen) pair, or of "
-            "teacher-forced token accuracy where exact match is at 0% or 100%")
+            "curves, logit scale between eval points): difference of exact match at the shortest "
+            "(prompt, gen) pair, or of teacher-forced token accuracy where exact match is within 5 "
+            "points of 0% or 100%")
     by = {(r["optimizer"], r["seed"]): r for r in memorization}
     opts = {o for o, _ in by}
     if not {"muon", "adamw"} <= opts:
