@@ -12,6 +12,7 @@ the small presets); `--help` prints the same table, so the two cannot drift. The
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,34 @@ class FinetuneConfig(TrainConfig):
     wise: list[float] = Field(default_factory=list,
                               description="WiSE-FT: after training, evaluate (1-a) x base + a x finetune for each a "
                                           "in [0, 1] (Wortsman et al. 2022; evaluations only)")
+    # A forgetting budget (forgetless.train.budget, docs/training.md)
+    forgetting_budget: float | str | None = Field(
+        None, description="keep the checkpoint that learned most within this much forgetting, as <run>/best-within-"
+                          "budget/, and stop when forgetting has left it: nats above the base's forgetting loss "
+                          "(0.1) or a share of it (5%), on the total and on each source; WiSE rolls back when "
+                          "no evaluation stayed within")
+    budget_patience: int = Field(2, ge=1, description="evaluations in a row outside the forgetting budget "
+                                                      "before the run stops")
+
+    @field_validator("forgetting_budget", mode="before")
+    @classmethod
+    def _forgetting_budget(cls, v: Any) -> float | str | None:
+        """0.1 (nats) stays a number and '5%' a percentage; anything else names the field."""
+        if v is None:
+            return None
+        text = str(v).strip()
+        relative = text.endswith("%")
+        try:
+            number = float(text[:-1] if relative else text)
+        except ValueError:
+            number = None
+        if isinstance(v, bool) or number is None or not math.isfinite(number):
+            raise ValueError(f"forgetting_budget {v!r} is neither nats (a number such as 0.1) nor a share "
+                             "of the base's forgetting loss (such as 5%)")
+        if number <= 0:
+            raise ValueError(f"forgetting_budget must be above 0 (nats, or a percentage); got {v!r}; "
+                             "leave it unset for no budget")
+        return f"{number:g}%" if relative else number
 
     @field_validator("wise")
     @classmethod

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 from forgetless.data import SFTCollator, check_answer, load_task, prepare_pretraining_data
 from forgetless.data.tokenizer import tokenizer_hash
 from forgetless.models import apply_lora, load_model, merge_lora, resolve_checkpoint, set_dropout
-from forgetless.train import distributed, remedies, runtime
+from forgetless.train import budget, distributed, remedies, runtime
 from forgetless.train.config import FinetuneConfig
 from forgetless.train.evaluate import (
     autocast_for,
@@ -152,6 +152,9 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     if anchor is not None and d.strategy == "fsdp":
         raise ValueError("l2sp / wise: not available with parallel 'fsdp' (sharded weights); use parallel 'ddp' "
                          "or one process")
+    if cfg.forgetting_budget is not None and d.strategy == "fsdp":
+        raise ValueError("forgetting_budget: not available with parallel 'fsdp' (sharded weights); use parallel "
+                         "'ddp' or one process")
     l2sp = remedies.L2SP(model, cfg.l2sp, anchor) if cfg.l2sp > 0 else None
     plan = runtime.plan_memory(model, cfg, device)
 
@@ -217,14 +220,35 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
             model.save_pretrained(path)  # full model, or the adapter files alone
         tokenizer.save_pretrained(path)
 
+    tracker = budget.BudgetTracker(cfg.forgetting_budget, cfg.budget_patience) \
+        if cfg.forgetting_budget is not None else None
+    if tracker is not None and resume_from is not None:
+        tracker.replay(run.points())
     job = Job(cfg=cfg, run=run, model=trained, optimizer=optimizer, batches=batches, evaluate=evaluate,
               write_model=write_model, device=device, resume_from=resume_from, on_eval=on_eval, dist=d,
               memory=plan, header={"base": cfg.base, "task": cfg.task, "reference": reference}, intro=intro,
-              after_backward=l2sp.add_gradient if l2sp is not None else None)
-    result = run_job(job)
+              after_backward=l2sp.add_gradient if l2sp is not None else None,
+              after_eval=budget.hook(tracker, run.path, write_model, d.main, lambda: distributed.barrier(d))
+              if tracker is not None else None)
+    if tracker is not None and tracker.stopped:  # resumed after the budget stopped it: nothing to train
+        result = RunResult(run.path, "done", run.points(), resume_from)
+    else:
+        result = run_job(job)
     if cfg.wise and result.status == "done":
         result = _wise(cfg, model, anchor, evaluate, run if d.main else run.follower(), on_eval, result,
                        say=cfg.console and d.main)
+    if tracker is not None and result.status == "done":
+        def base_state() -> dict:  # θ₀ of the WiSE rollback, as _wise takes it
+            if lora:
+                return remedies.lora_base_state(remedies.anchor_of(model))
+            if anchor is not None:
+                return anchor
+            base, _ = load_model(info["checkpoint"])
+            names = {n for n, _ in remedies.trainable(model)}
+            return {n: p.detach() for n, p in base.named_parameters() if n in names}
+
+        result = budget.finish(tracker, result, run if d.main else run.follower(), model, base_state, evaluate,
+                               write_model, d.main, lambda: distributed.barrier(d), cfg.console)
     return result
 
 

@@ -161,6 +161,9 @@ class Job:
     header: dict[str, Any] | None = None         # what the run measures on (metrics.jsonl "header")
     intro: list[str] | None = None               # first console lines (e.g. the reference text)
     after_backward: Callable[[], None] | None = None  # adds a penalty's gradient once per step (L2-SP)
+    # called with each eval point once recorded; a text returned stops the run there, saying why
+    # (the forgetting budget, forgetless.train.budget)
+    after_eval: Callable[[dict[str, Any]], str | None] | None = None
 
 
 class TrainLossDiverged(Exception):
@@ -264,6 +267,7 @@ def run_job(job: Job) -> RunResult:
     say = (lambda text: tqdm.write(text, file=sys.stderr)) if cfg.console and d.main else (lambda text: None)
     earlier = run.points() if step > 0 else []
     base = {"forgetting": earlier[0].get("forgetting") if earlier and earlier[0]["step"] == 0 else None}
+    stop: dict[str, str | None] = {"why": None}
 
     def eval_point(k: int) -> None:
         point = {"kind": "eval", "step": k, "tokens": tokens, **job.evaluate(),
@@ -279,6 +283,8 @@ def run_job(job: Job) -> RunResult:
             tracker.log(_numbers(point, "eval"), k)
         if job.on_eval is not None:
             job.on_eval(point)
+        if job.after_eval is not None:
+            stop["why"] = job.after_eval(point)
 
     def save(k: int) -> Path:
         state = {"step": k, "tokens": tokens, "wall_time": wall(), "first_loss": first_loss,
@@ -343,12 +349,14 @@ def run_job(job: Job) -> RunResult:
             if due:
                 phase, width = "evaluation", None
                 eval_point(step)
-            if step % cfg.save_every == 0 or step == steps:
+            if step % cfg.save_every == 0 or step == steps or stop["why"]:  # a stopped run can resume here
                 last_ckpt = save(step)
-                if step < steps:  # a run killed later says how far it got (forgetless status, report)
+                if step < steps and not stop["why"]:  # a run killed later says how far it got (forgetless status, report)
                     run.write_status("running", step=step, steps=steps, final_checkpoint=last_ckpt)
             if boundary:
                 window_tokens, window_start = 0, time.perf_counter()  # the next rate excludes evaluation and saving
+            if stop["why"]:
+                break
     except TrainLossDiverged as why:
         run.append_metrics({"kind": "status", "status": "diverged", "step": step, "reason": str(why)})
         for tracker in trackers:  # the trackers close as finished: say that it diverged
@@ -370,6 +378,10 @@ def run_job(job: Job) -> RunResult:
             bar.close()
         for tracker in trackers:
             tracker.finish()
-    run.write_status("done", step=step, final_checkpoint=last_ckpt, wall_time=wall())
-    say(best_line(run.points(), last_ckpt))
+    run.write_status("done", step=step, final_checkpoint=last_ckpt, wall_time=wall(),
+                     **({"stopped": stop["why"]} if stop["why"] else {}))
+    if stop["why"]:
+        say(f"stopped at step {step}/{steps}: {stop['why']}")
+    if job.after_eval is None:  # a budget's own summary names the checkpoint it kept
+        say(best_line(run.points(), last_ckpt))
     return RunResult(run.path, "done", run.points(), last_ckpt)
