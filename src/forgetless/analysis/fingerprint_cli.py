@@ -132,11 +132,15 @@ def _show_prediction(ckpt: str, pred, seconds: float) -> None:
         typer.echo(head + f"{pred.label}, p = {pred.probability:.2f}")
     typer.echo(f"  with the prior for public checkpoints: {groups(pred.groups)}")
     typer.echo(f"  without it (every group alike):        {groups(pred.groups_without_prior)}")
+    def shares(ps: dict) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in sorted(ps.items(), key=lambda x: -x[1]))
+
     if pred.fine_family:
-        typer.echo(f"  fine family: {pred.fine_family} ({pred.fine_probabilities[pred.fine_family]:.2f} of its group)")
-    else:
-        typer.echo("  fine family: not decisive (" + ", ".join(
-            f"{k} {v:.2f}" for k, v in sorted(pred.fine_probabilities.items(), key=lambda x: -x[1])) + ")")
+        typer.echo(f"  fine family: {pred.fine_family} ({pred.fine_probabilities[pred.fine_family]:.2f} of its group "
+                   f"with the prior, {pred.fine_without_prior[pred.fine_family]:.2f} without)")
+    elif len(pred.fine_probabilities) > 1:  # secondary: shares of the group, never an answer
+        typer.echo(f"  fine family: not decisive (shares of the group with the prior: {shares(pred.fine_probabilities)}; "
+                   f"without: {shares(pred.fine_without_prior)})")
     if pred.deciding:  # plain lines, not a table: every range stays readable in 80 columns
         typer.echo(f"  features that decided it (against {GROUP_LABELS.get(pred.deciding[0]['against'])}), "
                    "with each group's reference range:")

@@ -5,7 +5,8 @@ Two levels (issue 23):
   grouped with the entry-selective column / row top-1 rules ℓ1→ℓ1, ℓ∞→ℓ∞) or "Muon-like
   (spectral)" (ℓ2→ℓ2), or "unknown". Its probability is the sum of the fine families' ones;
   `recommend` and `create_optimizer(family="auto")` act on it alone.
-- the fine family within the group, shown only when decisive (≥ FINE_DECISIVE within its group).
+- the fine family within the group, shown only when decisive: ≥ FINE_DECISIVE of its group's
+  probability both with the prior and without it (so the prior alone never names it).
 
 Nearest centroid: t = log(feature), standardised by the pooled within-family σ_j; distance to
 family k is d_k² = mean_j ((t_j − c_kj) / σ_j)² over the features that vote, and
@@ -42,7 +43,7 @@ GROUP_LABELS = {"adam-like": "Adam-like (element-wise)", "muon-like": "Muon-like
 PRIOR_GROUPS = {"adam-like": 0.7, "muon-like": 0.3}
 PRIOR_WITHIN = {"l1->linf": 0.98, "l1->l1": 0.01, "linf->linf": 0.01}
 CONFIDENCE = 0.8  # a headline group below this probability is "unknown" (and recommend falls back to AdamW)
-FINE_DECISIVE = 0.9  # the fine family is shown when it has this share of its group's probability
+FINE_DECISIVE = 0.9  # the fine family's share of its group's probability (with and without the prior) to be shown
 
 
 def group_of(family: str) -> str:
@@ -125,6 +126,7 @@ class Prediction:
     deciding: list[dict] = field(default_factory=list)  # feature, value, against, ranges {group: [lo, hi]}
     fine_probabilities: dict[str, float] = field(default_factory=dict)  # within the headline group, with the prior
     voting: list[str] = field(default_factory=list)  # the features that voted
+    fine_without_prior: dict[str, float] = field(default_factory=dict)  # within the group, no prior
 
     @property
     def label(self) -> str:
@@ -240,17 +242,19 @@ class Fingerprinter:
         fine_p = self.posterior(d2, prior=False)
         groups = None if outside else self.group_probabilities(d2, prior=True)
         groups0 = None if outside else self.group_probabilities(d2, prior=False)
-        headline, headline0, prob, fine, within = "unknown", "unknown", None, None, {}
+        headline, headline0, prob, fine, within, within0 = "unknown", "unknown", None, None, {}, {}
         if groups is not None and groups0 is not None:
             best, best0 = max(groups, key=groups.get), max(groups0, key=groups0.get)
             if groups[best] >= CONFIDENCE:
                 headline, prob = best, groups[best]
             headline0 = best0 if groups0[best0] >= CONFIDENCE else "unknown"
-            post = self.posterior(d2, prior=True)
-            within = {k: float(v) / groups[best] for k, v in zip(self.families, post, strict=True)
-                      if group_of(k) == best}
+            within = self._within(d2, best, prior=True)
             top = max(within, key=within.get)
-            fine = top if headline != "unknown" and within[top] >= FINE_DECISIVE else None
+            # Decisive only when the weights say so too: with the prior alone AdamW's family would
+            # always hold 0.98 of the element-wise group, whatever the weights.
+            within0 = self._within(d2, best, prior=False)
+            decisive = min(within[top], within0[top]) >= FINE_DECISIVE
+            fine = top if headline != "unknown" and decisive else None
         order = np.argsort(d2)
         deciding = [] if outside else self._deciding(f, d2, n_deciding)
         return Prediction(headline, prob, groups, groups0, headline0, fine,
@@ -259,7 +263,13 @@ class Fingerprinter:
                           self.unknown_distance, feature_set, missing,
                           {k: float(np.sqrt(v)) for k, v in zip(self.families, d2, strict=True)},
                           out_of_range, self.range_limit, deciding, within,
-                          [n for n, v in zip(self.feature_names, self.votes, strict=True) if v])
+                          [n for n, v in zip(self.feature_names, self.votes, strict=True) if v], within0)
+
+    def _within(self, d2: np.ndarray, group: str, prior: bool) -> dict[str, float]:
+        """Each family's share of `group`'s probability."""
+        post = self.posterior(d2, prior)
+        total = sum(v for k, v in zip(self.families, post, strict=True) if group_of(k) == group)
+        return {k: float(v) / total for k, v in zip(self.families, post, strict=True) if group_of(k) == group}
 
     def _deciding(self, f: np.ndarray, d2: np.ndarray, n: int) -> list[dict]:
         """The voting features that separate the nearest group from the runner-up group most: the
