@@ -147,8 +147,10 @@ def memorization_rows(truth: int, seeds: int, rng, n_eval: int = 1024) -> list[d
 #   reversed      cross cheaper by θ on both bases                     does not hold
 #   main          Muon finetuning cheaper by θ on both bases           does not hold (AdamW part)
 #   none          equal costs, cross ~1.5x faster                      not decisive
-#   same_fast     equal costs, same family 3x faster                   not decisive
-#   cross_fast    equal costs, cross family 3x faster                  not decisive
+#   muon_fast     equal costs, Muon finetuning 3x faster on every base not decisive
+#   adamw_fast    equal costs, AdamW finetuning 3x faster on every base not decisive
+#   same_fast     equal costs, same family 3x faster on every base     not decisive
+#   cross_fast    equal costs, cross family 3x faster on every base    not decisive
 #   crossing      same family cheaper at low forgetting, dearer above:  not decisive
 #                 zero gap over the window (k solved for it)
 #   crossing_rev  the same, families swapped                           not decisive
@@ -215,6 +217,9 @@ def claim2_units(scenario: str, seeds: int, rng, steps=DENSE, window: float = 0.
                 v_same, v_cross = 3.0, 1.0
             elif scenario == "cross_fast":
                 v_same, v_cross = 1.0, 3.0
+            elif scenario in ("muon_fast", "adamw_fast"):  # one finetuning family faster on every base
+                fast = scenario.split("_")[0]
+                v_same, v_cross = (3.0 if base_opt == fast else 1.0), (3.0 if cross == fast else 1.0)
             f0, l0 = 4.0 + rng.normal(0, 0.05), 3.0 + rng.normal(0, 0.05)
             yield (base_opt, cross, seed, f0, l0, _paths(rng, f0, l0, c_same, k_same, v_same, steps),
                    _paths(rng, f0, l0, c_cross, k_other, v_cross, steps))

@@ -20,7 +20,9 @@ on some base family, a cross family's frontier is at least as good over the forg
 Truths under which no verdict may be decisive in more than 10% of studies, at 3, 6 and 12 units
 per base, and more units must not raise that rate (within Monte-Carlo slack SLACK):
 - "none": equal frontiers, the cross family about 1.5x faster;
-- "same_fast", "cross_fast": equal frontiers, one family three times faster, both ways round;
+- "muon_fast", "adamw_fast": equal frontiers, one finetuning family three times faster on every
+  base, both ways round; "same_fast", "cross_fast": the same family (or the cross family) three
+  times faster on every base, a speed difference that the consistency effect cannot cancel;
 - "crossing", "crossing_rev": frontiers that cross inside the window, with zero mean gap over it.
 "claimed" (the paper's effect, clear) must hold in at least 80% with 3 seeds per base; the power
 at the size the 2M-token study measured ("measured": per-unit d ≈ 0.8) is printed at 3, 6 and 12.
@@ -35,7 +37,7 @@ import pytest
 from simulate import claim2_gaps, tables
 
 from forgetless.report.per_base import decide_gaps
-from forgetless.report.statistics import FAILS, HOLDS, INCONCLUSIVE, decide, units_needed
+from forgetless.report.statistics import FAILS, HOLDS, INCONCLUSIVE, decide, power, units_needed
 from forgetless.report.verdicts import FRONTIER_MARGIN, all_verdicts
 
 N_TABLES = 200
@@ -110,8 +112,8 @@ def test_decide_by_hand():
 
 def test_units_needed_gives_80_percent_power():
     # Independent reference: simulate decide() on N(0.1, 0.1²) effects. units_needed is the first n
-    # whose power reaches 80%; its power is a slight underestimate (see statistics.power), so the
-    # simulated rate at that n is at least 80% (less Monte-Carlo slack) and below it at n − 2.
+    # whose power reaches 80%, so the simulated rate at that n is at least 80% and below it at
+    # n − 2 (2000 draws: Monte-Carlo sd 0.009).
     n = units_needed(0.1, 0.1)
     rng = np.random.default_rng(7)
 
@@ -119,6 +121,9 @@ def test_units_needed_gives_80_percent_power():
         return np.mean([decide(rng.normal(0.1, 0.1, k)).status == HOLDS for _ in range(2000)])
 
     assert rate(n) >= 0.78 and rate(n - 2) < 0.80
+    for k, margin in ((5, 0.0), (12, 0.05)):  # and power() itself, with and without a margin
+        sim = np.mean([decide(rng.normal(0.1, 0.1, k), margin).status == HOLDS for _ in range(4000)])
+        assert power(0.1, 0.1, k, margin) == pytest.approx(sim, abs=0.03)
     # Old rule (the n at which the seen mean would just clear the interval, 7) decides about half
     # the time: far below 80%.
     assert rate(7) < 0.70
@@ -128,7 +133,7 @@ def test_units_needed_gives_80_percent_power():
 # ---- claim 2, per base, against the hard truths ------------------------------------------------
 N_STUDIES = 200
 SIZES = (3, 6, 12)
-NULLS = ("none", "same_fast", "cross_fast", "crossing", "crossing_rev")
+NULLS = ("none", "muon_fast", "adamw_fast", "same_fast", "cross_fast", "crossing", "crossing_rev")
 # Two rates of N_STUDIES studies near 5% differ by more than 0.05 with probability below 2%
 # (normal approximation, sd of the difference √(2·0.05·0.95/200) = 0.022).
 SLACK = 0.05

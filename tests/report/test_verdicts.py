@@ -68,32 +68,47 @@ def test_frontier_gap_by_hand():
     assert frontier_gap(a, np.vstack([b, [[3.0, 0.0]]])) == pytest.approx(0.5)
 
 
+def _root_path(k, us, f0=4.0, l0=3.0):
+    """A path straight in (√(F − F0), L): L = L0 − k·√(F − F0), sampled at √(F − F0) = us."""
+    import numpy as np
+
+    us = np.asarray(us, dtype=float)
+    return np.column_stack([f0 + us**2, l0 - k * us])
+
+
 def test_path_gap_cannot_be_biased_by_speed():
     import numpy as np
 
-    # Both methods move along the same straight frontier L = 3 − 3 (F − 4) from the base (4, 3);
-    # B is twice as fast, so it has checkpoints only at every other point of A's.
-    line = [(4.0 + 0.1 * k, 3.0 - 0.3 * k) for k in range(9)]
-    a, b = [np.array(line)], [np.array(line[::2])]
+    # Both methods move along one frontier L = 3 − √(F − 4) from the base (4, 3); B is twice as
+    # fast, so it has checkpoints only at every other point of A's (and its first far from the base).
+    a, b = [_root_path(1.0, np.arange(9) * 0.1)], [_root_path(1.0, np.arange(9)[::2] * 0.1)]
     assert path_gap(a, b, 4.0) == pytest.approx(0.0, abs=1e-12)
-    # The step envelope over checkpoints alone calls the sparse method worse (a staircase above the
-    # line): on [4.1, 4.8] B's envelope lags A's by 0.3 on half of the range, 0.15 on average.
-    ca, cb = a[0][1:], b[0][1:]
-    assert frontier_gap(ca, cb, n_grid=2001) == pytest.approx(0.15, abs=0.01)
+    # The step envelope over checkpoints alone (the rule before issue 21) calls the sparse method
+    # worse: a staircase above the curve.
+    assert frontier_gap(a[0][1:], b[0][1:]) > 0.02
 
 
 def test_path_gap_by_hand_and_the_window():
     import numpy as np
 
-    # A: L = 3 − (F − 4); B: L = 3 − 0.5 (F − 4); both from the base (4, 3), both reaching F = 6.
-    a = [np.array([[4.0, 3.0], [6.0, 1.0]])]
-    b = [np.array([[4.0, 3.0], [6.0, 2.0]])]
-    # Gap 0.5 (F − 4) over the window [4, 4.5]: mean 0.125 (the grid's samples are equally spaced).
-    assert path_gap(a, b, 4.0, window=0.5) == pytest.approx(0.125)
-    assert path_gap(a, b, 4.0, window=2.0) == pytest.approx(0.5)
-    # A checkpoint that learns without forgetting (below the base's forgetting) counts from F0 on.
-    low = [np.array([[4.0, 3.0], [3.9, 2.8], [6.0, 1.0]])]
-    assert path_gap(low, b, 4.0, window=0.5) > path_gap(a, b, 4.0, window=0.5) + 0.15
+    # A: L = 3 − √(F − 4), B: L = 3 − 0.5 √(F − 4), both reaching F = 6.25. Over the window
+    # [4, 4.5] the gap is 0.5 √(F − 4), whose mean is 0.5 · (2/3) · √0.5 = 0.2357 (the equally
+    # spaced grid of 64 points is within 1% of the integral).
+    us = (0.0, 0.5, 1.0, 1.5)
+    a, b = [_root_path(1.0, us)], [_root_path(0.5, us)]
+    assert path_gap(a, b, 4.0, window=0.5) == pytest.approx(0.5 * 2 / 3 * 0.5**0.5, rel=0.01)
+    assert path_gap(a, b, 4.0, window=2.0) == pytest.approx(0.5 * 2 / 3 * 2.0**0.5, rel=0.01)
+    # A checkpoint that learns without forgetting (F = 3.99 < F0) is credited from F0 on: the
+    # segment from it to (4.25, 2.5) is L = 2.75 − 0.5 √(F − 4), 0.25 − 0.5 √(F − 4) better than A
+    # up to F = 4.25: ∫₀^0.25 (0.25 − 0.5 √x) dx / 0.5 = 0.0417, and on the 64-point grid the
+    # mean of max(0, 0.25 − 0.5 √x) over x = 0 … 0.5.
+    low = [np.array([[4.0, 3.0], [3.99, 2.8], [4.25, 2.5], [5.0, 2.0], [6.25, 1.5]])]
+    x = np.linspace(0.0, 0.5, 64)
+    credit = np.mean(np.maximum(0.0, 0.25 - 0.5 * np.sqrt(x)))
+    assert credit == pytest.approx(0.0417, abs=0.002)
+    assert path_gap(low, b, 4.0) - path_gap(a, b, 4.0) == pytest.approx(credit)
+    # One method never forgot measurably (less than MIN_WINDOW above the base): no evidence.
+    assert np.isnan(path_gap([np.array([[4.0, 3.0], [4.005, 2.9]])], b, 4.0))
 
 
 def _claim2_points(gap_adamw_base, gap_muon_base, extra=None):
@@ -111,9 +126,10 @@ def _claim2_points(gap_adamw_base, gap_muon_base, extra=None):
     return pts
 
 
-# _good(s) against _good(0) on [F0, F0 + 0.4] (both reach 4.4 < F0 + window): the gap rises
-# linearly from 0 to s over the first 0.1 nats of forgetting, then stays s; mean 0.875 s.
-PATH_SHARE = (0.1 * 0.5 + 0.3) / 0.4
+# _good(s) against _good(0) on [F0, F0 + 0.4] (both reach F0 + 0.4 < F0 + window): from the base
+# to the first checkpoints (F0 + 0.1) the gap grows like s·√((F − F0)/0.1) (paths interpolated
+# in √(F − F0)), then stays s: mean (s · (2/3) · 0.1 + s · 0.3) / 0.4 = 0.9167 s.
+PATH_SHARE = (0.1 * 2 / 3 + 0.3) / 0.4
 
 
 def test_claim2_holds_only_when_it_holds_on_every_base():
@@ -258,3 +274,20 @@ def test_all_verdicts_on_empty_tables_say_not_measured():
     assert [v.claim for v in verdicts] == list(range(1, 8))
     assert all(v.status == NOT_MEASURED for v in verdicts)
     assert all(v.paper and v.title for v in verdicts)  # the paper's figure is always set beside ours
+
+
+def test_the_verdict_table_shows_each_base_and_the_shown_effects(tmp_path):
+    from forgetless.report.document import verdict_lines, verdict_sections
+    from forgetless.report.render import write_report
+
+    verdict = claim2_same_optimizer(_claim2_points(-0.2, 0.2))
+    lines = verdict_lines([verdict])
+    assert lines[0][:3] == ("2", verdict.title, FAILS)
+    adamw = next(line for line in lines if "on adamw bases" in line[1])
+    d = next(d for k, d in verdict.part_decisions.items() if "on adamw bases" in k)
+    assert adamw[2] == FAILS and adamw[3] == f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+    assert adamw[4] == "3" and adamw[5] == "required part"
+    roles = {line[1].strip().split(" ")[0]: line[5] for line in lines[1:]}
+    assert roles["consistency"] == roles["main"] == "shown, not required"
+    md, _ = write_report("t", verdict_sections([verdict]), tmp_path)
+    assert "on muon bases: same family against full adamw | holds" in md.read_text()

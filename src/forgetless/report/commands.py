@@ -38,9 +38,13 @@ def register(app: typer.Typer) -> None:
                          log=console.print)
         except StudyError as err:
             raise typer.BadParameter(str(err), param_hint="--preset") from None
-        table = Table("claim", "statement", "verdict", "ours", title="Verdicts", show_lines=True)
-        for v in result.verdicts:
-            table.add_row(str(v.claim), v.title, f"[{_COLOURS[v.status]}]{v.status}[/]", v.ours)
+        from forgetless.report.document import verdict_lines
+
+        table = Table("claim", "statement", "verdict", "effect [interval]", "units", title="Verdicts")
+        for claim, statement, status, interval, units, role in verdict_lines(result.verdicts):
+            table.add_row(claim, statement if role == "claim" else f"{statement} ({role})",
+                          f"[{_COLOURS.get(status, 'white')}]{status}[/]", interval, units,
+                          end_section=False)
         console.print(table)
         console.print(f"report: {result.report_html}  (and {result.report_md.name}); "
                       f"{result.seconds:.0f} s")
