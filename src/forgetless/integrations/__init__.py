@@ -6,6 +6,7 @@ from forgetless.lazy import lazy_package
 
 __all__ = lazy_package(__name__, {
     "ForgettingCallback": "callback", "reference_batches": "callback",
+    "ForgettingBudgetCallback": "budget",
     "HarnessCallback": "harness", "harness_point": "harness", "harness_scores": "harness",
     "OptimizerFactory": "optimizer", "create_optimizer": "optimizer", "optimizer_factory": "optimizer",
     "resolve_family": "optimizer",

@@ -80,6 +80,26 @@ class Rule:
         return self.text
 
 
+def parse_forgetting_budget(v: Any) -> float | str | None:
+    """A forgetting budget as typed: 0.1 (nats) stays a number and '5%' a percentage; anything
+    else is refused, naming the field (FinetuneConfig, ForgettingBudgetCallback)."""
+    if v is None:
+        return None
+    text = str(v).strip()
+    relative = text.endswith("%")
+    try:
+        number = float(text[:-1] if relative else text)
+    except ValueError:
+        number = None
+    if isinstance(v, bool) or number is None or not math.isfinite(number):
+        raise ValueError(f"forgetting_budget {v!r} is neither nats (a number such as 0.1) nor a share "
+                         "of the base's forgetting loss (such as 5%)")
+    if number <= 0:
+        raise ValueError(f"forgetting_budget must be above 0 (nats, or a percentage); got {v!r}; "
+                         "leave it unset for no budget")
+    return f"{number:g}%" if relative else number
+
+
 class TrainConfig(BaseModel):
     """What pretraining and finetuning share: optimizer, schedule, batches, evaluation, output."""
 
@@ -301,22 +321,7 @@ class FinetuneConfig(TrainConfig):
     @field_validator("forgetting_budget", mode="before")
     @classmethod
     def _forgetting_budget(cls, v: Any) -> float | str | None:
-        """0.1 (nats) stays a number and '5%' a percentage; anything else names the field."""
-        if v is None:
-            return None
-        text = str(v).strip()
-        relative = text.endswith("%")
-        try:
-            number = float(text[:-1] if relative else text)
-        except ValueError:
-            number = None
-        if isinstance(v, bool) or number is None or not math.isfinite(number):
-            raise ValueError(f"forgetting_budget {v!r} is neither nats (a number such as 0.1) nor a share "
-                             "of the base's forgetting loss (such as 5%)")
-        if number <= 0:
-            raise ValueError(f"forgetting_budget must be above 0 (nats, or a percentage); got {v!r}; "
-                             "leave it unset for no budget")
-        return f"{number:g}%" if relative else number
+        return parse_forgetting_budget(v)
 
     @field_validator("wise")
     @classmethod
