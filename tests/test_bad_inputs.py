@@ -1,6 +1,8 @@
-"""A fixed list of bad inputs through the real command line: each ends with exit code 2, exactly one
-line on stderr, no traceback, and no file the user owns changed (every file under the test's tree
-is hashed before and after each case)."""
+"""A fixed list of 124 bad inputs through the real command line: each ends with exit code 2, exactly
+one line on stderr, no traceback, and no file the user owns changed (every file under the test's
+tree is hashed before and after each case). Issue 24 added 32 of them (bounded inputs, the user
+errors that still ended in a traceback, and the smaller things of its §6); its stores, markup names
+and damaged rows are in tests/sweep/test_store_readonly.py, its checkpoint code in test_trust.py."""
 
 from __future__ import annotations
 
@@ -94,7 +96,44 @@ def tree(tmp_path_factory) -> Path:
     from forgetless.sweep.store import Store
 
     Store(root / "goodstore" / "results.sqlite").close()
+    _issue24_files(root, ckpt)
     return root
+
+
+def _issue24_files(root: Path, ckpt: Path) -> None:
+    """The inputs of issue 24 §4-§6 that need files."""
+    from safetensors.torch import load_file
+
+    from forgetless.data.tokenizer import train_bpe
+
+    tok = train_bpe(["hello world, the tokenizer of a test " * 40, "def f(x):\n    return x\n" * 40], 300)
+    for name in ("mism", "nan", "partial"):  # vocab 300 tokenizer, vocab 64 model: a mismatch
+        shutil.copytree(ckpt, root / name)
+        tok.save_pretrained(root / name)
+    nan = transformers.LlamaForCausalLM.from_pretrained(ckpt)
+    with torch.no_grad():
+        for p in nan.parameters():
+            p.fill_(float("nan"))
+    nan.save_pretrained(root / "nan")
+    weights = load_file(str(ckpt / "model.safetensors"))
+    save_file(dict(list(weights.items())[:2]), str(root / "partial" / "model.safetensors"), metadata={"format": "pt"})
+    shutil.copytree(ckpt, root / "sharded")
+    (root / "sharded" / "model.safetensors").unlink()
+    (root / "sharded" / "sharded").mkdir()
+    (root / "sharded" / "sharded" / "junk.safetensors").write_bytes(b"\x00" * 64)
+    (root / "corpus").mkdir()
+    for i in range(60):  # enough documents that some fall in the validation split (5%)
+        (root / "corpus" / f"doc{i}.txt").write_text(f"document {i}: hello world, some text to tokenise. " * 20)
+    (root / "notext.jsonl").write_text(json.dumps({"body": "hello"}) + "\n")
+    laughs = "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdef", "bcdefg", strict=True))
+    (root / "cfg-bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + laughs)  # 9^7 x-es in 292 bytes
+    (root / "cfg-dupkey.yaml").write_text("lr: 0.001\nlr: 0.1\n")
+    (root / "cfg-bigint.yaml").write_text("tokens: 1" + "0" * 30 + "\n")
+    (root / "cfg-typo.yaml").write_text("model: nano\nmodel_overrides: {hidden_sise: 8}\n")
+    (root / "cfg-heads.yaml").write_text("model: nano\nmodel_overrides: {num_attention_heads: 3}\n")
+    raw = yaml.safe_load(Path(_study(root, "dotdot")).read_text())
+    raw["name"] = ".."
+    (root / "dotdot.yaml").write_text(yaml.safe_dump(raw))
 
 
 def _cases(r: Path) -> list[tuple[list[str], dict, str]]:
@@ -208,6 +247,45 @@ def _cases(r: Path) -> list[tuple[list[str], dict, str]]:
         (["consolidate", str(r / "typo")], {}, "no such checkpoint"),
         (["sweep", s("typo", bases=[{"name": "b", "checkpoint": "./typo", "optimizer": "adamw"}])], {},
          "no such checkpoint"),
+        # -- issue 24 §4: bounded inputs ----------------------------------------------------------
+        (["pretrain", "--config", str(r / "cfg-bomb.yaml"), "--out", out], {}, "an alias bomb is refused"),
+        (["pretrain", "--config", str(r / "cfg-dupkey.yaml"), "--out", out], {}, "duplicate key 'lr'"),
+        (["pretrain", "--config", str(r / "cfg-bigint.yaml"), "--out", out], {}, "tokens must be between 1 and"),
+        (["sweep", s("bigtokens", pretrain0={"tokens": 10**30})], {}, "tokens must be between 1 and"),
+        (["sweep", s("bigsteps", grid0={"steps": 10**30, "eval_every": 2})], {}, "steps must be between 1 and"),
+        (["pretrain", "--vocab-size", "1000000000", "--out", out], {}, "vocab_size"),
+        (["data", "prepare", "--vocab-size", "1000000000"], {}, "vocab_size (--vocab-size) must be between"),
+        (["sweep", s("nocorpus", data={"corpus": str(r / "missing-corpus")}), "--workers", "0"], {},
+         "missing-corpus': no such file or folder"),
+        (["sweep", s("noalpaca", grid0={"tasks": ["alpaca:" + str(r / "missing.json")]}), "--workers", "0"], {},
+         "no such file"),
+        # -- issue 24 §5: user errors that ended in a traceback -----------------------------------
+        (["data", "prepare", "--corpus", str(r / "notext.jsonl")], {}, "has no field 'text'"),
+        (["data", "prepare", "--corpus", "hf:nobody/nothing"], {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+         "nobody/nothing"),
+        (["pretrain", "--config", str(r / "cfg-typo.yaml"), "--out", out], {}, "did you mean 'hidden_size'"),
+        (["pretrain", "--config", str(r / "cfg-heads.yaml"), "--out", out], {}, "cannot be built"),
+        (["memorization", "--out", str(r / "afile")], {}, "a file is there"),
+        (["memorization", "--out", nofile], {}, "cannot create this directory"),
+        (["spectrum", ck, "--out", str(r / "afile")], {}, "a file is there"),
+        (["activations", ck, "--out", nofile], {}, "cannot create this directory"),
+        (["compare", s("good", out_dir=str(r / "goodstore")), "--out", str(r / "afile")], {}, "a file is there"),
+        (["export", s("good", out_dir=str(r / "goodstore")), "--parquet", str(r / "afile" / "p.parquet")], {},
+         "cannot write"),
+        (["spectrum", str(r / "nan")], {}, "NaN or infinite weights"),
+        (["fingerprint", str(r / "nan"), "--no-activations"], {}, "NaN or infinite weights"),
+        (["activations", ck, "--threshold", "-1"], {}, "--threshold"),
+        (["activations", str(r / "mism"), "--corpus", str(r / "corpus"), "--tokens", "64", "--seq-len", "16"], {},
+         "the checkpoint's tokenizer is not the model's"),
+        (["consolidate", str(r / "sharded")], {}, "sharded"),
+        (["frontier", s("good", out_dir=str(r / "goodstore")), "--reference", "nan,nan"], {}, "finite"),
+        (["status", s("good", out_dir=str(r / "goodstore")), "--out", str(r / "typo-out")], {},
+         "no results store there"),
+        # -- issue 24 §6 ---------------------------------------------------------------------------
+        (["finetune", str(r / "partial"), "--task", "arith", "--steps", "1", "--out", out], {}, "weight(s) missing"),
+        (["finetune", ck, "--task", "arith", "--resume", "--out", str(r / "run_state")], {}, "holds a pretrain run"),
+        (["pretrain", "--nproc", "0", "--out", out], {}, "--nproc must be >= 1"),
+        (["sweep", str(r / "dotdot.yaml")], {}, "is not a study name"),
     ]
 
 
@@ -219,7 +297,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_every_bad_input_is_one_line_and_exit_code_2(tree, monkeypatch) -> None:
     monkeypatch.chdir(tree)  # ./typo is relative to here
     cases = _cases(tree)
-    assert len(cases) >= 60
+    assert len(cases) == 124
     failures = []
     for args, env, expected in cases:
         before = _snapshot(tree)

@@ -160,3 +160,30 @@ def test_bounded_json_against_the_standard_parser() -> None:
     for bad, what in (("[" * 99999, "nested"), ("[" * 65 + "]" * 65, "nested"), ("1" * 2000, "bytes")):
         with pytest.raises(UnsafeInput, match=what):
             load_json(bad, max_bytes=100_000 if what == "nested" else 1000)
+
+
+def test_the_code_inherits_no_descriptor_but_its_pipes() -> None:
+    """Issue 24 §6: descriptors the sandbox's supervisor held were open in the code's process.
+    Now only 0, 1, 2 remain, and the interpreter's import directories where the code's uid cannot
+    reach them by path (here: a Python under /root run as nobody)."""
+    import sysconfig
+
+    from forgetless.data.sandbox import run_tests
+
+    code = ("import os\n"
+            "def f(prefix):\n"
+            "    bad = []\n"
+            "    for n in sorted(os.listdir('/proc/self/fd'), key=int)[:-1]:  # the last: this listing\n"
+            "        if int(n) > 2 and not os.path.realpath('/proc/self/fd/' + n).startswith(prefix):\n"
+            "            bad.append(n + ' ' + os.path.realpath('/proc/self/fd/' + n))\n"
+            "    return bad\n")
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
+    report = run_tests(code, "f", [[[stdlib], []]], timeout=10.0)
+    assert report.ok, report
+
+
+def test_compare_markdown_escapes_labels() -> None:
+    """compare.md wrote labels raw, so `<script>` reached a Markdown renderer; `|` split cells."""
+    from forgetless.report.compare import _md
+
+    assert _md("<script>alert(1)</script>|x") == "&lt;script&gt;alert(1)&lt;/script&gt;\\|x"

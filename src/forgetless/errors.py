@@ -30,8 +30,28 @@ class RunBusy(UserError, FileExistsError):
     """A run directory another process is using (its lock is held)."""
 
 
+class BadValue(UserError, ValueError):
+    """A value out of its range (a count, a size), named with the range allowed."""
+
+
 class CacheError(UserError, OSError):
     """The cache directory ($FORGETLESS_CACHE) cannot be created or written."""
+
+
+def writable_dir(path, option: str = "--out"):
+    """Create the output directory `path` (with its parents) before any work; BadFile naming the
+    option when a file stands there or it cannot be created."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise BadFile(f"{option} {path}: a file is there, not a directory; choose another path") from None
+    except OSError as err:
+        raise BadFile(f"{option} {path}: cannot create this directory ({err.strerror or err}); choose a "
+                      "writable path") from None
+    return path
 
 
 def one_line(err: BaseException | str) -> str:

@@ -71,6 +71,21 @@ def load_json(text: str | bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) 
         raise UnsafeInput(f"cannot be parsed safely ({type(err).__name__})") from None
 
 
+# ---------------------------------------------------------------- counts
+
+MAX_TOKENS = 10**15  # a thousand times the largest pretraining runs published
+MAX_STEPS = 10**9
+MAX_VOCAB = 1 << 20  # the BPE trainer aborts the process (a Rust panic) far above this
+
+
+def at_most(count: int, field: str, high: int) -> int:
+    """`count` when it is in 1..high; a ValueError naming the range otherwise (an integer of
+    10^30 tokens was accepted and trained for ever, while 1e30 was refused)."""
+    if not 1 <= count <= high:
+        raise ValueError(f"{field} must be between 1 and {high:,} ({high:.0e}), got {count:,}")
+    return count
+
+
 # ---------------------------------------------------------------- YAML
 
 class _Loader(yaml.SafeLoader):

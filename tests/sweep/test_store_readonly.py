@@ -162,3 +162,12 @@ def test_names_that_look_like_markup_are_printed_as_they_are(tmp_path) -> None:
     for args in (["status", str(study_file)], ["frontier", str(study_file), "--out", str(tmp_path / "f.png")]):
         res = runner.invoke(app, args, env={"COLUMNS": "250"})
         assert res.exit_code == 0 and "[/]b[bold]" in res.output, (args, res.output, res.exception)
+
+
+def test_frontier_out_without_a_suffix_names_the_file_it_wrote(filled, tmp_path) -> None:
+    """`frontier --out DIR` wrote DIR.png and reported DIR."""
+    study_file, _ = filled
+    res = runner.invoke(app, ["frontier", str(study_file), "--out", str(tmp_path / "fig")], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert f"figure: {tmp_path / 'fig.png'}" in res.output and (tmp_path / "fig.png").is_file()
+    assert not (tmp_path / "fig").exists()

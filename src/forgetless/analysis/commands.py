@@ -78,8 +78,12 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, help="Directory for spectrum-<label>.json (per matrix)."),
     ) -> None:
         """Stable rank, effective rank and singular-value density per module kind (paper Table 2)."""
+        from forgetless.errors import writable_dir
+
         from .spectrum import summarize_spectra, weight_spectra
 
+        if out:
+            writable_dir(out)  # before any work
         by_label = {}
         for ckpt, name in zip(checkpoints, _labels(checkpoints, label), strict=True):
             model, _ = _load(ckpt, device)
@@ -114,10 +118,23 @@ def register(app: typer.Typer) -> None:
 
         if metric not in METRICS:
             raise typer.BadParameter(f"{metric!r} is unknown; allowed: {', '.join(METRICS)}", param_hint="--metric")
+        if not 0 <= threshold < 1:
+            raise typer.BadParameter(f"must be in [0, 1) (a share of each token's max |x|), got {threshold}",
+                                     param_hint="--threshold")
+        if out:
+            from forgetless.errors import writable_dir
+
+            writable_dir(out)  # before any work
         by_label, docs = {}, {}
         for ckpt, name in zip(checkpoints, _labels(checkpoints, label), strict=True):
             model, source = _load(ckpt, device)
             windows = _windows(source, corpus, tokens, seq_len)
+            rows = model.get_input_embeddings().num_embeddings
+            if int(windows.max()) >= rows:  # else an IndexError deep in the forward pass
+                from forgetless.errors import UserError
+
+                raise UserError(f"{ckpt}: its tokenizer gives token ids up to {int(windows.max())}, but the "
+                                f"model's embedding has {rows} rows: the checkpoint's tokenizer is not the model's")
             report = probe_activations(model, windows, batch_size, threshold)
             by_label[name], docs[name] = report.by_kind(), {"checkpoint": ckpt, **report.to_dict()}
         for side in ("input", "output"):
@@ -173,7 +190,9 @@ def register(app: typer.Typer) -> None:
                 eval_every=eval_every, pairs=pair_list, n_eval=n_eval, seed=seed, device=str(pick_device(device)))
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        result = run_memorization(cfg, out, log=typer.echo)
+        from forgetless.errors import writable_dir
+
+        result = run_memorization(cfg, writable_dir(out), log=typer.echo)
         from .memorization_run import table3
 
         typer.echo(table3(result["selected"], cfg.pairs))

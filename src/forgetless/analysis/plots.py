@@ -21,9 +21,17 @@ def save_figure(fig, path: str | Path, dpi: int = 120, tight: bool = True) -> Pa
     if tight:
         fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    if not path.suffix:  # matplotlib would add .png itself, and the caller would name the wrong file
+        path = path.with_name(path.name + ".png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    except OSError as err:  # an unwritable or occupied place the user named
+        from forgetless.errors import BadFile
+
+        raise BadFile(f"{path}: cannot write the figure ({err.strerror or err}); choose a writable path") from None
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -114,7 +114,7 @@ def weight_spectra(
     for (d_out, d_in), refs in groups.items():
         for chunk in _chunks(refs, max_batch_elems):
             dev = device if device is not None else chunk[0].module.weight.device
-            stack = torch.stack([r.weight().to(dev, torch.float32) for r in chunk])
+            stack = torch.stack([finite(r.weight(), r.name).to(dev, torch.float32) for r in chunk])
             stats = spectral_stats(torch.linalg.svdvals(stack))
             for i, ref in enumerate(chunk):
                 figures = {k: float(v[i]) for k, v in stats.items()}
@@ -207,6 +207,17 @@ def fast_matrix_figures(w: torch.Tensor, spectrum: bool = True) -> dict[str, flo
     return out
 
 
+def finite(w: torch.Tensor, name: str) -> torch.Tensor:
+    """`w`, when every entry is finite: an SVD of NaN fails deep in LAPACK (a diverged run's
+    checkpoint is a user's input, named in one line)."""
+    if not bool(torch.isfinite(w).all()):
+        from forgetless.errors import CorruptCheckpoint
+
+        raise CorruptCheckpoint(f"{name} holds NaN or infinite weights (a diverged run?); no spectrum "
+                                "can be taken of it: use an earlier checkpoint")
+    return w
+
+
 def fast_weight_figures(model: nn.Module, spectrum_layers: int = 8) -> list[tuple[str, int | None, dict]]:
     """(kind, layer, figures) of every hidden matrix; the Gram spectrum on at most
     `spectrum_layers` evenly spaced blocks (first and last included), the rest on all."""
@@ -221,7 +232,8 @@ def fast_weight_figures(model: nn.Module, spectrum_layers: int = 8) -> list[tupl
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return [(r.kind, r.layer, fast_matrix_figures(r.weight(), spectrum=r.layer in picks or r.layer is None))
+        return [(r.kind, r.layer, fast_matrix_figures(finite(r.weight(), r.name),
+                                                      spectrum=r.layer in picks or r.layer is None))
                 for r in refs]
     finally:
         torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ Spec strings accepted by `open_corpus`:
     "file.jsonl[:field]"        one document per line, text in `field` (default "text")
     "file.parquet[:column]"     one document per row, text in `column` (default "text")
     "hf:NAME[:column]"          a Hugging Face dataset, streamed (e.g. "hf:Skylion007/openwebtext")
+    "NAME=SPEC,NAME=SPEC"       several of the above, each document's source the part's NAME
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .cache import key_fraction, stable_hash
 from .documents import Corpus, Document
 from .hub import HubCorpus
 from .local import LocalCorpus
+from .named import NamedCorpus, is_named
 
 SPLITS = ("train", "val")
 DEFAULT_VAL_FRACTION = 0.05
@@ -126,7 +128,27 @@ def open_corpus(spec: str) -> Corpus:
                          f"{spec!r}")
     if spec == "stdlib":
         return StdlibCorpus()
+    if is_named(spec) and not Path(spec).expanduser().exists():  # prose=docs/,code=src/
+        return NamedCorpus.from_spec(spec, open_corpus)
     if spec.startswith("hf:"):
         name, _, column = spec[3:].partition(":")
         return HubCorpus(name=name, column=column or "text", spec=spec)
     return LocalCorpus.from_spec(spec)
+
+
+def check_sources(corpus: str | None = None, tasks: list[str] = ()) -> list[str]:
+    """What can be found wrong with a corpus spec and task names without reading their data: a
+    local file or folder that is missing (or of an unsupported kind), and a dataset task's file
+    ("alpaca:/data/a.json") that is missing. Hub names (hf:...) are left to the hub. A study
+    checks these before any work (a missing corpus was found after the bases had trained)."""
+    problems = []
+    if corpus is not None and corpus != "stdlib" and not str(corpus).startswith("hf:"):
+        try:
+            LocalCorpus.from_spec(corpus)._files()
+        except (OSError, ValueError) as err:
+            problems.append(str(err).splitlines()[0])
+    for task in tasks:
+        prefix, sep, rest = str(task).partition(":")
+        if sep and prefix != "hf" and rest and not Path(rest).expanduser().exists():
+            problems.append(f"task {task!r}: no such file {rest}")
+    return problems

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forgetless.errors import BadValue
+from forgetless.untrusted import MAX_VOCAB
+
 from . import cache as _cache
 from .corpus import DEFAULT_VAL_FRACTION, open_corpus
 from .encode import DEFAULT_CHUNK_BYTES, encode_corpus
@@ -62,6 +65,8 @@ def prepare_pretraining_data(corpus: str = "stdlib", tokenizer: str | None = Non
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if max_tokens is not None and max_tokens <= 0:
         raise ValueError(f"max_tokens must be positive or None, got {max_tokens}")
+    if tokenizer is None and not 259 <= vocab_size <= MAX_VOCAB:  # before any corpus is read
+        raise BadValue(f"vocab_size (--vocab-size) must be between 259 and {MAX_VOCAB:,}, got {vocab_size:,}")
     root = Path(cache_dir).expanduser() if cache_dir is not None else _cache.cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     source = open_corpus(corpus)
@@ -102,12 +107,12 @@ def _build(final: Path, source, tok, meta: dict, dtype: np.dtype, workers: int |
                           dtype=dtype, progress=progress,
                           meta={k: meta[k] for k in ("corpus", "corpus_hash", "tokenizer_hash")})
     if stats["train"]["tokens"] == 0:
-        raise ValueError(f"corpus {meta['corpus']!r} gave no training tokens; check that it "
-                         "holds text and that val_fraction is not close to 1")
+        raise BadValue(f"corpus {meta['corpus']!r} gave no training tokens; check that it "
+                       "holds text and that val_fraction is not close to 1")
     if stats["val"]["tokens"] == 0:
-        raise ValueError(f"corpus {meta['corpus']!r} has no validation documents (it has "
-                         f"{stats['train']['documents']} documents and val_fraction="
-                         f"{meta['val_fraction']}); give it more documents or raise val_fraction")
+        raise BadValue(f"corpus {meta['corpus']!r} has no validation documents (it has "
+                       f"{stats['train']['documents']} documents and val_fraction="
+                       f"{meta['val_fraction']}); give it more documents or raise val_fraction")
     # A copy of the tokenizer makes the directory self-contained (no hub lookup when reopened).
     tok.save_pretrained(partial / "tokenizer")
     for chunks in partial.glob("chunks-*"):

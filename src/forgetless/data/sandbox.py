@@ -137,17 +137,53 @@ def _keep_stdlib_reachable() -> None:
     skips the permission checks on the directories above, not those inside."""
     if not os.path.isdir("/proc/self/fd"):
         return
-    moved = {}
     for i, entry in enumerate(sys.path):
         if os.path.isdir(entry):
-            moved[entry] = f"/proc/self/fd/{os.open(entry, os.O_RDONLY | os.O_DIRECTORY)}"
-            sys.path[i] = moved[entry]
-    for module in list(sys.modules.values()):  # packages already imported (encodings, json)
+            _IMPORT_FDS[entry] = f"/proc/self/fd/{os.open(entry, os.O_RDONLY | os.O_DIRECTORY)}"
+            sys.path[i] = _IMPORT_FDS[entry]
+    _repath(_IMPORT_FDS)
+
+
+_IMPORT_FDS: dict[str, str] = {}  # import directory -> /proc/self/fd/N (see above)
+
+
+def _repath(moves: dict[str, str]) -> None:
+    """sys.path and the __path__ of packages already imported (encodings, json), each `old`
+    prefix replaced by `new`."""
+    sys.path[:] = [next((new + p[len(old):] for old, new in moves.items()
+                         if p == old or p.startswith(old + os.sep)), p) for p in sys.path]
+    for module in list(sys.modules.values()):
         path = getattr(module, "__path__", None)
         if isinstance(path, list):
-            for old, new in moved.items():
-                path[:] = [new + p[len(old):] if p.startswith(old + os.sep) else p for p in path]
+            for old, new in moves.items():
+                path[:] = [new + p[len(old):] if p == old or p.startswith(old + os.sep) else p for p in path]
     sys.path_importer_cache.clear()
+
+
+def _close_inherited_fds() -> None:
+    """In the code's process, under its own uid: every descriptor but stdin, stdout (the pipe) and
+    stderr is closed, except an import directory that this uid cannot reach by its path (e.g. an
+    interpreter under ~root): without it no module could be imported. What it opens is that
+    directory's tree, which `python -I` reads anyway."""
+    keep = set()
+    back = {}
+    for old, new in _IMPORT_FDS.items():
+        fd = int(new.rsplit("/", 1)[1])
+        if os.access(old, os.R_OK | os.X_OK):
+            back[new] = old  # reachable: import by the path, close the descriptor
+        else:
+            keep.add(fd)
+    _repath(back)
+    try:
+        open_fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        open_fds = list(range(3, 1024))
+    for fd in open_fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor, already closed
 
 
 def _drop_privileges(to_nobody: bool) -> None:
@@ -185,6 +221,7 @@ def _child(job: dict, cfg: dict, write_fd: int) -> None:
             _libc()[1].prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the supervisor
         os.chdir(cfg["scratch"])
         _drop_privileges(cfg["to_nobody"])
+        _close_inherited_fds()
         mem = cfg["memory_mb"] * 1024 * 1024
         for res, value in ((resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, mem),
                            (resource.RLIMIT_FSIZE, cfg["fsize"]), (resource.RLIMIT_NOFILE, 32),

@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from forgetless.untrusted import refuse_custom_code
+from forgetless.errors import BadValue
+from forgetless.untrusted import MAX_VOCAB, refuse_custom_code
 
 from . import hub  # hub.hub_reachable looked up at call time (tests replace it)
 from .cache import publish_dir, stable_hash
@@ -68,9 +69,9 @@ def train_bpe(texts, vocab_size: int = 8192, min_frequency: int = 2):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + "
-                         f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+    if not 256 + len(SPECIAL_TOKENS) <= vocab_size <= MAX_VOCAB:  # far above: a Rust panic (SIGABRT)
+        raise BadValue(f"vocab_size must be between {256 + len(SPECIAL_TOKENS)} (256 bytes + "
+                       f"{len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB:,}, got {vocab_size:,}")
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()

@@ -151,21 +151,40 @@ def _load(source: str, dtype: torch.dtype, config_overrides: dict[str, Any]):
         tok_source = source if _has_tokenizer(source) else base
     else:
         try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, attn_implementation="sdpa", **NO_CODE, **config_overrides
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, attn_implementation="sdpa", output_loading_info=True, **NO_CODE,
+                **config_overrides
             )
         except ValueError as err:
             if "sdpa" not in str(err).lower():
                 raise
             # An architecture without an sdpa kernel: fall back to its own attention.
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **NO_CODE,
-                                                                      **config_overrides)
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, output_loading_info=True, **NO_CODE, **config_overrides)
+        _refuse_missing(source, info)
         tok_source = source
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source, **NO_CODE)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"no tokenizer found with the model at {tok_source}: {err}") from err
     return model, tokenizer
+
+
+def _refuse_missing(source: str, info: dict) -> None:
+    """CorruptCheckpoint when weights the model needs are not in the checkpoint (transformers would
+    initialise them at random and carry on: a base missing most tensors finetuned with rc 0) or
+    have another shape. Weights the class itself expects to be absent (tied or ignored ones) are
+    not in transformers' missing list."""
+    missing, mismatched = list(info.get("missing_keys") or []), list(info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        what = (f"{len(missing)} weight(s) missing (e.g. {', '.join(sorted(missing)[:3])})" if missing
+                else f"{len(mismatched)} weight(s) of another shape (e.g. {_first(mismatched[0])})")
+        raise CorruptCheckpoint(f"{source}: {what}; the model would start from random weights there: "
+                                "restore the checkpoint's weight files")
+
+
+def _first(entry) -> str:
+    return str(entry[0] if isinstance(entry, (tuple, list)) else entry)
 
 
 def _has_tokenizer(path: str) -> bool:
@@ -190,3 +209,33 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
     for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
         if config is not None and isinstance(getattr(config, key, None), float):
             setattr(config, key, p)
+
+
+def check_model_overrides(preset: str, overrides: dict[str, Any]) -> None:
+    """BadValue for `model_overrides` the preset cannot be built with, before any work: a key that
+    LlamaConfig does not have (a typo used to be accepted silently), a value of the wrong kind, or
+    head counts that do not divide (found only in the first forward pass before)."""
+    import difflib
+
+    from forgetless.errors import BadValue
+    from forgetless.models.presets import PRESETS
+
+    if not overrides or preset not in PRESETS:
+        return
+    known = sorted(k for k in transformers.LlamaConfig().to_dict() if not k.startswith("_"))
+    for key in overrides:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            raise BadValue(f"model_overrides: {key!r} is not a LlamaConfig field"
+                           + (f"; did you mean {near[0]!r}?" if near else ""))
+    merged = {**PRESETS[preset], **overrides}
+    try:
+        config = transformers.LlamaConfig(**merged)
+        heads, kv = int(config.num_attention_heads), int(config.num_key_value_heads or config.num_attention_heads)
+        if heads < 1 or kv < 1 or config.hidden_size % heads or heads % kv:
+            raise ValueError(f"hidden_size {config.hidden_size} must be a multiple of num_attention_heads "
+                             f"{heads}, itself a multiple of num_key_value_heads {kv}")
+        with torch.device("meta"):  # builds every layer's shapes, allocates nothing
+            transformers.LlamaForCausalLM(config)
+    except Exception as err:  # noqa: BLE001 - transformers' own validation errors vary by version
+        raise BadValue(f"model_overrides {overrides}: the {preset} model cannot be built ({one_line(err)})") from None

@@ -246,7 +246,7 @@ def markdown(results: list[PanelComparison], figures: dict[tuple[str, str], Path
     decisions, then the answer paragraph."""
     out = ["# Forgetting remedies compared", ""]
     for pc in results:
-        out += [f"## base {pc.base} · {pc.task}", ""]
+        out += [f"## base {_md(pc.base)} · {_md(pc.task)}", ""]
         if figures and (pc.base, pc.task) in figures:
             out += [f"![frontiers]({figures[(pc.base, pc.task)].name})", ""]
         out += [f"Base model: forgetting {_fmt(pc.base_point[0])}, task loss {_fmt(pc.base_point[1])}; "
@@ -254,16 +254,24 @@ def markdown(results: list[PanelComparison], figures: dict[tuple[str, str], Path
                 "| remedy | runs | " + " | ".join(f"Δ≤{d:g}" for d in DELTAS) + " | extra cost |",
                 "|---|---|" + "---|" * len(DELTAS) + "---|"]
         for m in pc.remedies:
-            out.append(f"| {m} | {pc.cost[m]['runs']} | " + " | ".join(_fmt(v) for v in pc.delta[m])
+            out.append(f"| {_md(m)} | {pc.cost[m]['runs']} | " + " | ".join(_fmt(v) for v in pc.delta[m])
                        + f" | {_cost_text(pc.cost[m])} |")
         out += ["", "Best task loss with forgetting within Δ nats of the base (mean over pretraining seeds; "
                 "lower is better).", "", "| A | B | A's frontier gap over B (nats) | verdict |", "|---|---|---|---|"]
         for p in pc.pairs:
-            verdict = {HOLDS: f"{p.a} better", FAILS: f"{p.b} better"}.get(p.decision.status, p.decision.status)
-            out.append(f"| {p.a} | {p.b} | {p.decision.text()} | {verdict} |")
+            verdict = {HOLDS: f"{_md(p.a)} better", FAILS: f"{_md(p.b)} better"}.get(p.decision.status, p.decision.status)
+            out.append(f"| {_md(p.a)} | {_md(p.b)} | {p.decision.text()} | {verdict} |")
         out += ["", pc.answer, ""]
     out += ["## Answer", "", answer(results), ""]
     return "\n".join(out)
+
+
+def _md(label: str) -> str:
+    """A user's label (method, base, task) as Markdown text: no HTML passes through (a renderer
+    would run `<script>`), and a `|` does not split a table cell."""
+    import html
+
+    return html.escape(str(label), quote=False).replace("|", "\\|")
 
 
 def plot(pc: PanelComparison, path: str | Path) -> Path:

@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
         else:
             with store:
                 rows = rows_from_store(store, study)
-        results, md = run_compare(rows, out or root / "compare")
+        from forgetless.errors import writable_dir
+
+        results, md = run_compare(rows, writable_dir(out or root / "compare", "--out"))
         if not results:
             raise CompareError(f"{target}: no finetuning points yet; see `forgetless status {target}`")
         for pc in results:

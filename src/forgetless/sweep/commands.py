@@ -166,9 +166,9 @@ def frontier_cmd(
     if reference:
         try:
             ref = [float(v) for v in reference.split(",")]
-            assert len(ref) == 2
+            assert len(ref) == 2 and all(abs(v) < float("inf") for v in ref)  # nan fails this too
         except (ValueError, AssertionError):
-            typer.echo(f"--reference must be two numbers 'forgetting,learning'; got {reference!r}", err=True)
+            typer.echo(f"--reference must be two finite numbers 'forgetting,learning'; got {reference!r}", err=True)
             raise typer.Exit(2) from None
     st = _load(study)
     with _open_store(st, sweep_dir) as store:

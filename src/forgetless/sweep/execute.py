@@ -88,9 +88,11 @@ def check_bases(study: Study) -> list[str]:
 
 def check_study(study: Study) -> None:
     """Build every cell's training config before any work; StudyError naming cell and field."""
+    from forgetless.data.corpus import check_sources
     from forgetless.train import FinetuneConfig, PretrainConfig
 
-    problems = check_bases(study)
+    tasks = [t.name for g in study.finetune for t in g.tasks]
+    problems = check_bases(study) + check_sources(study.data.corpus, tasks)  # paths before any work
     seen: set[str] = set()
     for cell in expand(study):
         cfg = cell.config

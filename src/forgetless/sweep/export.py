@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+from forgetless.errors import BadFile, one_line
 from forgetless.sweep.store import POINT_COLUMNS, Store
 
 
@@ -45,5 +46,8 @@ def export_parquet(store: Store, out: str | Path, study: str | None = None) -> i
             "parquet export needs pandas and pyarrow (`pip install pandas pyarrow`); "
             "use --csv instead") from err
     rows = export_rows(store, study)
-    pd.DataFrame(rows).to_parquet(out, index=False)
+    try:
+        pd.DataFrame(rows).to_parquet(out, index=False)
+    except OSError as err:  # pandas says it so for a missing folder, pyarrow for the rest
+        raise BadFile(f"--parquet {out}: cannot write ({one_line(err)}); choose a writable path") from None
     return len(rows)

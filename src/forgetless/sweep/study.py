@@ -42,6 +42,7 @@ from forgetless.counts import parse_count
 from forgetless.errors import UserError, format_validation_error
 from forgetless.sweep import branches
 from forgetless.sweep.records import Cell
+from forgetless.untrusted import MAX_TOKENS, at_most, load_yaml
 
 PRESET_DIR = "presets"
 
@@ -55,7 +56,7 @@ class _Strict(BaseModel):
 
 
 def _parse_count(value: Any) -> int:
-    return parse_count(value, "tokens")
+    return at_most(parse_count(value, "tokens"), "tokens", MAX_TOKENS)
 
 
 def _check_optimizer(name: str) -> str:
@@ -233,6 +234,13 @@ class GridSpec(_Strict):
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_path(cls, name: str) -> str:
+        if set(name) == {"."}:  # "." or ".." would name this folder or its parent as the sweep's
+            raise ValueError(f"{name!r} is not a study name (it names a folder); use letters, digits, . _ -")
+        return name
+
     description: str = ""
     out_dir: str | None = None  # default: runs/<name>, relative to the working directory
     data: DataSpec = Field(default_factory=DataSpec)
@@ -324,7 +332,7 @@ def load_study(source: str | Path | dict) -> Study:
             raise StudyError(f"study: {source!r} is neither a file nor a preset; presets: "
                              f"{', '.join(preset_names())}")
         try:
-            raw = yaml.safe_load(text)
+            raw = load_yaml(text)  # bounded: no alias bomb, no duplicate key
         except yaml.YAMLError as err:
             raise StudyError(f"{label}: not valid YAML: {err}") from err
         if not isinstance(raw, dict):

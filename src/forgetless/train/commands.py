@@ -43,14 +43,20 @@ def _build(cls, given: dict[str, Any], config_file: Path | None):
     if source is not None:
         if not Path(source).is_file():
             _fail(f"--config {source}: no such file")
+        from forgetless.untrusted import load_yaml  # bounded: no alias bomb, no duplicate key
+
         try:
-            loaded = yaml.safe_load(Path(source).read_text()) or {}
+            loaded = load_yaml(Path(source).read_text()) or {}
         except UnicodeDecodeError as err:
             _fail(f"--config {source} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8")
         except yaml.YAMLError as err:
             _fail(f"--config {source} is not valid YAML: {err}")
         if not isinstance(loaded, dict):
             _fail(f"--config {source} must hold a mapping of config fields")
+        kind, wanted = ("finetune" if "base" in loaded else "pretrain"), cls.__name__.removesuffix("Config").lower()
+        if config_file is None and kind != wanted:  # the run's own config.yaml, of the other command
+            _fail(f"--resume: {given['out_dir']} holds a {kind} run; continue it with `forgetless {kind} "
+                  f"--resume --out {given['out_dir']}`")
         data.update(loaded)
     data.update(given)  # given_fields left out what was not given; a None here is 'none' on purpose
     try:
@@ -98,10 +104,10 @@ def relaunch(nproc: int | None) -> None:
     exit with its status (a no-op when already under torchrun or N is 1)."""
     import subprocess
 
+    if nproc is not None and nproc < 1:  # 0 used to be taken as "not given"
+        _fail(f"--nproc must be >= 1, got {nproc}")
     if not nproc or nproc == 1 or "WORLD_SIZE" in os.environ:
         return
-    if nproc < 1:
-        _fail(f"--nproc must be >= 1, got {nproc}")
     args, skip = [], False
     for a in sys.argv[1:]:
         if skip:

@@ -25,6 +25,7 @@ from forgetless.counts import parse_count
 from forgetless.errors import format_validation_error  # noqa: F401  (re-exported: one formatter)
 from forgetless.models.names import PRESET_NAMES as PRESETS  # names only: no torch
 from forgetless.optim.names import OPTIMIZER_NAMES as OPTIMIZERS  # names only: no torch
+from forgetless.untrusted import MAX_STEPS, MAX_TOKENS, MAX_VOCAB, at_most, load_yaml
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 SMALL = ("nano", "micro", "small")  # the CPU presets; larger models take the paper's settings
@@ -188,7 +189,7 @@ class TrainConfig(BaseModel):
     @field_validator("steps", mode="before")
     @classmethod
     def _count_steps(cls, v: Any) -> Any:
-        return None if v is None else parse_count(v, "steps")
+        return None if v is None else at_most(parse_count(v, "steps"), "steps", MAX_STEPS)
 
     @field_validator("device")
     @classmethod
@@ -201,7 +202,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any):
         """Load a YAML file; `overrides` (non-None values) replace its fields."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = load_yaml(Path(path).read_text()) or {}  # bounded: no alias bomb, no duplicate key
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
         data.update({k: v for k, v in overrides.items() if v is not None})
@@ -221,7 +222,7 @@ class PretrainConfig(TrainConfig):
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="LlamaConfig fields replacing the preset's")
     corpus: str = Field("stdlib", description="corpus spec (see forgetless.data)")
     tokenizer: str | None = Field(None, description="HF tokenizer path/name (default: train a BPE)")
-    vocab_size: int | None = Field(None, ge=2, description="BPE vocabulary when training one")
+    vocab_size: int | None = Field(None, ge=2, le=MAX_VOCAB, description="BPE vocabulary when training one")
     tokens: int | None = Field(None, description="training tokens (sets steps), e.g. 5M")
     schedule: Literal["cosine", "wsd", "constant"] = Field(
         "cosine", description="lr schedule after the warm-up: cosine to min_lr_ratio; wsd (warm-up/stable/decay): "
@@ -245,7 +246,7 @@ class PretrainConfig(TrainConfig):
     @field_validator("tokens", mode="before")
     @classmethod
     def _count_tokens(cls, v: Any) -> Any:
-        return None if v is None else parse_count(v, "tokens")
+        return None if v is None else at_most(parse_count(v, "tokens"), "tokens", MAX_TOKENS)
 
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.1, "dropout": 0.0,
@@ -295,7 +296,7 @@ class FinetuneConfig(TrainConfig):
     forget_corpus: str | None = Field(None, description="reference text of forgetting (a corpus spec), "
                                                         "tokenised with the model's tokenizer")
     forget_tokenizer: str | None = Field(None, description="tokenizer of the reference text")
-    forget_vocab_size: int | None = Field(None, ge=2, description="BPE size when one is trained for the reference")
+    forget_vocab_size: int | None = Field(None, ge=2, le=MAX_VOCAB, description="BPE size when one is trained for the reference")
     forget_seq_len: int | None = Field(None, ge=2, description="sequence length of the forgetting sample")
     forget_balance: bool | None = Field(None, description="equal tokens from each source of the reference (prose, code)")
     # Forgetting remedies (forgetless.train.remedies, docs/remedies.md)

@@ -230,7 +230,14 @@ def load_sharded_model(directory: Path, model: torch.nn.Module) -> None:
     import torch.distributed.checkpoint as dcp
 
     state = _model_state(model) if dist.is_initialized() else _plain_state(model)
-    dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(str(directory / SHARDED_MODEL)))
+    try:
+        dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(str(directory / SHARDED_MODEL)))
+    except (Exception, dcp.api.CheckpointException) as err:  # noqa: BLE001 - a BaseException, wrapping any reader error
+        from forgetless.errors import CorruptCheckpoint
+
+        last = [line.strip() for line in str(err).splitlines() if line.strip()][-1:] or [type(err).__name__]
+        raise CorruptCheckpoint(f"{directory / SHARDED_MODEL} is truncated or corrupt ({last[0][:300]}); "
+                                "restore its files") from None
     if dist.is_initialized():
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 

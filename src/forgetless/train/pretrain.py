@@ -32,7 +32,10 @@ def pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | No
 
 
 def _pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | None) -> RunResult:
+    from forgetless.models.loading import check_model_overrides
+
     cfg = cfg.resolved()
+    check_model_overrides(cfg.model, cfg.model_overrides)  # before any work: typos, heads that do not divide
     device, run = runtime.start(cfg)
     resume_from = runtime.open_run(run, cfg) or _branch_point(cfg)
     data = prepare_pretraining_data(cfg.corpus, cfg.tokenizer, cfg.vocab_size, progress=cfg.progress)
