@@ -55,3 +55,24 @@ def test_gpt2_conv1d_and_bf16_give_the_features_of_the_plain_weights():
     for k, v in feats.items():
         if k.endswith(("srank", "sv50", "colcv", "rowcv")):
             assert half[k] == pytest.approx(v, rel=0.02), k
+
+
+def test_reference_after_a_bf16_round_trip_and_weight_decay_names(tmp_path, monkeypatch):
+    """calibration's bf16 conversion measures the weights bf16 would store (cast by hand here), and
+    a weight decay other than the default is part of the run's name."""
+    from analysis_models import tiny_llama
+
+    from forgetless.analysis import calibration
+    from forgetless.analysis.calibration import grid, reference_from_checkpoint
+    from forgetless.analysis.fingerprint import model_features
+
+    # The checkpoint loader needs a tokenizer this tiny model lacks: the weights alone are the point.
+    monkeypatch.setattr(calibration, "load_model", lambda path: (tiny_llama(seed=4, hidden=48), None))
+    ref = reference_from_checkpoint(tmp_path / "ckpt", "adamw", conversion="bf16", weight_decay=0.0)
+    by_hand = model_features(tiny_llama(seed=4, hidden=48).to(torch.bfloat16).float())
+    assert ref.features == pytest.approx(by_hand, nan_ok=True)
+    assert (ref.family, ref.conversion, ref.weight_decay) == ("l1->linf", "bf16", 0.0)
+    with pytest.raises(ValueError, match="conversion: 'q8'"):
+        reference_from_checkpoint(tmp_path / "ckpt", "adamw", conversion="q8")
+    names = [s.name for s in grid(["nano"], ["muon"], [240], [0], [3e-3], weight_decays=[0.1, 0.0])]
+    assert names == ["nano-muon-s0-lr0.003-240", "nano-muon-s0-lr0.003-240-wd0"]
