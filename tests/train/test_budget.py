@@ -238,3 +238,46 @@ def test_budget_values_and_the_command_line_error(tmp_path):
     result = CliRunner().invoke(app, ["finetune", "b", "--task", "arith", "--out", str(tmp_path / "x"),
                                       "--forgetting-budget", "abc%"])
     assert result.exit_code == 2 and "forgetting_budget (--forgetting-budget)" in result.output
+
+
+def test_named_parts_are_sources_split_as_on_their_own(mixed, corpus_dir):
+    """--forget-corpus NAME=SPEC,...: each part's documents carry its name, and each part's
+    held-out documents are the ones it holds out on its own (the split is by key)."""
+    from forgetless.data.corpus import iter_split, open_corpus
+
+    named = open_corpus(f"words={mixed},arith={corpus_dir}")
+    for name, spec in (("words", mixed), ("arith", corpus_dir)):
+        alone = {d.key for d in iter_split(open_corpus(str(spec)), "val")}
+        assert alone and {d.key for d in iter_split(named, "val") if d.source == name} == alone
+    assert {d.source for d in named.documents()} == {"words", "arith"}
+    for bad, words in ((f"a={mixed},a={corpus_dir}", "given twice"), (f"a={mixed},{corpus_dir}", "is not NAME=SPEC")):
+        with pytest.raises(ValueError, match=words):
+            open_corpus(bad)
+
+
+def test_lora_rollback_with_named_sources(base_run, mixed, corpus_dir, tmp_path, capfd):
+    """LoRA under a budget no evaluation meets, on a reference of two named parts: the budget
+    applies to each part, and the rollback scales the learned update, so the kept merged weights
+    are base + α·(last − base) exactly where LoRA trained."""
+    out = tmp_path / "ft"
+    result = finetune(FinetuneConfig(base=str(base_run.out_dir), out_dir=out, method="lora", lora_rank=4,
+                                     forget_corpus=f"words={mixed},arith={corpus_dir}", forgetting_budget="1%",
+                                     **{**FT, "lr": 3e-2, "steps": 4}))
+    record = json.loads((out / "budget.json").read_text())
+    assert set(record["allowances"]) == {"all", "words", "arith"}
+    base = result.points[0]
+    assert record["allowances"]["words"] == pytest.approx(0.01 * base["forgetting_by_source"]["words"])
+    assert all(p["forgetting_delta"] > record["allowances"]["all"] or
+               any(p["forgetting_by_source"][s] - base["forgetting_by_source"][s] > record["allowances"][s]
+                   for s in ("words", "arith")) for p in result.points[1:])  # none within: a rollback
+    alpha = record["wise"]["alpha"]
+    assert 0 < alpha < 1 and record["kept"] is None
+    base_w, last_w = _tensors(base_run.final_checkpoint), _tensors(out / "checkpoints" / "step-000004")
+    kept = _tensors(out / "best-within-budget")
+    moved = [k for k in kept if not torch.equal(last_w[k], base_w[k])]
+    assert moved and all("proj" in k for k in moved)
+    for k in kept:
+        assert torch.allclose(kept[k] - base_w[k], alpha * (last_w[k] - base_w[k]), atol=1e-6), k
+    err = capfd.readouterr().err
+    assert any(line.startswith("words ") for line in err.splitlines())
+    assert any(line.startswith("arith ") for line in err.splitlines())

@@ -293,8 +293,9 @@ class FinetuneConfig(TrainConfig):
     accuracy: bool = Field(False, description="also measure exact-match accuracy of greedy answers")
     accuracy_n: int = Field(64, ge=1, description="held-out records generated for accuracy")
     max_new_tokens: int = Field(32, ge=1, description="generation length for accuracy")
-    forget_corpus: str | None = Field(None, description="reference text of forgetting (a corpus spec), "
-                                                        "tokenised with the model's tokenizer")
+    forget_corpus: str | None = Field(None, description="reference text of forgetting (a corpus spec; NAME=SPEC,"
+                                                        "NAME=SPEC names its sources), tokenised with the model's "
+                                                        "tokenizer")
     forget_tokenizer: str | None = Field(None, description="tokenizer of the reference text")
     forget_vocab_size: int | None = Field(None, ge=2, le=MAX_VOCAB, description="BPE size when one is trained for the reference")
     forget_seq_len: int | None = Field(None, ge=2, description="sequence length of the forgetting sample")
