@@ -138,3 +138,12 @@ def test_training_loop_tracks_the_corpus(tmp_path):
         assert p["clean_exact_4_4"] <= p["clean_token_4_4"] + 1e-9
         assert p["corrupted_exact_4_4"] <= p["corrupted_token_4_4"] + 1e-9
         assert set(p) >= {"train_loss", "corrupted_loss", "corrupted_exact_4_4", "corrupted_token_4_4"}
+    # What claim 7 reads (forgetless.report.tables.memorization_rows): the run's own curve, one
+    # entry per eval point, with the training loss and both measures of both splits.
+    from forgetless.report.tables import memorization_rows
+
+    (row,) = memorization_rows([{"config": cfg.model_dump(), "selected": {"adamw": history}}])
+    assert [c["step"] for c in row["curve"]] == [0, 15, 30]
+    for c, p in zip(row["curve"], history, strict=True):
+        assert c == {"step": p["step"], "train_loss": p["train_loss"],
+                     **{f"{s}_{m}": p[f"{s}_{m}_4_4"] for s in ("clean", "corrupted") for m in ("exact", "token")}}
