@@ -187,3 +187,24 @@ def test_compare_markdown_escapes_labels() -> None:
     from forgetless.report.compare import _md
 
     assert _md("<script>alert(1)</script>|x") == "&lt;script&gt;alert(1)&lt;/script&gt;\\|x"
+
+
+# ---------------------------------------------------------------- §4: bounded YAML
+
+def test_bounded_yaml_reads_what_safe_load_reads_and_refuses_bombs() -> None:
+    from forgetless.untrusted import YAMLLimit, load_yaml
+
+    text = "base: &b {lr: 0.001, steps: 4}\nrun:\n  <<: *b\n  steps: 8\nlist: [*b, *b]\n"
+    assert load_yaml(text) == yaml.safe_load(text)  # a merge key overridden beside it is allowed
+    assert load_yaml("") is None
+    laughs = "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdef", "bcdefg", strict=True))
+    with pytest.raises(YAMLLimit, match="alias bomb"):
+        load_yaml("a: &a [x, x, x, x, x, x, x, x, x]\n" + laughs)  # 9**7 = 4.8M strings once expanded
+    with pytest.raises(YAMLLimit, match="duplicate key 'lr'"):
+        load_yaml("lr: 1\nsteps: 2\nlr: 3\n")
+    with pytest.raises(YAMLLimit, match="contains it"):
+        load_yaml("a: &a [1, *a]\n")
+    with pytest.raises(YAMLLimit, match="deep"):
+        load_yaml("[" * 100 + "]" * 100)
+    with pytest.raises(YAMLLimit, match="over the limit"):
+        load_yaml("x: 1\n" * 10, max_bytes=20)

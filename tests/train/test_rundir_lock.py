@@ -67,3 +67,21 @@ def test_the_claim_dies_with_its_process(tmp_path) -> None:
     assert RunDir(out).prepare("lr: 0.001\n", resume=True) is None  # free once the holder is dead
     RunDir(out).prepare("lr: 0.001\n", resume=True)  # this process may claim it again
     release(out)
+
+
+def test_a_run_that_raised_lets_go_of_its_directory(tmp_path) -> None:
+    """pretrain()/finetune() release the claim however they end: a run that raised in a notebook
+    or a sweep worker no longer holds its directory until the process exits."""
+    from forgetless.train.rundir import claim_ends_with_the_call
+
+    out, go = tmp_path / "run", tmp_path / "GO"
+    with pytest.raises(RuntimeError), claim_ends_with_the_call(out):
+        RunDir(out).prepare("lr: 0.001\n", resume=False)
+        raise RuntimeError("the run failed half way")
+    go.touch()
+    (other,) = _racers(out, go, 1)
+    try:
+        assert other.stdout.readline().strip() == "claimed"  # it was "refused RunBusy" before the release
+    finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait()

@@ -433,7 +433,10 @@ def run_tests(code: str, entry: str, tests: list, timeout: float = 5.0,
     of `tests`; a test passes when the JSON form of the result equals `expected`."""
     if os.name != "posix":
         raise RuntimeError("code checking needs a POSIX system (resource limits in a child)")
-    return _run(code, entry, tests, timeout, memory_mb, isolation())
+    try:
+        return _run(code, entry, tests, timeout, memory_mb, isolation())
+    except OSError as err:  # no process could be started (EAGAIN at the process limit): a failed check
+        return TestReport(0, len(tests), f"the sandbox could not start ({err.strerror or err})")
 
 
 if __name__ == "__main__":  # the supervisor, started by _run

@@ -114,7 +114,9 @@ def forgetting_reference(cfg: FinetuneConfig, tokenizer, model_vocab: int):
 
 def finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Finetune `cfg.base` on `cfg.task`; returns the run's status and its eval points."""
-    with runtime.torch_threads(cfg.threads):
+    from forgetless.train.rundir import claim_ends_with_the_call
+
+    with runtime.torch_threads(cfg.threads), claim_ends_with_the_call(cfg.out_dir):  # the run dir's lock
         return _finetune(cfg, on_eval)
 
 

@@ -27,7 +27,9 @@ def pretrain(cfg: PretrainConfig, on_eval: Callable[[dict[str, Any]], None] | No
     the corpus's held-out split, the quantity a later finetune's forgetting is measured by.
     Step k's batch is `sample_batch(train, B, T, seed, k·A + i)` for micro-batch i of A.
     """
-    with runtime.torch_threads(cfg.threads):
+    from forgetless.train.rundir import claim_ends_with_the_call
+
+    with runtime.torch_threads(cfg.threads), claim_ends_with_the_call(cfg.out_dir):  # the run dir's lock
         return _pretrain(cfg, on_eval)
 
 

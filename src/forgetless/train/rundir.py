@@ -12,12 +12,14 @@ before it is used (said too), and the directory may have been moved or copied si
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +191,18 @@ def claim(path: Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _HELD[key] = fd
+
+
+@contextlib.contextmanager
+def claim_ends_with_the_call(path: str | Path | None) -> Iterator[None]:
+    """Around `pretrain()` / `finetune()`: the claim taken inside is let go when the call ends,
+    however it ends (a run that raised in a notebook or a sweep worker would otherwise hold its
+    directory until the process exits)."""
+    try:
+        yield
+    finally:
+        if path is not None:
+            release(Path(path))
 
 
 def release(path: Path) -> None:
