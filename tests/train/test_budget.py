@@ -281,3 +281,41 @@ def test_lora_rollback_with_named_sources(base_run, mixed, corpus_dir, tmp_path,
     err = capfd.readouterr().err
     assert any(line.startswith("words ") for line in err.splitlines())
     assert any(line.startswith("arith ") for line in err.splitlines())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the tiny study is outside the paper's regime, on purpose
+def test_a_study_setting_stops_its_cells(corpus_dir, tmp_path):
+    """`settings: {forgetting_budget: ...}` in a study: of two cells that differ only by the budget,
+    the budgeted one stops at the first evaluation the plain one records outside (patience 1), its
+    points are the plain cell's up to there, and the store names best-within-budget/ as its
+    checkpoint (here the WiSE rollback's: no evaluation is within 0.001 nats)."""
+    from forgetless.sweep.runner import run_sweep
+    from forgetless.sweep.store import Store
+    from forgetless.sweep.study import load_study
+
+    method = {"kind": "full", "optimizer": "adamw", "lrs": [3e-3]}
+    study = load_study({
+        "name": "budget", "out_dir": str(tmp_path), "data": {"corpus": str(corpus_dir), "vocab_size": 512},
+        "pretrain": [{"name": "b", "model": "nano", "optimizer": "adamw", "tokens": "6k",
+                      "settings": {"seq_len": 32, "batch_size": 8, "eval_tokens": 1024, "eval_every": 8}}],
+        "finetune": {"tasks": [{"name": "arith", "settings": {"train_n": 32, "eval_n": 8}}], "steps": 6,
+                     "eval_every": 2, "settings": {"seq_len": 128, "batch_size": 4, "eval_tokens": 512},
+                     "methods": [{**method, "name": "plain"},
+                                 {**method, "name": "budget",
+                                  "settings": {"forgetting_budget": 0.001, "budget_patience": 1}}]}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_sweep(study, workers=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    with Store(tmp_path / "results.sqlite") as st:
+        runs = {r["method"]: r for r in st.runs("budget") if r["method"]}
+        points = {m: [p for p in st.points(study="budget") if p["run_id"] == r["cell_id"] and p["step"] >= 0]
+                  for m, r in runs.items()}
+    plain = sorted(points["plain"], key=lambda p: p["step"])
+    first_out = next(p["step"] for p in plain[1:] if p["forgetting"] - plain[0]["forgetting"] > 0.001)
+    got = sorted(points["budget"], key=lambda p: p["step"])
+    assert [p["step"] for p in got] == [p["step"] for p in plain if p["step"] <= first_out] and first_out < 6
+    assert [(p["forgetting"], p["learning"]) for p in got] == [(p["forgetting"], p["learning"]) for p in plain[:len(got)]]
+    assert runs["budget"]["status"] == "done" and runs["budget"]["checkpoint"].endswith("best-within-budget")
