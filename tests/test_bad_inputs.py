@@ -1,6 +1,6 @@
-"""A fixed list of 124 bad inputs through the real command line: each ends with exit code 2, exactly
+"""A fixed list of 125 bad inputs through the real command line: each ends with exit code 2, exactly
 one line on stderr, no traceback, and no file the user owns changed (every file under the test's
-tree is hashed before and after each case). Issue 24 added 32 of them (bounded inputs, the user
+tree is hashed before and after each case). Issue 24 added 33 of them (bounded inputs, the user
 errors that still ended in a traceback, and the smaller things of its §6); its stores, markup names
 and damaged rows are in tests/sweep/test_store_readonly.py, its checkpoint code in test_trust.py."""
 
@@ -259,6 +259,8 @@ def _cases(r: Path) -> list[tuple[list[str], dict, str]]:
          "missing-corpus': no such file or folder"),
         (["sweep", s("noalpaca", grid0={"tasks": ["alpaca:" + str(r / "missing.json")]}), "--workers", "0"], {},
          "no such file"),
+        (["sweep", s("notok", data={"tokenizer": str(r / "missing-tok")}), "--workers", "0"], {},
+         "missing-tok': no such folder"),
         # -- issue 24 §5: user errors that ended in a traceback -----------------------------------
         (["data", "prepare", "--corpus", str(r / "notext.jsonl")], {}, "has no field 'text'"),
         (["data", "prepare", "--corpus", "hf:nobody/nothing"], {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
@@ -297,7 +299,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_every_bad_input_is_one_line_and_exit_code_2(tree, monkeypatch) -> None:
     monkeypatch.chdir(tree)  # ./typo is relative to here
     cases = _cases(tree)
-    assert len(cases) == 124
+    assert len(cases) == 125
     failures = []
     for args, env, expected in cases:
         before = _snapshot(tree)

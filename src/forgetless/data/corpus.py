@@ -136,10 +136,10 @@ def open_corpus(spec: str) -> Corpus:
     return LocalCorpus.from_spec(spec)
 
 
-def check_sources(corpus: str | None = None, tasks: list[str] = ()) -> list[str]:
+def check_sources(corpus: str | None = None, tasks: list[str] = (), tokenizer: str | None = None) -> list[str]:
     """What can be found wrong with a corpus spec and task names without reading their data: a
     local file or folder that is missing (or of an unsupported kind), and a dataset task's file
-    ("alpaca:/data/a.json") that is missing. Hub names (hf:...) are left to the hub. A study
+    ("alpaca:/data/a.json") or a tokenizer folder that is missing. Hub names are left to the hub. A study
     checks these before any work (a missing corpus was found after the bases had trained)."""
     problems = []
     if corpus is not None and corpus != "stdlib" and not str(corpus).startswith("hf:"):
@@ -151,4 +151,6 @@ def check_sources(corpus: str | None = None, tasks: list[str] = ()) -> list[str]
         prefix, sep, rest = str(task).partition(":")
         if sep and prefix != "hf" and rest and not Path(rest).expanduser().exists():
             problems.append(f"task {task!r}: no such file {rest}")
+    if tokenizer and str(tokenizer).startswith(("/", ".", "~")) and not Path(tokenizer).expanduser().exists():
+        problems.append(f"tokenizer {tokenizer!r}: no such folder (a hub tokenizer is named org/name)")
     return problems

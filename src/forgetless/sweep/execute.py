@@ -92,7 +92,7 @@ def check_study(study: Study) -> None:
     from forgetless.train import FinetuneConfig, PretrainConfig
 
     tasks = [t.name for g in study.finetune for t in g.tasks]
-    problems = check_bases(study) + check_sources(study.data.corpus, tasks)  # paths before any work
+    problems = check_bases(study) + check_sources(study.data.corpus, tasks, study.data.tokenizer)  # before any work
     seen: set[str] = set()
     for cell in expand(study):
         cfg = cell.config
