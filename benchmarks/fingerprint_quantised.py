@@ -4,7 +4,7 @@ reference run of benchmarks/fingerprint_references.py (their weights are not shi
     python benchmarks/fingerprint_quantised.py /tmp/fp-runs
 
 Quantisation: absmax per block of 32 consecutive entries of a row, 4 bits (GGUF Q4_0-like):
-w -> round(w / a * 7) * a / 7. Prints each changed answer and the count unchanged.
+w -> round(w / a * 7) * a / 7. Prints each run's headline before and after, and the count unchanged.
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ def main(runs_dir: str) -> None:
         model, _ = load_model(ckpt)
         before = fingerprint(model_features(model))
         after = fingerprint(model_features(quantise_dequantise(model)))
-        n, same, unknown = n + 1, same + (before.family == after.family), unknown + (after.family == "unknown")
-        if before.family != after.family:
-            print(f"{status.parent.name}: {before.family} -> {after.family}")
-    print(f"answer unchanged after the 4-bit round trip: {same}/{n} references; unknown after: {unknown}")
+        # The headline (Adam-like / Muon-like / unknown) is the answer; the nearest fine family is shown too.
+        n, same, unknown = n + 1, same + (before.headline == after.headline), unknown + (after.headline == "unknown")
+        print(f"{status.parent.name}: {before.label} p={before.probability or 0:.3f} -> {after.label} "
+              f"p={after.probability or 0:.3f} (nearest fine family {before.nearest} -> {after.nearest})")
+    print(f"headline unchanged after the 4-bit round trip: {same}/{n} references; unknown after: {unknown}")
 
 
 if __name__ == "__main__":

@@ -148,3 +148,19 @@ def test_recommend_infer_follows_the_headline_on_held_out_references(shipped, tm
             right += rec.optimizer == want and rec.how_known == "fingerprint"
             n += 1
     assert n == len(pair) and right >= 0.8 * n
+
+
+def test_infer_outranks_a_provenance_assumed_from_the_architecture(shipped, tmp_path, monkeypatch):
+    """A Llama-architecture checkpoint is 'assumed' AdamW (any optimizer can train a Llama); with
+    --infer, confident Muon-like weights are followed, with a caution; without it, no fingerprint."""
+    refs, clf = shipped
+    muon = clf.predict(next(r for r in refs if r.name == "small-muon-s1-lr0.001-240").features)
+    _stub(monkeypatch, muon)
+    torch.manual_seed(0)
+    folder = tmp_path / "base"
+    LlamaForCausalLM(LlamaConfig(**DIMS)).save_pretrained(folder)
+    plain = recommend(folder)
+    assert (plain.optimizer, plain.how_known, plain.provenance_status) == ("adamw", "provenance", "assumed")
+    inferred = recommend(folder, infer=True)
+    assert (inferred.optimizer, inferred.how_known) == ("muon", "fingerprint")
+    assert any("only assumed" in c for c in inferred.cautions)

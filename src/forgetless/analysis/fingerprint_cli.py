@@ -142,8 +142,9 @@ def _show_prediction(ckpt: str, pred, seconds: float) -> None:
         typer.echo(f"  fine family: not decisive (shares of the group with the prior: {shares(pred.fine_probabilities)}; "
                    f"without: {shares(pred.fine_without_prior)})")
     if pred.deciding:  # plain lines, not a table: every range stays readable in 80 columns
-        typer.echo(f"  features that decided it (against {GROUP_LABELS.get(pred.deciding[0]['against'])}), "
-                   "with each group's reference range:")
+        verb = "that weigh most" if pred.headline == "unknown" else "that decided it"
+        typer.echo(f"  features {verb} (toward {GROUP_LABELS.get(pred.nearest_group, pred.nearest_group)}, against "
+                   f"{GROUP_LABELS.get(pred.deciding[0]['against'])}), with each group's reference range:")
     for d in pred.deciding:
         ranges = ", ".join(f"{GROUP_LABELS.get(g, g)} {lo:.3g}..{hi:.3g}" for g, (lo, hi) in d["ranges"].items())
         typer.echo(f"  {d['feature']} = {d['value']:.3g}   [{ranges}]")

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         table.add_row("family", rec.family or "unknown")
         for d in rec.evidence:  # the fingerprint's deciding features, with each group's reference range
             ranges = ", ".join(f"{g} {lo:.3g}..{hi:.3g}" for g, (lo, hi) in d["ranges"].items())
-            table.add_row("evidence", f"{d['feature']} = {d['value']:.3g} [{ranges}]")
+            table.add_row("evidence", f"{d['feature']} = {d['value']:.3g} ({ranges})")  # no [ ]: rich markup
         table.add_row("finetune with", f"forgetless finetune ... --method full --optimizer {rec.optimizer}")
         table.add_row("lr sweep", ", ".join(f"{lr:g}" for lr in rec.lr_grid))
         table.add_row("LoRA lr sweep", ", ".join(f"{lr:g}" for lr in rec.lora_lr_grid) + " (if you must)")

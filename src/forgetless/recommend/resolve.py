@@ -5,7 +5,8 @@ finetune` without --optimizer, so the three never disagree. In order:
 1. a forgetless run config (the optimizer that pretrained it, recorded),
 2. the provenance registry (recommend/provenance.json: names, model card, model type),
 3. the weight fingerprint's headline: Adam-like (element-wise) -> adamw, Muon-like (spectral) ->
-   muon. The fine family within the group never decides (no public model was pretrained with
+   muon; asked for (`infer`), it also outranks a provenance only assumed from the architecture
+   (documented provenance is kept, with a caution when they disagree). The fine family within the group never decides (no public model was pretrained with
    column or row top-1, and the references that tell them apart are short runs).
 When none of them knows, or the fingerprint's headline probability is below `min_confidence`
 (default fingerprint_model.CONFIDENCE = 0.8), the answer is AdamW, the optimizer of most open
@@ -119,10 +120,16 @@ def _ask_fingerprint(model, module, found: Resolution, min_confidence: float) ->
     if pred.fine_family:
         found.reasoning.append(f"Within the group the fine family is {pred.fine_family}; it does not change the advice.")
     found.sources.append("forgetless fingerprint, calibrated on reference checkpoints it pretrains")
-    if found.pretrain_optimizer is None:
+    agrees = found.pretrain_optimizer is None or group_of(describe(found.pretrain_optimizer).family) == best
+    if found.pretrain_optimizer is None or found.status == "assumed":
+        # An architecture alone is a guess (forgetless's own Muon bases are Llama-architecture):
+        # asked for (--infer), confident weights outrank it.
+        if not agrees:
+            found.cautions.append(f"The provenance was only assumed from the architecture ({found.pretrain_optimizer}); "
+                                  f"the weights look {GROUP_LABELS.get(best, best)}, so they are followed.")
         found.optimizer = found.pretrain_optimizer = opt
-        found.how_known, found.confidence = "fingerprint", p
-    elif group_of(describe(found.pretrain_optimizer).family) != best:
+        found.how_known, found.confidence, found.status = "fingerprint", p, None
+    elif not agrees:
         found.cautions.append(f"The fingerprint ({GROUP_LABELS.get(best, best)}) disagrees with the provenance "
                               f"({found.pretrain_optimizer}); the provenance is kept.")
 
