@@ -169,6 +169,10 @@ def figure(series, losses, path: Path) -> None:
     bx.set_ylabel("validation loss after the decay branch (nats)")
     bx.set_title("bases: mean over seeds (± sd)")
     bx.legend()
+    ticks = sorted({round(p[0], 2) for pts in losses.values() for p in pts})
+    for axis in (ax, bx):
+        axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axis.minorticks_off()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)

@@ -41,7 +41,7 @@ def main() -> None:
     for opt in args.optimizers.split(","):
         entry = entries[opt]
         for budget in (int(b) for b in args.budgets.split(",")):
-            branch = [cid for cid, r in runs.items() if r["meta"].get("base_optimizer") == opt
+            branch = [cid for cid, r in runs.items() if r["kind"] == "pretrain" and r["meta"].get("base_optimizer") == opt
                       and r["meta"].get("base_seed") == args.seed and r["meta"].get("budget")
                       and r["config"]["tokens"] == budget]
             if not branch or branch[0] not in last:
