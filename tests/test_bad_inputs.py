@@ -1,8 +1,9 @@
-"""A fixed list of 125 bad inputs through the real command line: each ends with exit code 2, exactly
+"""A fixed list of 128 bad inputs through the real command line: each ends with exit code 2, exactly
 one line on stderr, no traceback, and no file the user owns changed (every file under the test's
-tree is hashed before and after each case). Issue 24 added 33 of them (bounded inputs, the user
-errors that still ended in a traceback, and the smaller things of its §6); its stores, markup names
-and damaged rows are in tests/sweep/test_store_readonly.py, its checkpoint code in test_trust.py."""
+tree is hashed before and after each case). Issue 24 added 36 of them (bounded inputs, the user
+errors that still ended in a traceback, the smaller things of its §6, and files nested 100,000
+deep); its stores, markup names and damaged rows are in tests/sweep/test_store_readonly.py, its
+checkpoint code and untrusted sandbox output in tests/test_trust.py."""
 
 from __future__ import annotations
 
@@ -131,6 +132,12 @@ def _issue24_files(root: Path, ckpt: Path) -> None:
     (root / "cfg-bigint.yaml").write_text("tokens: 1" + "0" * 30 + "\n")
     (root / "cfg-typo.yaml").write_text("model: nano\nmodel_overrides: {hidden_sise: 8}\n")
     (root / "cfg-heads.yaml").write_text("model: nano\nmodel_overrides: {num_attention_heads: 3}\n")
+    shutil.copytree(ckpt, root / "deepcfg")
+    (root / "deepcfg" / "config.json").write_text("[" * 100_000)  # Python's json: RecursionError
+    (root / "deeprun").mkdir()
+    (root / "deeprun" / "config.yaml").write_text("[" * 100_000)
+    shutil.copytree(ckpt, root / "deeprun" / "checkpoints" / "step-000001")
+    (root / "deepref.json").write_text("[" * 100_000)
     raw = yaml.safe_load(Path(_study(root, "dotdot")).read_text())
     raw["name"] = ".."
     (root / "dotdot.yaml").write_text(yaml.safe_dump(raw))
@@ -288,6 +295,11 @@ def _cases(r: Path) -> list[tuple[list[str], dict, str]]:
         (["finetune", ck, "--task", "arith", "--resume", "--out", str(r / "run_state")], {}, "holds a pretrain run"),
         (["pretrain", "--nproc", "0", "--out", out], {}, "--nproc must be >= 1"),
         (["sweep", str(r / "dotdot.yaml")], {}, "is not a study name"),
+        # -- issue 24, others like them: JSON and YAML nested 100,000 deep --------------------------
+        (["spectrum", str(r / "deepcfg")], {}, "nested 100000 deep, over the limit of 64"),
+        (["finetune", str(r / "deeprun"), "--task", "arith", "--optimizer", "adamw", "--out", out], {},
+         "not a readable run config (nested more than 64 deep)"),
+        (["fingerprint", "--calibration", "--reference", str(r / "deepref.json")], {}, "not a fingerprint reference"),
     ]
 
 
@@ -299,7 +311,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_every_bad_input_is_one_line_and_exit_code_2(tree, monkeypatch) -> None:
     monkeypatch.chdir(tree)  # ./typo is relative to here
     cases = _cases(tree)
-    assert len(cases) == 125
+    assert len(cases) == 128
     failures = []
     for args, env, expected in cases:
         before = _snapshot(tree)

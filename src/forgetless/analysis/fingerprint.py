@@ -119,7 +119,7 @@ def load_references(path: str | Path | None = None) -> tuple[list[Reference], di
     try:
         doc = json.loads(path.read_text())
         return [Reference(**r) for r in doc["references"]], doc
-    except (ValueError, KeyError, TypeError) as err:  # not JSON, not UTF-8, or not a reference file
+    except (ValueError, KeyError, TypeError, RecursionError) as err:  # RecursionError: '[' * 100000  # not JSON, not UTF-8, or not a reference file
         raise BadFile(f"{path} is not a fingerprint reference file ({one_line(err)})") from None
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from forgetless.untrusted import CONFIG_JSON_MAX_BYTES, load_json, load_yaml
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -57,7 +59,7 @@ def _card_base_models(folder: Path) -> list[str]:
     if not text.startswith("---"):
         return []
     try:
-        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+        meta = load_yaml(text.split("---", 2)[1]) or {}  # a downloaded card: bounded (no alias bomb)
     except yaml.YAMLError:
         return []
     base = meta.get("base_model") if isinstance(meta, dict) else None
@@ -77,7 +79,7 @@ def _forgetless_pretrain_optimizer(folder: Path, depth: int = 0) -> tuple[str | 
         if not cfg_path.is_file():
             continue
         try:
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            cfg = load_yaml(cfg_path.read_text(errors="replace")) or {}
         except yaml.YAMLError:
             continue
         if not isinstance(cfg, dict) or "optimizer" not in cfg:
@@ -102,7 +104,11 @@ def model_facts(model: str | Path) -> ModelFacts:
     if folder.is_dir():
         facts.names.append(("folder name", folder.resolve().name))
         if (folder / "config.json").is_file():
-            config = json.loads((folder / "config.json").read_text())
+            try:  # bounded, and only a mapping is a config (a list or a deep nest is not)
+                config = load_json((folder / "config.json").read_bytes(), max_bytes=CONFIG_JSON_MAX_BYTES)
+            except ValueError:
+                config = {}
+            config = config if isinstance(config, dict) else {}
         facts.names += [("model card base_model", b) for b in _card_base_models(folder)]
         facts.forgetless_optimizer, facts.forgetless_config = _forgetless_pretrain_optimizer(folder)
     else:

@@ -37,9 +37,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from forgetless import __version__
-from forgetless.errors import UserError
 from forgetless.sweep.records import Cell, EvalPoint
-from forgetless.sweep.study import RENAMED
+from forgetless.sweep.rows import (
+    StoreError,
+    StoreVersionError,
+    check_version,
+    connect_readonly,
+    json_field,
+    run_row,
+    stored_path,
+)
+
+__all__ = ["Store", "StoreError", "StoreVersionError", "owner_gone", "owner_id"]
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "diverged", "failed")
@@ -85,14 +94,6 @@ CREATE TABLE IF NOT EXISTS points (
     extra_json TEXT,
     PRIMARY KEY (run_id, step));
 """
-
-
-class StoreVersionError(UserError, RuntimeError):
-    """The store was written by a newer forgetless; upgrade instead of touching it."""
-
-
-class StoreError(UserError, OSError):
-    """The store cannot be opened or created: named, and never overwritten."""
 
 
 def owner_id() -> str:
@@ -151,31 +152,10 @@ class Store:
             raise
 
     def _open_readonly(self, timeout: float) -> None:
-        """For the reading commands (status, frontier, export, compare, report): SQLite's
-        read-only mode, so nothing is written, a read-only file or directory is no obstacle, and
-        a damaged store is reported rather than repaired (no table is created, no WAL switch)."""
-        if not self.path.is_file():
-            what = "is not a file" if self.path.exists() else "does not exist"
-            raise StoreError(f"{self.path} {what}: no results store there (nothing has run with this "
-                             "study and --out yet, or --out names another directory)")
-        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        """For the reading commands (status, frontier, export, compare, report): see
+        rows.connect_readonly; nothing is written, a damaged store is reported, not repaired."""
+        self.db = connect_readonly(self.path, timeout)
         try:
-            self.db = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-            try:
-                self.db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-            except sqlite3.OperationalError:
-                # WAL mode in a directory we cannot write, with no -wal file: no writer can be at
-                # work there, so the file alone is the whole store (immutable: no -shm needed).
-                if Path(f"{self.path}-wal").exists() or os.access(self.path.parent, os.W_OK):
-                    raise
-                self.db.close()
-                self.db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout, isolation_level=None)
-        except sqlite3.Error as err:
-            raise StoreError(f"{self.path} is not a usable forgetless results store ({err}); the file "
-                             "was not modified") from None
-        try:
-            self.db.row_factory = sqlite3.Row
-            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             missing = sorted({"meta", "studies", "runs", "study_cells", "points"} - tables)
             if missing:
@@ -190,47 +170,14 @@ class Store:
             raise
 
     def _check_version(self) -> None:
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        try:
-            found = int(row["value"]) if row else 0
-        except (TypeError, ValueError):
-            raise sqlite3.DatabaseError(f"schema_version {row['value']!r} is not a number") from None
-        if found > SCHEMA_VERSION:
-            raise StoreVersionError(
-                f"{self.path} has results-store schema version {found}, but this forgetless "
-                f"reads up to version {SCHEMA_VERSION}; upgrade forgetless to open it "
-                "(the file was not modified).")
+        check_version(self.db, self.path, SCHEMA_VERSION)
 
     # ------------------------------------------------------------------ where runs live
     def _stored_path(self, path: str | Path | None) -> str | None:
-        """A run's path as kept in the store: relative to the store's folder when inside it, so
-        the sweep directory can move (or be used from another working directory)."""
-        if path is None:
-            return None
-        full, home = Path(path).absolute(), self.path.parent.absolute()
-        try:
-            return full.relative_to(home).as_posix()
-        except ValueError:
-            return str(full)
-
-    def _located(self, cell_id: str, value: str | None) -> str | None:
-        """A stored run path as a path usable from here. Older stores kept them relative to the
-        working directory of the sweep, or absolute where the directory then was: the part from
-        `cells/<cell id>` on is what names the run, and is found under this store's folder."""
-        if not value:
-            return value
-        home = self.path.parent.absolute()
-        parts = Path(value).parts
-        for i in range(len(parts) - 1):
-            if parts[i] == "cells" and parts[i + 1] == cell_id:
-                return str(home.joinpath(*parts[i:]))
-        return str(Path(value) if Path(value).is_absolute() else home / value)
+        return stored_path(self.path.parent, path)
 
     def _row(self, row: sqlite3.Row) -> dict:
-        d = _run_row(row)
-        for key in ("out_dir", "checkpoint"):
-            d[key] = self._located(d["cell_id"], d.get(key))
-        return d
+        return run_row(row, self.path.parent)
 
     # ------------------------------------------------------------------ plumbing
     def _tx(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
@@ -439,7 +386,7 @@ class Store:
             d = dict(r)
             for key in ("sources_json", "extra_json", "meta_json"):
                 raw = d.get(key)
-                d[key[:-5]] = _json_field(d, key) if raw else d.pop(key)
+                d[key[:-5]] = json_field(d, key) if raw else d.pop(key)
                 if raw and not isinstance(d[key[:-5]], dict):
                     raise StoreError(f"results store: a point of cell {d['run_id']!r} is damaged ({key} is "
                                      "not a JSON object); restore the store from a copy, or delete the row")
@@ -452,29 +399,6 @@ class Store:
     def eval_points(self, run_id: str | None = None, study: str | None = None) -> list[EvalPoint]:
         """`points`, as typed records."""
         return [EvalPoint.from_row(row) for row in self.points(run_id=run_id, study=study)]
-
-
-def _run_row(row: sqlite3.Row) -> dict:
-    d = dict(row)
-    config, meta = _json_field(d, "config_json"), _json_field(d, "meta_json")
-    if not isinstance(config, dict) or not isinstance(meta, dict):
-        raise StoreError(f"results store: the row of cell {d.get('cell_id')!r} is damaged (config_json and "
-                         "meta_json must be JSON objects); restore the store from a copy, or delete the row")
-    # stores written before fields took the training config's names (RENAMED) read as if renamed
-    d["config"] = {RENAMED.get(k, k): v for k, v in config.items()}
-    d["meta"] = meta
-    return d
-
-
-def _json_field(d: dict, key: str):
-    """A JSON column of a row (bounded parse; None when it is not JSON)."""
-    from forgetless.untrusted import load_json
-
-    raw = d.pop(key, None)
-    try:
-        return load_json(raw, max_bytes=64 << 20) if isinstance(raw, (str, bytes)) else None
-    except ValueError:
-        return None
 
 
 def owner_gone(owner: str | None, heartbeat: float | None, stale_after: float) -> bool:

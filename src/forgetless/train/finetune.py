@@ -45,7 +45,15 @@ def describe_base(base: str) -> dict[str, Any]:
     followed back to its pretraining)."""
     config = Path(base) / "config.yaml"
     if config.is_file():
-        saved = yaml.safe_load(config.read_text()) or {}
+        from forgetless.errors import BadFile
+        from forgetless.untrusted import load_yaml  # a run folder from anywhere: bounded
+
+        try:
+            saved = load_yaml(config.read_text(errors="replace")) or {}
+        except yaml.YAMLError as err:
+            saved = err
+        if not isinstance(saved, dict):
+            raise BadFile(f"{config}: not a readable run config ({str(saved)[:200]}); give the checkpoint folder instead")
         if "base" in saved:  # a finetune run: its pretraining facts are its base's
             info = describe_base(saved["base"])
         else:

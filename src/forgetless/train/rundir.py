@@ -32,6 +32,7 @@ except ImportError:  # not POSIX
 from forgetless.errors import CorruptCheckpoint, RunBusy, one_line
 from forgetless.models import latest_checkpoint
 from forgetless.train.checkpoint import verify_checkpoint
+from forgetless.untrusted import load_json
 
 
 def say(message: str) -> None:
@@ -136,7 +137,7 @@ class RunDir:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = load_json(line, max_bytes=1 << 24)  # bounded: a crafted line cannot recurse
             except ValueError:
                 dropped += 1
                 continue
@@ -160,7 +161,13 @@ class RunDir:
             release(self.path)  # the run is over: a resume or a sweep's next look may take it
 
     def read_status(self) -> dict[str, Any]:
-        return json.loads(self.status_path.read_text()) if self.status_path.exists() else {}
+        if not self.status_path.exists():
+            return {}
+        try:
+            status = load_json(self.status_path.read_text(errors="replace"), max_bytes=1 << 24)
+        except ValueError:
+            return {}  # a damaged status.json says nothing: it is rewritten at the next checkpoint
+        return status if isinstance(status, dict) else {}
 
     @staticmethod
     def write_atomic(path: Path, text: str) -> None:
