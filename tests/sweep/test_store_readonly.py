@@ -171,3 +171,23 @@ def test_frontier_out_without_a_suffix_names_the_file_it_wrote(filled, tmp_path)
     assert res.exit_code == 0, res.output
     assert f"figure: {tmp_path / 'fig.png'}" in res.output and (tmp_path / "fig.png").is_file()
     assert not (tmp_path / "fig").exists()
+
+
+def test_a_started_cell_of_a_moved_sweep_resumes_with_its_base_at_the_new_place(tmp_path) -> None:
+    """A finetune cell that had started before the sweep moved has the old base path in its
+    config.yaml; the same cell (cells/<id>) at its new place is the same base, another is not."""
+    from forgetless.train import FinetuneConfig, runtime
+    from forgetless.train.rundir import RunDir, release
+
+    run = tmp_path / "run"
+    old = FinetuneConfig(base=str(tmp_path / "old" / "D" / "cells" / "abc"), task="arith", out_dir=run,
+                         steps=4, resume=True)
+    RunDir(run).prepare(old.model_copy(update={"resume": False}).to_yaml(), resume=False)
+    release(run)
+    moved = old.model_copy(update={"base": str(tmp_path / "new" / "place" / "cells" / "abc")})
+    assert runtime.open_run(RunDir(run), moved) is None  # accepted (no checkpoint yet to resume)
+    release(run)
+    other = old.model_copy(update={"base": str(tmp_path / "new" / "place" / "cells" / "xyz")})
+    with pytest.raises(ValueError, match="settings differ.*base"):
+        runtime.open_run(RunDir(run), other)
+    release(run)

@@ -176,6 +176,16 @@ class RunDir:
         os.replace(tmp, path)
 
 
+def same_sweep_cell(a: Any, b: Any) -> bool:
+    """Whether two base paths name the same cell of a sweep (`.../cells/<id>`) seen from two places:
+    a sweep directory that moved, or was resumed from another working directory, gives its cells'
+    bases by their new path, and a started cell's config.yaml has the old one."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    pa, pb = Path(a).parts, Path(b).parts
+    return len(pa) >= 2 and len(pb) >= 2 and pa[-2] == pb[-2] == "cells" and pa[-1] == pb[-1]
+
+
 LOCK_NAME = ".lock"
 _HELD: dict[str, int] = {}  # run directories this process has claimed: resolved path -> lock fd
 

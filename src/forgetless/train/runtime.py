@@ -20,7 +20,7 @@ from forgetless.models import latest_checkpoint
 from forgetless.train import distributed
 from forgetless.train.config import TrainConfig
 from forgetless.train.evaluate import head_split
-from forgetless.train.rundir import RunDir
+from forgetless.train.rundir import RunDir, same_sweep_cell
 from forgetless.train.trackers import check_trackers
 
 # Fields that may change between a run and its resumption (they do not change the numbers).
@@ -102,7 +102,8 @@ def open_run(run: RunDir, cfg: TrainConfig):
     if cfg.resume and saved_path.is_file():
         saved = yaml.safe_load(saved_path.read_text()) or {}
         now = cfg.model_dump(mode="json")
-        changed = sorted(k for k in now if k not in _RESUMABLE and saved.get(k) != now[k])
+        changed = sorted(k for k in now if k not in _RESUMABLE and saved.get(k) != now[k]
+                         and not (k == "base" and same_sweep_cell(saved.get(k), now[k])))  # a moved sweep
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
             raise ValueError(f"resume: settings differ from the run in {run.path} ({detail}); "
