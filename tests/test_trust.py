@@ -208,3 +208,16 @@ def test_bounded_yaml_reads_what_safe_load_reads_and_refuses_bombs() -> None:
         load_yaml("[" * 100 + "]" * 100)
     with pytest.raises(YAMLLimit, match="over the limit"):
         load_yaml("x: 1\n" * 10, max_bytes=20)
+
+
+def test_report_markdown_escapes_labels(tmp_path) -> None:
+    """report.md wrote labels raw, so `<script>` passed through (the HTML already escaped them)."""
+    from forgetless.report.render import Section, Table, write_report
+
+    label = "<script>alert(1)</script>"
+    sections = [Section(f"base {label}", paragraphs=[f"method {label} & co"],
+                        tables=[Table(["method", "status"], [[label, "holds"]], caption=label)])]
+    md, _ = write_report("Title", sections, tmp_path)
+    text = md.read_text()
+    assert "<script>" not in text
+    assert text.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 4 and "& co" not in text

@@ -54,20 +54,25 @@ def _cell(value) -> str:
 
 
 def to_markdown(title: str, sections: list[Section], out_dir: Path) -> str:
-    lines = [f"# {title}", ""]
+    # Labels are the user's text: no HTML of theirs may reach a Markdown renderer (`<script>`);
+    # the report's own Markdown has no HTML, so escaping all of it changes nothing else.
+    def esc(text: str) -> str:
+        return html.escape(str(text), quote=False)
+
+    lines = [f"# {esc(title)}", ""]
     for section in sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {esc(section.title)}", ""]
         for paragraph in section.paragraphs:
-            lines += [paragraph, ""]
+            lines += [esc(paragraph), ""]
         for block in section.markdown:
-            lines += [block, ""]
+            lines += [esc(block), ""]
         for table in section.tables:
             if table.caption:
-                lines += [f"**{table.caption}**", ""]
-            lines.append("| " + " | ".join(table.headers) + " |")
+                lines += [f"**{esc(table.caption)}**", ""]
+            lines.append("| " + " | ".join(esc(h) for h in table.headers) + " |")
             lines.append("|" + "---|" * len(table.headers))
             for row in table.rows:
-                cells = [_cell(v).replace("|", "\\|").replace("\n", " ") for v in row]
+                cells = [esc(_cell(v)).replace("|", "\\|").replace("\n", " ") for v in row]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         for path, caption in section.figures:
