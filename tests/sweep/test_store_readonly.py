@@ -191,3 +191,12 @@ def test_a_started_cell_of_a_moved_sweep_resumes_with_its_base_at_the_new_place(
     with pytest.raises(ValueError, match="settings differ.*base"):
         runtime.open_run(RunDir(run), other)
     release(run)
+
+
+def test_frontier_to_an_unwritable_place_is_one_line(filled, tmp_path) -> None:
+    study_file, _ = filled
+    (tmp_path / "afile").write_text("a file where a folder would be\n")
+    res = runner.invoke(app, ["frontier", str(study_file), "--out", str(tmp_path / "afile" / "x.png")],
+                        env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, (res.output, res.exception)
+    assert "cannot write the figure" in res.stderr and "Traceback" not in res.output
