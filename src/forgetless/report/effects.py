@@ -111,9 +111,9 @@ def paths(rows: list[dict], base_point: tuple[float, float] | None = None) -> li
     Its step-0 point starts the path; a run without one starts at `base_point` when given.
     Non-finite points are left out (a diverged checkpoint ends nothing: the path goes around it).
     """
-    runs: dict[tuple, list[dict]] = {}
-    for r in rows:
-        runs.setdefault(tuple(r.get(k) for k in RUN_KEYS), []).append(r)
+    runs: dict = {}
+    for r in rows:  # a store's rows name their run; tables from elsewhere are grouped by RUN_KEYS
+        runs.setdefault(r.get("run_id") or tuple(r.get(k) for k in RUN_KEYS), []).append(r)
     out = []
     for run_rows in runs.values():
         run_rows = sorted(run_rows, key=lambda r: r.get("step") or 0)
