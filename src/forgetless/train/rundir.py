@@ -187,24 +187,34 @@ def same_sweep_cell(a: Any, b: Any) -> bool:
 
 
 LOCK_NAME = ".lock"
+# A sweep worker whose runner was killed exits within about half a second (it polls its parent),
+# and the next runner may claim its cell at once: a claim waits this long for such a holder.
+CLAIM_WAIT = 5.0
 _HELD: dict[str, int] = {}  # run directories this process has claimed: resolved path -> lock fd
 
 
 def claim(path: Path) -> None:
     """Take the run directory for this process with an exclusive `flock` on `path/.lock` (kept
     until the run ends or the process exits, a kill included: the kernel drops the lock). A
-    second process is refused at once, naming the holder; this process may claim it again."""
+    second process is refused after CLAIM_WAIT seconds, naming the holder; this process may
+    claim it again."""
     key = str(Path(path).resolve())
     if key in _HELD or fcntl is None:  # no flock (not POSIX): the started-run check is all there is
         return
     fd = os.open(Path(path) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # BlockingIOError: held by another process
-        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-        os.close(fd)
-        raise RunBusy(f"{path} is in use by another forgetless run ({holder}); wait for it to end, or "
-                      "choose another out_dir (--out)") from None
+    deadline = time.monotonic() + CLAIM_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:  # BlockingIOError: held by another process
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunBusy(f"{path} is in use by another forgetless run ({holder}); wait for it to end, "
+                          "or choose another out_dir (--out)") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _HELD[key] = fd
