@@ -19,6 +19,7 @@ import warnings
 import pytest
 
 from forgetless.report.regime import token_cap
+from forgetless.sweep import branches
 from forgetless.sweep.study import expand, load_study, preset_names
 
 MIN_FINETUNE_TOKENS = 20 * 16 * 128
@@ -41,26 +42,34 @@ def _cap(p: float) -> float:
     return min(0.20 * p, max(0.10 * p, MIN_FINETUNE_TOKENS))
 
 
-def _bases(study) -> dict[str, dict]:
-    out = {(p.name or p.optimizer): {"tokens": p.tokens, "lr": p.lr} for p in study.pretrain}
-    for p in study.pretrain:  # a multi-budget entry (sweep.branches): grids name each budget NAME@TOKENS
-        for t in p.budgets if isinstance(p.tokens, list) else []:
-            out[f"{p.name or p.optimizer}@{t}"] = {"tokens": t, "lr": p.lr}
+def _pairs(study, grid) -> list[tuple[str, dict]]:
+    """(label, {"tokens", "lr"}) of every base a grid finetunes: each budget of a multi-budget
+    pretraining entry (NAME@TOKENS picks one; NAME all), and hub bases from KNOWN_BASES."""
+    refs = [branches.base_ref(r) for r in grid.bases] if grid.bases else None
+    out = []
+    for p in study.pretrain:
+        name = p.name or p.optimizer
+        for budget in p.budgets:
+            if refs is None or (name, None) in refs or (name, budget) in refs:
+                out.append((f"{name}@{budget}", {"tokens": budget, "lr": p.lr}))
     for b in study.bases:
-        assert b.checkpoint in KNOWN_BASES, f"{study.name}: add {b.checkpoint}'s pretraining tokens and lr"
-        out[b.name] = KNOWN_BASES[b.checkpoint]
+        if refs is None or (b.name, None) in refs:
+            assert b.checkpoint in KNOWN_BASES, f"{study.name}: add {b.checkpoint}'s pretraining tokens and lr"
+            out.append((b.name, KNOWN_BASES[b.checkpoint]))
     return out
 
 
 def _grids(study):
-    """(grid index, base name, method, finetune tokens) of every grid x base x method."""
+    """(grid index, base label, its budget, method, finetune tokens) of every grid x base x method."""
     for g, grid in enumerate(study.finetune):
-        for base in grid.bases or study.base_names():
+        pairs = _pairs(study, grid)
+        assert pairs, f"{study.name} finetune[{g}]: no base"
+        for base, pre in pairs:
             for m in grid.methods:
                 st = {**grid.settings, **m.settings}
                 assert st.get("batch_size") and st.get("seq_len"), \
                     f"{study.name} finetune[{g}]: a preset states its batch_size and seq_len (its token budget)"
-                yield g, base, m, grid.steps * st["batch_size"] * st["seq_len"] * st.get("grad_accum", 1)
+                yield g, base, pre, m, grid.steps * st["batch_size"] * st["seq_len"] * st.get("grad_accum", 1)
 
 
 def test_the_rule_as_the_report_states_it():
@@ -75,11 +84,9 @@ def test_preset_keeps_the_paper_regime(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RegimeWarning (> 20%), no deprecated names
         study = load_study(name)
-    bases = _bases(study)
     problems = []
-    for g, base, m, tokens in _grids(study):
+    for g, base, pre, m, tokens in _grids(study):
         where = f"{name} finetune[{g}] {m.label} on {base}"
-        pre = bases[base]
         if m.kind == "full":
             if len(m.lrs) < 3 and name not in FEWER_LRS_BY_DESIGN:
                 problems.append(f"{where}: {len(m.lrs)} lr(s), a full-finetuning grid needs >= 3")
@@ -116,3 +123,13 @@ def test_cpu_full_has_five_pretraining_seeds_per_finetuned_family():
     study = load_study("cpu-full")
     seeds = {p.optimizer: p.seeds for p in study.pretrain}
     assert len(seeds["adamw"]) >= 5 and len(seeds["muon"]) >= 5
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_pretrained_base_of_every_grid_is_checked(name):
+    """The pairs checked above are the study's own (grid, base budget) pairs, with the same ratios."""
+    study = load_study(name)
+    ours = sorted((g, round(tokens / pre["tokens"], 9)) for g, base, pre, m, tokens in _grids(study)
+                  if "@" in base and m is study.finetune[g].methods[0])
+    theirs = sorted((g, round(r, 9)) for g, _, r in study.token_ratios())
+    assert ours == theirs and (ours or not study.pretrain)  # llama2-7b: hub bases only
