@@ -72,7 +72,7 @@ def test_trained_model_names_its_deciding_features(reference, tmp_path):
     assert doc["calibration"]["n_references"] == 4
     assert doc["calibration"]["evaluation"]["weights"]["loo"]["n"] == 4
     res = CliRunner().invoke(app, ["fingerprint", ckpt, "--reference", reference, "--device", "cpu"])
-    assert "features that decided it" in res.output
+    assert "features that decided it" in res.output or "features that weigh most" in res.output  # unknown: the latter
     assert "with the prior" in res.output and "without it" in res.output
 
 
