@@ -114,6 +114,11 @@ def test_lr_ratios_and_the_grids_above_a_third():
     ok_runs, ok_points = _study_runs(lrs=(1e-4, 3e-4, 1e-3))
     ok = next(x for x in check(ok_runs, ok_points, []).lines() if x.startswith("full-finetuning lr"))
     assert "above" not in ok
+    # A grid learning best at its top lr: named as what a capped grid shows, only when it is capped.
+    rising = [_pt("full-adamw", lr, 2.0 - i * 0.1) for i, lr in enumerate((1e-4, 3e-4, 1e-3))]
+    capped = check(ok_runs, ok_points, rising).lines()[-1]
+    assert capped.startswith("1 grid(s) learn best") and "not a sign of a grid set too low" in capped
+    assert "not a sign" not in check(runs, points, rising).lines()[-1]  # this grid reaches 3e-3
 
 
 def test_single_lr_grids_are_flagged_once_per_family():

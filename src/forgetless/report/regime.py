@@ -126,9 +126,13 @@ class RegimeCheck:
             out.append(f"{len(self.single_lr)} grid(s) have a single lr, so they cannot bracket the best lr: "
                        + "; ".join(self.single_lr))
         if self.unbracketed:
+            capped = bool(self.lr_ratios) and max(self.lr_ratios.values()) <= MAX_FULL_LR_RATIO * (1 + 1e-9)
             out.append(f"{len(self.unbracketed)} grid(s) learn best at their highest lr, so they do "
                        "not bracket the best lr: " + "; ".join(self.unbracketed[:6])
-                       + (" ..." if len(self.unbracketed) > 6 else ""))
+                       + (" ..." if len(self.unbracketed) > 6 else "")
+                       + ("; the full-finetuning grids stop at a third of the pretraining lr, as the "
+                          "paper's, and short finetunes learn fastest at the top lr they are given, so "
+                          "this is not a sign of a grid set too low" if capped else ""))
         return out or ["no finetunes to check"]
 
     def _budget_lines(self) -> list[str]:
