@@ -10,8 +10,10 @@ ORDER = ["counts", "errors", "untrusted", "lazy", "optim", "data", "models", "tr
 # Boxes a box may import besides those above it: none. Siblings at one level share nothing but these.
 ALLOWED_EXTRA: dict[str, set[str]] = {"data": set(), "models": set(), "optim": set()}
 # Single upward edges, each at the command line's level and listed in docs/ARCHITECTURE.md:
-# `forgetless finetune` without --optimizer asks the one optimizer resolver (issue 23 §3).
-ALLOWED_EDGES = {("forgetless.train.commands", "forgetless.recommend.resolve")}
+# `forgetless finetune` without --optimizer asks the one optimizer resolver (issue 23 §3);
+# `forgetless finetune --harness TASK` measures lm_eval tasks through the integrations (issue 23 §6).
+ALLOWED_EDGES = {("forgetless.train.commands", "forgetless.recommend.resolve"),
+                 ("forgetless.train.commands", "forgetless.integrations.harness")}
 
 
 def _modules() -> dict[str, Path]:

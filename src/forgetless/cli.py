@@ -84,6 +84,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _suggest_option(err) -> None:
+    """'No such option: --learning_rate' names the option meant (--lr): our flags by their field
+    names, with underscores for dashes and Hugging Face Trainer names mapped (errors.nearest)."""
+    from forgetless.errors import nearest
+
+    flags = {p.name: p.opts[0] for p in err.ctx.command.params if getattr(p, "opts", None)
+             and p.opts[0].startswith("--")}
+    near = nearest(err.option_name, flags)
+    if near is not None:
+        err.message = f"No such option: {err.option_name}; did you mean {flags[near]}?"
+        err.possibilities = []  # click would list its own guesses after ours
+
+
 def load_commands(module: str) -> dict[str, TyperCommand | TyperGroup]:
     """The commands `module`'s register(app) adds, by name (imports the module)."""
     sub = typer.Typer()
@@ -149,6 +162,8 @@ class _Main(TyperGroup):
             sys.exit(err.exit_code)
         except _cx.UsageError as err:  # a bad option or argument: one line, not a usage panel
             where = err.ctx.command_path if err.ctx is not None else "forgetless"
+            if isinstance(err, _cx.NoSuchOption) and err.ctx is not None:
+                _suggest_option(err)
             _say(f"{where}: {one_line(err.format_message())} (see {where} --help)")
             sys.exit(2)
         except _cx.ClickException as err:

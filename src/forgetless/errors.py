@@ -65,7 +65,7 @@ def format_validation_error(err, model: type | None = None) -> str:
     greater than 0", "finetune[0].methods[1].rank: ..."). An unknown field lists the fields allowed
     at that place when `model` (the validated class) is given. One formatter for configs and
     study files alike."""
-    lines = []
+    lines, listed = [], set()
     for e in err.errors():
         where = ""
         for part in e["loc"]:
@@ -73,13 +73,46 @@ def format_validation_error(err, model: type | None = None) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             allowed = _fields_at(model, e["loc"][:-1])
-            near = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
-            msg = "unknown field" + (f"; did you mean {near[0]}?" if near else "")
-            msg += f"; allowed: {', '.join(allowed)}" if allowed else ""
+            near = nearest(str(e["loc"][-1]), allowed)
+            msg = "unknown field" + (f"; did you mean {near}?" if near else "")
+            if allowed and tuple(allowed) not in listed:  # the allowed fields once, not per bad key
+                msg += f"; allowed: {', '.join(allowed)}"
+                listed.add(tuple(allowed))
         elif e["type"] == "literal_error":
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"{where or '(top level)'}: {msg}")
     return "\n".join(lines)
+
+
+# What people type from Hugging Face Trainer, TRL and PEFT habits -> our field of the same meaning.
+CONVENTIONAL_NAMES = {
+    "learning_rate": "lr", "max_steps": "steps", "num_train_epochs": "steps", "num_train_steps": "steps",
+    "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size", "gradient_accumulation_steps": "grad_accum",
+    "warmup_ratio": "warmup", "output_dir": "out_dir", "max_grad_norm": "grad_clip", "r": "lora_rank",
+    "lora_r": "lora_rank", "target_modules": "lora_targets", "lora_target_modules": "lora_targets",
+    "logging_steps": "log_every", "eval_steps": "eval_every", "save_steps": "save_every",
+    "save_total_limit": "keep_checkpoints", "report_to": "trackers", "max_seq_length": "seq_len",
+    "max_seq_len": "seq_len", "max_length": "seq_len", "block_size": "seq_len", "model_name_or_path": "base",
+    "model": "base", "dataset": "task", "dataset_name": "task", "train_file": "task", "data_path": "task",
+    "resume_from_checkpoint": "resume", "torch_compile": "compile", "lr_scheduler_type": "schedule",
+    "bf16": "precision", "hidden_dropout": "dropout", "attention_dropout": "dropout", "output": "out_dir",
+}
+
+
+def nearest(name: str, allowed) -> str | None:
+    """The allowed name a user most likely meant by `name`: the same words with '_' or '-'
+    ('--batch_size'), the Hugging Face Trainer name's counterpart ('learning_rate' -> 'lr'), else
+    the closest spelling; None when nothing is close."""
+    allowed = list(allowed)
+    key = name.lstrip("-").replace("-", "_").lower()
+    if key in allowed:
+        return key
+    if CONVENTIONAL_NAMES.get(key) in allowed:
+        return CONVENTIONAL_NAMES[key]
+    known = [*allowed, *(k for k, v in CONVENTIONAL_NAMES.items() if v in allowed)]  # 'learning_rat'
+    near = difflib.get_close_matches(key, known, n=1)
+    return (near[0] if near[0] in allowed else CONVENTIONAL_NAMES[near[0]]) if near else None
 
 
 def _fields_at(model: type | None, loc: tuple) -> list[str]:

@@ -56,7 +56,7 @@ def test_yaml_round_trip(tmp_path) -> None:
     ("trackers", ["neptune"], "trackers: trackers ['neptune'] are unknown; allowed: tensorboard, wandb, mlflow"),
     ("device", "tpu", "device: device 'tpu' is unknown; allowed: auto, cpu, cuda"),
     ("lr", -1.0, "lr: Input should be greater than 0"),
-    ("learning_rate", 1e-3, "learning_rate: unknown field; allowed: out_dir, optimizer, lr"),
+    ("learning_rate", 1e-3, "learning_rate: unknown field; did you mean lr?; allowed: out_dir, optimizer, lr"),
     ("wieght_decay", 0.1, "wieght_decay: unknown field; did you mean weight_decay?; allowed: out_dir,"),
 ])
 def test_bad_pretrain_fields_are_named(tmp_path, field, value, expected) -> None:

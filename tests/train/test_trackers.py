@@ -88,7 +88,7 @@ def _check(seen: dict[str, dict[int, float]], out: Path, rel: float) -> None:
     train, forgetting = _jsonl(out)
     assert sorted(train) == [2, 4] and sorted(forgetting) == [0, 2, 4]  # the reference is not empty
     assert seen["train/loss"] == pytest.approx(train, rel=rel)
-    assert seen["eval/forgetting"] == pytest.approx(forgetting, rel=rel)
+    assert seen["eval/forgetting_loss"] == pytest.approx(forgetting, rel=rel)  # the callback's tag
     assert seen["eval/val_loss"] == pytest.approx(forgetting, rel=rel)
 
 
@@ -146,7 +146,7 @@ def test_failed_run_closes_every_tracker(corpus_dir, tmp_path, tiny, monkeypatch
     events = tensorboard(out / "tensorboard")  # flushed by close: the writer's queue would otherwise hold them
     assert events["train/loss"] == pytest.approx(train, rel=1e-6)
     history, _, exit_code = _wandb(out)
-    assert history["eval/forgetting"] == pytest.approx(forgetting, rel=1e-12)
+    assert history["eval/forgetting_loss"] == pytest.approx(forgetting, rel=1e-12)
     assert exit_code == 1  # marked failed
     run, history = _mlflow(uri, "sweep")
     assert history["train/loss"] == pytest.approx(train, rel=1e-12)

@@ -8,6 +8,43 @@ from pathlib import Path
 import typer
 
 
+def _tokenizer_folder(model: str) -> str:
+    """Where finetune reads a base's tokenizer: the folder itself, a run directory's newest
+    checkpoint, or a hub name as given."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return model
+    if not (path / "tokenizer_config.json").is_file():
+        steps = sorted((path / "checkpoints").glob("step-*"))
+        if not steps:
+            raise ValueError(f"--model {model}: no tokenizer there (tokenizer_config.json) and no "
+                             "checkpoints/step-*/; give the checkpoint folder")
+        return str(steps[-1])
+    return str(path)
+
+
+def _as_finetune_feeds(model: str, records, seq_len: int | None):
+    """(how it is rendered, [(the text finetune trains on, the part the loss falls on)]) per record,
+    through the collator finetune uses (sft.SFTCollator): the chat template when the tokenizer has
+    one, else prompt + response + EOS."""
+    from transformers import AutoTokenizer
+
+    from forgetless.data.sft import IGNORE_INDEX, SFTCollator
+
+    folder = _tokenizer_folder(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except OSError as err:
+        raise ValueError(f"--model {model}: its tokenizer could not be loaded ({err})") from None
+    collator = SFTCollator(tokenizer, seq_len or 10**9)
+    how = f"chat template of {folder}" if collator.chat else f"{folder} has no chat template: prompt + response + EOS"
+    out = []
+    for ids, labels in collator.encode(records):
+        learned = [t for t, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX]
+        out.append((tokenizer.decode(ids), tokenizer.decode(learned)))
+    return how, out
+
+
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Corpora, tokenizers, token shards and finetuning tasks.",
                            no_args_is_help=True)
@@ -62,6 +99,12 @@ def register(app: typer.Typer) -> None:
                                     "DATA_COLUMN=FORMAT_COLUMN[,...], e.g. question=prompt,"
                                     "reply=completion (as finetune --columns)."),
         as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
+        model: str = typer.Option(None, "--model", "--base", help="The base you will finetune (a "
+                                  "checkpoint, a forgetless run directory or a hub name): each record "
+                                  "is also shown as finetune feeds it, through that tokenizer's chat "
+                                  "template when it has one, with the tokens the loss falls on."),
+        seq_len: int = typer.Option(None, "--seq-len", min=2, help="Cut as finetune --seq-len does "
+                                    "(default: no cut)."),
     ) -> None:
         """Print a few records of a finetuning task as training reads them: preview your own file
         (and its --columns mapping) before a finetune."""
@@ -78,14 +121,19 @@ def register(app: typer.Typer) -> None:
                            f"{', '.join(table.column_names)}"
                            + (f" (renamed: {', '.join(f'{a}={b}' for a, b in mapping.items())})"
                               if mapping else ""), err=as_json)
+            fed = _as_finetune_feeds(model, records[:n], seq_len) if model else None
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
             raise typer.BadParameter(str(err)) from None
-        for rec in records[:n]:
+        for i, rec in enumerate(records[:n]):
             if as_json:
                 print(json.dumps({"prompt": rec.prompt, "response": rec.response,
                                   "answer": rec.answer,
-                                  "messages": [list(m) for m in rec.messages or ()] or None}))
+                                  "messages": [list(m) for m in rec.messages or ()] or None,
+                                  **({"rendered": fed[1][i][0], "learned": fed[1][i][1]} if fed else {})}))
             else:
+                if fed:
+                    print(f"----- as finetune feeds it ({fed[0]})\n{fed[1][i][0]}\n"
+                          f"----- learned (the loss falls on these tokens)\n{fed[1][i][1]}")
                 if rec.messages:
                     print("----- messages\n" + "\n".join(f"{role}: {text}" for role, text in rec.messages))
                 print(f"----- prompt\n{rec.prompt}\n----- response\n{rec.response}")

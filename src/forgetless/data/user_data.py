@@ -3,6 +3,7 @@ its columns say.
 
     messages                    chat: a list of {role, content} (system/user/assistant), the
                                 ShareGPT spelling {from, value} with human/gpt too
+    conversations               ShareGPT: the same list under ShareGPT's own key
     prompt, completion          plain strings (concatenated), or lists of messages (a chat)
     instruction, output [input] Alpaca
     text                        plain text, the loss on all of it
@@ -38,12 +39,13 @@ from .templates import ALPACA_NO_INPUT, alpaca_prompt
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 FORMATS = {  # name: required columns, in the order formats are tried
     "chat": ("messages",),
+    "sharegpt": ("conversations",),
     "prompt-completion": ("prompt", "completion"),
     "alpaca": ("instruction", "output"),
     "text": ("text",),
 }
-COLUMNS = ("messages", "prompt", "completion", "instruction", "input", "output", "text", "answer")
-ACCEPTED = ("messages (chat), prompt+completion, instruction+output[+input] (Alpaca), text; "
+COLUMNS = ("messages", "prompt", "completion", "instruction", "input", "output", "text", "answer", "conversations")
+ACCEPTED = ("messages (chat), prompt+completion, instruction+output[+input] (Alpaca), text, conversations (ShareGPT); "
             "an answer column adds exact-match accuracy")
 VAL_SHARE, VAL_MIN, VAL_MAX = 0.05, 8, 512
 ROLES = {"system": "system", "user": "user", "assistant": "assistant",
@@ -249,7 +251,7 @@ def to_record(fmt: str, row: dict, where: str) -> SFTRecord:
             return SFTRecord(*plain_chat(messages), answer, tuple(messages))
         prompt, completion = _text(row, "prompt", where), _text(row, "completion", where)
         return SFTRecord(prompt, completion, answer, (("user", prompt), ("assistant", completion)))
-    messages = _messages(row.get("messages"), where)
+    messages = _messages(row.get("messages" if fmt == "chat" else "conversations"), where)
     return SFTRecord(*plain_chat(messages), answer, tuple(messages))
 
 

@@ -221,6 +221,21 @@ def harness_point(model, tokenizer, forgetting_tasks: list[str], learning_tasks:
     return _point(scores, forgetting_tasks, learning_tasks)
 
 
+def harness_measure(tasks: list[str], limit: int | None = None, include_path=None, batch_size: int = 8):
+    """`forgetless finetune --harness TASK`: a (model, tokenizer) -> harness_point function with
+    `tasks` as forgetting tasks, for finetune(cfg, harness=...). lm_eval and the task names are
+    checked now, before any training (ImportError naming the extra to install; ValueError naming
+    an unknown task)."""
+    tasks = list(tasks)
+    resolve_tasks(tasks, include_path)
+
+    def measure(model, tokenizer) -> dict:
+        return harness_point(model, tokenizer, tasks, [], include_path=include_path, limit=limit,
+                             batch_size=batch_size)
+
+    return measure
+
+
 class HarnessCallback(TrackedCallback):
     """Benchmark accuracy inside any Hugging Face `Trainer` run: at the start (the base model),
     then every `every` steps, or with `every=None` whenever the Trainer evaluates (`on_evaluate`).

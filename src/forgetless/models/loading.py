@@ -191,6 +191,10 @@ def _has_tokenizer(path: str) -> bool:
     return any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
 
 
+# The config fields of a dropout probability, across architectures.
+DROPOUT_KEYS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout")
+
+
 def set_dropout(model: torch.nn.Module, p: float) -> None:
     """Set every dropout probability of a model to p (in place).
 
@@ -206,7 +210,7 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = p
     config = getattr(model, "config", None)
-    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+    for key in DROPOUT_KEYS:
         if config is not None and isinstance(getattr(config, key, None), float):
             setattr(config, key, p)
 

@@ -83,9 +83,11 @@ def _run(fn, cfg) -> None:
             raise
         _fail(f"out of memory before training started ({type(err).__name__}); lower batch_size (--batch-size), "
               "micro_batch (--micro-batch), eval_batch_size (--eval-batch-size) or seq_len (--seq-len)")
-    except KeyboardInterrupt:
-        _err.print(f"interrupted; continue with the same command and --resume (run dir {cfg.out_dir})")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (loop.Stopped: status.json says "stopped")
+        stopped = type(err).__name__ == "Stopped"
+        _err.print(f"{'stopped' if stopped else 'interrupted'}; continue with the same command and --resume "
+                   f"(run dir {cfg.out_dir})")
+        raise typer.Exit(143 if stopped else 130) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 speaks for the job
         return
     last = result.points[-1] if result.points else {}
@@ -165,7 +167,15 @@ def _pretrain(cfg: PretrainConfig) -> None:
 def _finetune(cfg: FinetuneConfig) -> None:
     from forgetless.train.finetune import finetune
 
-    _run(finetune, _with_optimizer(cfg))
+    harness = None
+    if cfg.harness:  # lm_eval tasks: the integrations box measures them (tests/test_imports.py)
+        from forgetless.integrations.harness import harness_measure
+
+        try:
+            harness = harness_measure(cfg.harness, cfg.harness_limit, cfg.harness_tasks_dir)
+        except (ImportError, ValueError) as err:  # not installed (how to install it), unknown task
+            _fail(f"harness: {err}")
+    _run(lambda c: finetune(c, harness=harness), _with_optimizer(cfg))
 
 
 def _with_optimizer(cfg: FinetuneConfig) -> FinetuneConfig:

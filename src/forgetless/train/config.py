@@ -189,7 +189,7 @@ class TrainConfig(BaseModel):
     @field_validator("steps", mode="before")
     @classmethod
     def _count_steps(cls, v: Any) -> Any:
-        return None if v is None else at_most(parse_count(v, "steps"), "steps", MAX_STEPS)
+        return None if v is None else at_most(parse_count(v, "steps", whole=True), "steps", MAX_STEPS)
 
     @field_validator("device")
     @classmethod
@@ -303,7 +303,19 @@ class FinetuneConfig(TrainConfig):
     # Forgetting remedies (forgetless.train.remedies, docs/remedies.md)
     replay: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False,
                           description="share of each batch's sequences replaced by windows of the reference's "
-                                      "training split (Bethune et al. 2025: about 0.01 stops forgetting)")
+                                      "training split, or of replay_corpus (Bethune et al. 2025: about 0.01 "
+                                      "stops forgetting)")
+    replay_corpus: str | None = Field(
+        None, description="text to replay (a corpus spec: a folder, a .txt, file.jsonl:FIELD, hf:NAME), its training "
+                          "split tokenised with the model's tokenizer; needed for a base forgetless did not pretrain, "
+                          "whose forgetting sample takes both splits of the reference (the sample is unchanged)")
+    harness: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks (hellaswag, arc_easy, ...) also measured at "
+                                          "every eval point, their mean accuracy as forgetting_accuracy (needs "
+                                          'pip install "forgetless[harness]")')
+    harness_limit: int | None = Field(None, ge=1, description="documents per harness task (None: all of them)")
+    harness_tasks_dir: str | None = Field(None, description="folder of your own lm_eval task YAML files "
+                                                            "(lm_eval's include_path), e.g. tasks over local data")
     l2sp: float = Field(0.0, ge=0, allow_inf_nan=False,
                         description="L2-SP coefficient: loss + l2sp/2 x |weights - pretrained weights|^2 (Li et al. 2018)")
     eval_early: bool = Field(False, description="also evaluate at steps 1, 2, 4, 8, ... below eval_every, so the "

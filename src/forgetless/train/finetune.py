@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 from forgetless.data import SFTCollator, check_answer, load_task, prepare_pretraining_data
 from forgetless.data.tokenizer import tokenizer_hash
 from forgetless.models import apply_lora, load_model, merge_lora, resolve_checkpoint, set_dropout
+from forgetless.models.loading import DROPOUT_KEYS
 from forgetless.train import budget, distributed, remedies, runtime
 from forgetless.train.config import FinetuneConfig
 from forgetless.train.evaluate import (
@@ -120,15 +121,24 @@ def forgetting_reference(cfg: FinetuneConfig, tokenizer, model_vocab: int):
     return forget, batches, by_source, about
 
 
-def finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Finetune `cfg.base` on `cfg.task`; returns the run's status and its eval points."""
+def finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None = None,
+             harness: Callable[[Any, Any], dict[str, Any]] | None = None) -> RunResult:
+    """Finetune `cfg.base` on `cfg.task`; returns the run's status and its eval points. `harness`
+    (model, tokenizer) -> numbers added to each eval point: the lm-evaluation-harness tasks of
+    cfg.harness (forgetless.integrations.harness.harness_measure; the training box does not import
+    the integrations above it)."""
     from forgetless.train.rundir import claim_ends_with_the_call
 
     with runtime.torch_threads(cfg.threads), claim_ends_with_the_call(cfg.out_dir):  # the run dir's lock
-        return _finetune(cfg, on_eval)
+        return _finetune(cfg, on_eval, harness)
 
 
-def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None) -> RunResult:
+def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None,
+              harness: Callable[[Any, Any], dict[str, Any]] | None) -> RunResult:
+    if cfg.harness and harness is None:
+        raise ValueError(f"harness {cfg.harness}: benchmark tasks are measured by forgetless.integrations.harness; "
+                         "run `forgetless finetune --harness TASK`, or from Python pass finetune(cfg, harness="
+                         "forgetless.integrations.harness.harness_measure(cfg.harness))")
     info = describe_base(cfg.base)
     cfg = cfg.resolved(info)
     device, run = runtime.start(cfg)
@@ -147,7 +157,12 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     else:
         model, tokenizer = load_model(source)
     runtime.set_token_ids(model, tokenizer)
+    kept = {k: v for k, v in vars(model.config).items() if k in DROPOUT_KEYS and isinstance(v, float)}
     set_dropout(model, cfg.dropout)
+    # Training uses cfg.dropout (in config.yaml); the exported config.json keeps the base's values,
+    # so a model pretrained without dropout is not handed on with attention_dropout 0.1.
+    for key, value in kept.items():
+        setattr(model.config, key, value)
     if lora:
         model = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     anchor = _anchor(cfg, model, info, resumed=resume_from is not None, device=device)
@@ -173,7 +188,9 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     replay = _replay(cfg, forget)
     intro = [f"forgetting reference: {reference['corpus']} ({reference['mix']}), {reference['sample_tokens']:,} "
              f"tokens in {reference['windows']} windows of {reference['seq_len']}, in the model's own tokenizer "
-             f"({reference['corpus_val_tokens']:,} held-out tokens in the corpus)"]
+             f"({reference['corpus_val_tokens']:,} held-out tokens in the corpus)",
+             f"task {cfg.task}: {len(train_records):,} training records; {len(eval_records):,} held out measure "
+             "learning" + (f", {len(acc_records):,} of them accuracy" if cfg.accuracy else "")]
     collator = SFTCollator(tokenizer, cfg.seq_len)
     step_b = cfg.eval_batch_size
     learn_batches = [shift_sft_batch(collator(eval_records[i:i + step_b])) for i in range(0, len(eval_records), step_b)]
@@ -218,6 +235,8 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
             point.update(replay_cost())
         if l2sp is not None:
             point["l2sp_sq_distance"] = l2sp.sq_distance()
+        if cfg.harness:
+            point.update(harness(model, tokenizer))
         return point
 
     def write_model(path: Path) -> None:
@@ -279,14 +298,21 @@ def _anchor(cfg: FinetuneConfig, model, info: dict[str, Any], resumed: bool, dev
 
 
 def _replay(cfg: FinetuneConfig, forget):
-    """The replay mixer on the reference's training split, or None when replay is 0."""
+    """The replay mixer on the training split of replay_corpus (in the model's tokens, as the
+    reference's), else of the reference; None when replay is 0. The forgetting sample is built
+    before and apart from it, so replay never changes what forgetting is measured on."""
     if not cfg.replay > 0:
         return None
+    if cfg.replay_corpus:
+        text = prepare_pretraining_data(cfg.replay_corpus, cfg.forget_tokenizer, cfg.forget_vocab_size,
+                                        progress=cfg.progress)
+        return remedies.Replay(text.train, cfg.replay, cfg.batch_size, cfg.seed)
     if cfg.forget_balance:
         raise ValueError(f"replay: the forgetting sample of this base takes windows from both splits of "
                          f"{cfg.forget_corpus} (forget_balance), so no training split is left to replay from "
-                         "without replaying measured text; set forget_balance false (forgetting on the held-out "
-                         "split alone) to use replay")
+                         "without replaying measured text; give the text to replay with --replay-corpus PATH "
+                         "(the sample stays as it is), or --no-forget-balance (forgetting on the held-out split "
+                         "alone, replay from the training split)")
     return remedies.Replay(forget.train, cfg.replay, cfg.batch_size, cfg.seed)
 
 

@@ -19,6 +19,7 @@ repeats an uninterrupted one bit for bit on CPU.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -209,15 +210,43 @@ def best_line(points: list[dict[str, Any]], checkpoint: Path | None) -> str:
         f", forgetting Δ {best['forgetting_delta']:+.4f}" if best.get("forgetting_delta") is not None else "") + f"); {kept}"
 
 
+# Tracker tags of the forgetting numbers: the names ForgettingCallback's records take in a
+# Trainer's trackers (eval_forgetting_loss -> eval/forgetting_loss), so a TensorBoard holding runs
+# of both kinds draws them on one chart (metrics.jsonl keeps its own keys).
+TAGS = {"forgetting": "forgetting_loss", "forgetting_by_source": "forgetting_loss_"}
+
+
 def _numbers(point: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The numeric entries of an eval point, nested ones (forgetting per source) as prefix/key/sub."""
+    """The numeric entries of an eval point as tracker tags, nested ones (forgetting per source)
+    as prefix/key/sub, or prefix/forgetting_loss_<source> as the callback writes them."""
     out: dict[str, float] = {}
     for key, value in point.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key in TAGS:
+            out.update({f"{prefix}/{TAGS[key]}{k}": v for k, v in value.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        elif isinstance(value, dict):
             out.update(_numbers(value, f"{prefix}/{key}"))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[f"{prefix}/{key}"] = value
+            out[f"{prefix}/{TAGS.get(key, key)}"] = value
     return out
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`): ends the run like Ctrl-C, its status "stopped"."""
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM raise Stopped in the training loop (main thread only: signal handlers can be
+    set nowhere else); returns the handler to put back, or None when none was set."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Stopped(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler) or signal.SIG_DFL
 
 
 def run_job(job: Job) -> RunResult:
@@ -310,6 +339,7 @@ def run_job(job: Job) -> RunResult:
         run.append_metrics({"kind": "header", **(job.header or {}), "memory": plan.record(cfg.seq_len)})
     bar = None
     phase, width = "evaluation", None
+    previous = _stop_on_sigterm()
     try:
         if step == 0:
             eval_point(0)  # before the bar: the bar's rate is of training steps only
@@ -363,8 +393,9 @@ def run_job(job: Job) -> RunResult:
             tracker.log({"train/diverged": 1.0}, step)
         run.write_status("diverged", step=step, reason=str(why), final_checkpoint=last_ckpt)
         return RunResult(run.path, "diverged", run.points(), last_ckpt)
-    except KeyboardInterrupt:
-        run.write_status("interrupted", step=step, final_checkpoint=last_ckpt)
+    except KeyboardInterrupt as err:  # Ctrl-C: "interrupted"; SIGTERM: "stopped" (both resume)
+        run.write_status("stopped" if isinstance(err, Stopped) else "interrupted", step=step,
+                         final_checkpoint=last_ckpt)
         raise
     except Exception as err:
         if is_oom(err):  # one line naming the setting to lower, not a traceback
@@ -374,6 +405,8 @@ def run_job(job: Job) -> RunResult:
         run.write_status("failed", step=step, error=f"{type(err).__name__}: {err}", final_checkpoint=last_ckpt)
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if bar is not None:
             bar.close()
         for tracker in trackers:

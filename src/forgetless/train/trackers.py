@@ -3,8 +3,10 @@
 They are `accelerate.tracking` trackers (accelerate is a dependency already): each has
 `start()`, `store_init_configuration(config)`, `log(values, step)` and `finish()`. None is
 required; each is opened only when the user names it, and a missing package is a clear error before
-training starts, not a traceback in the middle of it. Every tracker gets the same keys as
-metrics.jsonl ("train/loss", "eval/forgetting", ...) at the same optimizer steps.
+training starts, not a traceback in the middle of it. Every tracker gets the keys of
+metrics.jsonl ("train/loss", "eval/learning", ...) at the same optimizer steps; forgetting under
+the tags ForgettingCallback's records take in a Trainer ("eval/forgetting_loss",
+"eval/forgetting_delta", "eval/forgetting_loss_<source>"), so both kinds of run share a chart.
 
 Where each one writes, unless the user's own environment variables say otherwise:
     tensorboard  <run>/tensorboard/ (event files; the config as hparams and hparams.yml)
