@@ -108,6 +108,7 @@ def test_tracker_values_flatten_nested_eval_entries() -> None:
 
     point = {"kind": "eval", "step": 3, "forgetting": 1.5, "accuracy": None, "ok": True,
              "forgetting_by_source": {"code": 2.0, "prose": 1.25}}
-    assert _numbers(point, "eval") == {"eval/step": 3, "eval/forgetting": 1.5,
-                                       "eval/forgetting_by_source/code": 2.0,
-                                       "eval/forgetting_by_source/prose": 1.25}
+    # forgetting under ForgettingCallback's tags (issue 23 §6: one chart for both kinds of run)
+    assert _numbers(point, "eval") == {"eval/step": 3, "eval/forgetting_loss": 1.5,
+                                       "eval/forgetting_loss_code": 2.0,
+                                       "eval/forgetting_loss_prose": 1.25}
