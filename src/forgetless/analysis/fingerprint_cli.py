@@ -179,6 +179,9 @@ def _show_calibration(refs, evaluation: dict) -> None:
             for f in a["folds"]:
                 typer.echo(f"      held out {f['held_out']}: {f['right']}/{f['n']} right, {f['unknown']} unknown, "
                            f"{f['wrong']} wrong" + (f" ({', '.join(f['wrong_names'])})" if f["wrong_names"] else ""))
+            for f in a.get("skipped", []):
+                typer.echo(f"      held out {f['held_out']!r}: skipped ({f['n_calibration']} references would "
+                           f"calibrate, {f['n']} to test)")
         for key, label in (("size_adam_muon", "size"), ("length_adam_muon", "length")):
             a = res[key]
             typer.echo(f"[{set_name} features] {label} held out, Adam-like (l1->linf) vs Muon (l2->l2) only: "
