@@ -17,7 +17,7 @@ import sys
 
 from forgetless.analysis.fingerprint import FEATURE_SETS, calibrate, load_references
 from forgetless.analysis.fingerprint_eval import ADAM_VS_MUON, by_axis, held_out
-from forgetless.analysis.fingerprint_model import feature_drift
+from forgetless.analysis.fingerprint_model import feature_drift, group_of
 
 
 def main(path: str | None = None) -> None:
@@ -35,6 +35,15 @@ def main(path: str | None = None) -> None:
     n = loo["n"]
     print(f"\nleave-one-out: headline {round(loo['headline_accuracy'] * n)}/{n} (no prior), fine family "
           f"{round(loo['accuracy'] * n)}/{n}; temperature {loo['temperature']:.3g}\n")
+    # Reliability of the calibrated (no prior) headline probability, held out one reference at a time.
+    right = [h == group_of(t) for h, t in zip(loo["headline_predictions"], loo["truth"], strict=True)]
+    print("| leave-one-out headline p | n | right | mean p |")
+    print("|---|---|---|---|")
+    for lo, hi in ((0.99, 1.01), (0.9, 0.99), (0.8, 0.9), (0.5, 0.8)):
+        sel = [i for i, q in enumerate(loo["headline_probability"]) if lo <= q < hi]
+        mean = sum(loo["headline_probability"][i] for i in sel) / len(sel) if sel else float("nan")
+        print(f"| {lo:g}–{min(hi, 1):g} | {len(sel)} | {sum(right[i] for i in sel)} | {mean:.3f} |")
+    print()
     print("| held out | n | headline right (prior) | unknown | wrong | right without prior | wrong without "
           "prior | fine family right |")
     print("|---|---|---|---|---|---|---|---|")
