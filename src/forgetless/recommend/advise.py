@@ -2,8 +2,9 @@
 
 The rule is the paper's (its Remark 2): finetune with the family of optimizer that pretrained the
 model, full finetuning rather than LoRA, over a learning-rate sweep. The pretraining optimizer comes
-from documented provenance (`provenance.json`) or, when that is unknown or the user asks, from the
-optimizer fingerprint of the analysis box.
+from `recommend.resolve.resolve`, the one resolver `create_optimizer(family="auto")` and `forgetless
+finetune` share: documented provenance (`provenance.json`) or, when that is unknown or the user
+asks, the fingerprint's headline (Adam-like -> AdamW, Muon-like -> Muon), else AdamW with a warning.
 """
 
 from __future__ import annotations
