@@ -356,3 +356,22 @@ def test_the_installed_command_says_one_line(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "no such checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_damaged_checkpoints_are_one_line_through_the_installed_command(tree) -> None:
+    """What CliRunner cannot see: log records and warnings of transformers and torch go to the real
+    stderr (a table of missing weights, dcp's traceback of a damaged shard). Through `python -m
+    forgetless` each of these is still one line."""
+    import subprocess
+    import sys
+
+    cases = [(["finetune", str(tree / "partial"), "--task", "arith", "--optimizer", "adamw", "--steps", "1",
+               "--out", str(tree / "newrun")], "weight(s) missing"),
+             (["consolidate", str(tree / "sharded")], "truncated or corrupt"),
+             (["spectrum", str(tree / "nan")], "NaN or infinite weights")]
+    for args, expected in cases:
+        proc = subprocess.run([sys.executable, "-m", "forgetless", *args], capture_output=True, text=True,
+                              timeout=300, cwd=tree)
+        shutil.rmtree(tree / "newrun", ignore_errors=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (args, proc.stderr[-3000:])
+        assert expected in proc.stderr, proc.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,24 +151,42 @@ def _load(source: str, dtype: torch.dtype, config_overrides: dict[str, Any]):
         model = peft.AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype, **NO_CODE).merge_and_unload()
         tok_source = source if _has_tokenizer(source) else base
     else:
-        try:
-            model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, attn_implementation="sdpa", output_loading_info=True, **NO_CODE,
-                **config_overrides
-            )
-        except ValueError as err:
-            if "sdpa" not in str(err).lower():
-                raise
-            # An architecture without an sdpa kernel: fall back to its own attention.
-            model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, output_loading_info=True, **NO_CODE, **config_overrides)
+        with _no_load_report():  # missing weights are refused below in one line, not a table
+            try:
+                model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                    source, dtype=dtype, attn_implementation="sdpa", output_loading_info=True, **NO_CODE,
+                    **config_overrides
+                )
+            except ValueError as err:
+                if "sdpa" not in str(err).lower():
+                    raise
+                # An architecture without an sdpa kernel: fall back to its own attention.
+                model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                    source, dtype=dtype, output_loading_info=True, **NO_CODE, **config_overrides)
         _refuse_missing(source, info)
+        if info.get("unexpected_keys"):  # said in one line instead of transformers' report table
+            keys = sorted(info["unexpected_keys"])
+            warnings.warn(f"{source}: {len(keys)} tensor(s) in the checkpoint are not used by the model "
+                          f"(e.g. {', '.join(keys[:3])})", stacklevel=2)
         tok_source = source
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(tok_source, **NO_CODE)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"no tokenizer found with the model at {tok_source}: {err}") from err
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _no_load_report() -> Iterator[None]:
+    """transformers' own loading report (a table of missing/unexpected keys) silenced."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def _refuse_missing(source: str, info: dict) -> None:

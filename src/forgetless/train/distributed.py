@@ -19,7 +19,9 @@ rank its own shard) and consolidates the model into a plain Hugging Face checkpo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -225,13 +227,27 @@ def load_sharded_optimizer(directory: Path, model: torch.nn.Module, opt: torch.o
     set_optimizer_state_dict(model, opt, state, options=StateDictOptions(flatten_optimizer_state_dict=True))
 
 
+@contextlib.contextmanager
+def _logging_below(level: int) -> Iterator[None]:
+    """Log records below `level` dropped for the duration (dcp logs a damaged shard's traceback as a
+    warning on the root logger before raising; the error is reported once, in one line)."""
+    before = logging.root.manager.disable
+    logging.disable(level - 1)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
 def load_sharded_model(directory: Path, model: torch.nn.Module) -> None:
     """Load a checkpoint's model shards into a model (sharded with FSDP2, or whole in one process)."""
     import torch.distributed.checkpoint as dcp
 
     state = _model_state(model) if dist.is_initialized() else _plain_state(model)
     try:
-        dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(str(directory / SHARDED_MODEL)))
+        with warnings.catch_warnings(), _logging_below(logging.ERROR):  # dcp's notes and tracebacks:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # said below, once
+            dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(str(directory / SHARDED_MODEL)))
     except (Exception, dcp.api.CheckpointException) as err:  # noqa: BLE001 - a BaseException, wrapping any reader error
         from forgetless.errors import CorruptCheckpoint
 
