@@ -78,7 +78,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("forgetless.report.compare_commands", "Every forgetting remedy (optimizer, LoRA, "
                 "lr, replay, L2-SP, WiSE-FT) on one frontier per base and task: figures, the "
                 "Δ-view with each remedy's extra cost, pairwise dominance decided over pretraining "
-                "seeds, and which remedy to use."),
+                "seeds (finetuning seeds for run directories), and which remedy to use."),
     "recommend": ("forgetless.recommend.commands", "Which optimizer and learning rates to finetune "
                   "MODEL with, and why."),
 }

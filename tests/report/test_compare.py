@@ -172,3 +172,90 @@ def test_remedies_preset_is_valid_cell_by_cell_and_shares_quicks_bases():
     settings = [c.config["settings"] for c in ft]
     assert {s.get("replay") for s in settings} == {None, 0.01, 0.05} and {s.get("l2sp") for s in settings} == {None, 0.1, 1.0}
     assert {c.meta["task"] for c in ft} == {"arith", "instruct"} and any(s.get("wise") for s in settings)
+
+
+# ------------------------------------------------------------------ issue 23 §5: your own runs
+def _run_dir(path, method: str, slope: float, reference: str = "stdlib", seed: int = 0, wise: bool = False):
+    """A finetune run directory whose points lie on F = 4 + 0.1·s, L = 3 − slope·s (s = 0..3)."""
+    import json
+
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(f"base: /models/SmolLM-135M\ntask: arith\nmethod: {method}\noptimizer: adamw\n"
+                                      f"lr: 0.001\nseed: {seed}\nforget_corpus: {reference}\n")
+    lines = [{"kind": "header"}]
+    lines += [{"kind": "eval", "step": s, "tokens": 100 * s, "forgetting": 4.0 + 0.1 * s, "learning": 3.0 - slope * s}
+              for s in range(4)]
+    if wise:
+        lines += [{"kind": "eval", "step": -(i + 1), "wise": a, "tokens": 300, "forgetting": 4.0 + 0.05 * a,
+                   "learning": 3.0 - 0.5 * a, "wise_evaluations": 3} for i, a in enumerate((0.0, 0.5, 1.0))]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_compare_several_run_directories(tmp_path):
+    """`compare runs/ft-full runs/ft-lora` used to be 'unexpected extra arguments': each directory is
+    a remedy on one figure, with the Δ-view; one downloaded checkpoint's unit is the finetuning seed."""
+    full = _run_dir(tmp_path / "runs" / "ft-full", "full", 0.2)
+    lora = _run_dir(tmp_path / "runs" / "ft-lora", "lora", 0.1)
+    result = CliRunner().invoke(app, ["compare", str(full), str(lora)])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "runs" / "compare" / "compare.md").read_text()
+    # Δ-view by hand: the lowest task loss with forgetting at most Δ above the base's 4.0
+    for name, slope in (("ft-full", 0.2), ("ft-lora", 0.1)):
+        want = [min(3.0 - slope * s for s in range(1, 4) if 0.1 * s <= d + 1e-9) for d in (0.1, 0.25, 0.5, 1.0)]
+        assert f"| {name} | 1 | " + " | ".join(f"{v:.3f}" for v in want) + " |" in md, md
+    # one unit, a finetuning seed: nothing decisive, and no pretraining seeds asked for
+    assert "more finetuning seeds would decide" in result.output
+    assert "pretraining seed" not in result.output and "pretraining seed" not in md
+    assert (tmp_path / "runs" / "compare" / "compare-SmolLM-135M-arith.png").stat().st_size > 10_000
+    result = CliRunner().invoke(app, ["compare", str(full), str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "not a finetune run directory" in result.output
+
+
+def test_compare_finetuning_seeds_are_the_units(tmp_path):
+    from forgetless.report.compare import compare, rows_from_run
+
+    rows = []
+    for seed in range(3):
+        rows += rows_from_run(_run_dir(tmp_path / f"full-{seed}", "full", 0.2, seed=seed), "full")
+        rows += rows_from_run(_run_dir(tmp_path / f"lora-{seed}", "lora", 0.1, seed=seed), "lora")
+    (pc,) = compare(rows)
+    assert (pc.units, pc.unit) == (3, "finetuning seed")
+
+
+def test_figure_names_the_reference_and_shows_every_point(tmp_path, monkeypatch):
+    """The x axis says what forgetting was measured on (stdlib here, not 'pretraining loss'), and
+    the finetune and WiSE points are drawn opaque, each at its coordinates."""
+    import forgetless.analysis.plots as plots
+    from forgetless.report.compare import compare, plot, rows_from_run
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=None: figures.append(fig) or path)
+    (pc,) = compare(rows_from_run(_run_dir(tmp_path / "ft", "full", 0.2, wise=True)))
+    plot(pc, tmp_path / "f.png")
+    (ax,) = figures[0].axes
+    assert ax.get_xlabel() == "forgetting: loss on stdlib (lower is better)"
+    shown = {(round(float(x), 6), round(float(y), 6)) for c in ax.collections for x, y in c.get_offsets()
+             if c.get_alpha() is not None and c.get_alpha() >= 0.8}
+    trajectory = {(round(4.0 + 0.1 * s, 6), round(3.0 - 0.2 * s, 6)) for s in range(1, 4)}
+    wise = {(round(4.0 + 0.05 * a, 6), round(3.0 - 0.5 * a, 6)) for a in (0.5, 1.0)}  # α = 0 is the base
+    assert trajectory | wise <= shown
+
+
+def test_a_study_takes_the_users_own_task_file(tmp_path):
+    """A study whose task is the user's file used to be 'unknown task'; finetune takes it, so does a study."""
+    from forgetless.data.corpus import check_sources
+    from forgetless.sweep.study import StudyError, load_study
+
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"prompt": "a", "completion": "b"}\n' * 4)
+    study = {"name": "own", "data": {"corpus": "stdlib", "vocab_size": 512},
+             "pretrain": [{"name": "adamw", "model": "nano", "optimizer": "adamw", "tokens": "20k"}],
+             "finetune": {"tasks": [str(mine)], "steps": 6, "eval_every": 3,
+                          "methods": [{"kind": "full", "optimizer": "adamw", "lrs": [1e-4]}]}}
+    assert [t.name for t in load_study(study).finetune[0].tasks] == [str(mine)]
+    assert check_sources(None, [str(mine)]) == []
+    assert check_sources(None, [str(tmp_path / "gone.jsonl")]) == [f"task {str(tmp_path / 'gone.jsonl')!r}: no such file"]
+    study["finetune"]["tasks"] = ["arithh"]
+    with pytest.raises(StudyError, match="unknown task 'arithh'"):
+        load_study(study)

@@ -147,9 +147,13 @@ def check_sources(corpus: str | None = None, tasks: list[str] = (), tokenizer: s
             LocalCorpus.from_spec(corpus)._files()
         except (OSError, ValueError) as err:
             problems.append(str(err).splitlines()[0])
+    from forgetless.data.user_data import is_user_data
+
     for task in tasks:
         prefix, sep, rest = str(task).partition(":")
-        if sep and prefix != "hf" and rest and not Path(rest).expanduser().exists():
+        if is_user_data(str(task)) and prefix != "hf" and not Path(task).expanduser().is_file():
+            problems.append(f"task {task!r}: no such file")  # the user's own data file
+        elif sep and prefix != "hf" and rest and not Path(rest).expanduser().exists():
             problems.append(f"task {task!r}: no such file {rest}")
     if tokenizer and str(tokenizer).startswith(("/", ".", "~")) and not Path(tokenizer).expanduser().exists():
         problems.append(f"tokenizer {tokenizer!r}: no such folder (a hub tokenizer is named org/name)")

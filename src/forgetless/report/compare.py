@@ -49,8 +49,10 @@ def rows_from_store(store, study: str | None = None) -> list[dict]:
         label = str(meta.get("base"))
         seed = meta.get("base_seed")
         base = label.rsplit("/s", 1)[0] if seed is not None and label.endswith(f"/s{seed}") else label
+        config = (runs.get(p["run_id"]) or {}).get("config") or {}
         out.append({"run_id": p["run_id"], "base": base, "base_optimizer": meta.get("base_optimizer"),
-                    "base_seed": seed, "task": meta.get("task"), "method": p["method"],
+                    "base_seed": seed, "finetune_seed": meta.get("seed"), "reference": _reference(config),
+                    "task": meta.get("task"), "method": p["method"],
                     "remedy": p["method"] + ("+wise" if alpha is not None else ""), "wise": alpha,
                     "lr": p["lr"], "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],
                     "tokens": p.get("tokens"), "replay_tokens": extra.get("replay_tokens"),
@@ -59,16 +61,24 @@ def rows_from_store(store, study: str | None = None) -> list[dict]:
     return out
 
 
-def rows_from_run(run_dir: str | Path) -> list[dict]:
+def _reference(config: dict) -> str | None:
+    """The reference text forgetting was measured on, as a run's config names it."""
+    ref = config.get("forget_corpus") or (config.get("settings") or {}).get("forget_corpus")
+    return None if ref is None else str(ref)
+
+
+def rows_from_run(run_dir: str | Path, label: str | None = None) -> list[dict]:
     """The eval points of one `forgetless finetune` run directory as rows: its trajectory and, when
-    it was run with `wise`, its WiSE curve (one unit, so no pairwise decision is decisive)."""
+    it was run with `wise`, its WiSE curve. Its remedy is `label` (several run directories compared:
+    each its own), else the method and optimizer. The unit of evidence is the finetuning seed: a
+    downloaded checkpoint has no pretraining seeds to repeat."""
     import json
 
     import yaml
 
     path = Path(run_dir)
     cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    method = f"{cfg.get('method', 'full')}-{cfg.get('optimizer')}"
+    method = label or f"{cfg.get('method', 'full')}-{cfg.get('optimizer')}"
     out = []
     for line in (path / "metrics.jsonl").read_text().splitlines():
         try:
@@ -78,8 +88,9 @@ def rows_from_run(run_dir: str | Path) -> list[dict]:
         if not isinstance(p, dict) or p.get("kind") != "eval" or p.get("learning") is None:
             continue
         alpha = p.get("wise")
-        out.append({"run_id": path.name, "base": Path(str(cfg.get("base"))).name, "base_optimizer": None,
-                    "base_seed": None, "task": cfg.get("task"), "method": method,
+        out.append({"run_id": str(path), "base": Path(str(cfg.get("base"))).name, "base_optimizer": None,
+                    "base_seed": None, "finetune_seed": cfg.get("seed", 0), "reference": _reference(cfg),
+                    "task": cfg.get("task"), "method": method,
                     "remedy": method + ("+wise" if alpha is not None else ""), "wise": alpha, "lr": cfg.get("lr"),
                     "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],
                     "tokens": p.get("tokens"), "replay_tokens": p.get("replay_tokens"),
@@ -110,6 +121,8 @@ class PanelComparison:
     delta: dict[str, np.ndarray]  # remedy -> best learning within each Δ of DELTAS (mean over units)
     cost: dict[str, dict[str, float]]
     optimizer: dict[str, str] = field(default_factory=dict)  # remedy -> its finetuning optimizer
+    unit: str = "pretraining seed"  # what one unit of evidence is: a pretraining or a finetuning seed
+    reference: str = "held-out pretraining text"  # what forgetting was measured on
     pairs: list[Pair] = field(default_factory=list)
     units: int = 0
     best: str | None = None
@@ -130,7 +143,11 @@ def compare_panel(base: str, task: str, rows: list[dict], margin: float = FRONTI
     """One (base, task): clouds, Δ-view, pairwise decisions over pretraining seeds, costs, answer."""
     remedies = sorted({r["remedy"] for r in rows})
     by_remedy = {m: [r for r in rows if r["remedy"] == m] for m in remedies}
-    units = group(rows, "base_optimizer", "base_seed")
+    # A study's bases come in pretraining seeds; one downloaded checkpoint has none, and its
+    # repeats are finetuning seeds (the only seeds a user can run again).
+    pretrained_here = any(r.get("base_seed") is not None for r in rows)
+    units = group(rows, "base_optimizer", "base_seed") if pretrained_here else group(rows, "finetune_seed")
+    references = sorted({str(r["reference"]) for r in rows if r.get("reference")})
     steps0 = [r for r in rows if r["step"] == 0]
     base_point = (float(np.median([r["forgetting"] for r in steps0])), float(np.median([r["learning"] for r in steps0]))) \
         if steps0 else (math.nan, math.nan)
@@ -143,7 +160,9 @@ def compare_panel(base: str, task: str, rows: list[dict], margin: float = FRONTI
             delta[m] = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in stacked.T])
     pc = PanelComparison(base, task, remedies, {m: remedy_cloud(by_remedy[m]) for m in remedies}, base_point,
                          delta, {m: _cost(by_remedy[m]) for m in remedies}, units=len(units),
-                         optimizer={m: str(by_remedy[m][0].get("optimizer")) for m in remedies})
+                         optimizer={m: str(by_remedy[m][0].get("optimizer")) for m in remedies},
+                         unit="pretraining seed" if pretrained_here else "finetuning seed",
+                         reference=" + ".join(references) or "held-out pretraining text")
     for i, a in enumerate(remedies):
         for b in remedies[i + 1:]:
             effects = []
@@ -193,13 +212,13 @@ def _answer(pc: PanelComparison) -> tuple[str | None, str]:
     best = max(scored, key=lambda m: (len(rec[m]["wins"]) - len(rec[m]["losses"]), float(np.mean(rec[m]["gaps"]))))
     r = rec[best]
     gap = float(np.mean(r["gaps"]))
-    how = (f"the calibrated test over {pc.units} pretraining seed(s): per seed the frontier gap in nats of task "
+    how = (f"the calibrated test over {pc.units} {pc.unit}(s): per seed the frontier gap in nats of task "
            f"loss at matched forgetting, two-sided t at family level {LEVEL:g} with Holm's correction over the "
            f"{len(pc.pairs)} pairs, margin {FRONTIER_MARGIN:g}")
     if not any(rec[m]["wins"] for m in scored):
         return best, (f"{where}: no remedy's frontier is decisively better than another's by {how}. The largest "
                       f"mean gap is {best}'s ({gap:+.3f} nats against the others on average), which is not "
-                      "enough to choose it: more pretraining seeds would decide.")
+                      f"enough to choose it: more {pc.unit}s would decide.")
     n_other = len(scored) - 1
     if len(r["wins"]) == n_other:
         return best, (f"{where}: {best} gives the best frontier, decisively better than each of the other "
@@ -250,13 +269,13 @@ def markdown(results: list[PanelComparison], figures: dict[tuple[str, str], Path
         if figures and (pc.base, pc.task) in figures:
             out += [f"![frontiers]({figures[(pc.base, pc.task)].name})", ""]
         out += [f"Base model: forgetting {_fmt(pc.base_point[0])}, task loss {_fmt(pc.base_point[1])}; "
-                f"{pc.units} pretraining seed(s).", "",
+                f"{pc.units} {pc.unit}(s); forgetting measured on {_md(pc.reference)}.", "",
                 "| remedy | runs | " + " | ".join(f"Δ≤{d:g}" for d in DELTAS) + " | extra cost |",
                 "|---|---|" + "---|" * len(DELTAS) + "---|"]
         for m in pc.remedies:
             out.append(f"| {_md(m)} | {pc.cost[m]['runs']} | " + " | ".join(_fmt(v) for v in pc.delta[m])
                        + f" | {_cost_text(pc.cost[m])} |")
-        out += ["", "Best task loss with forgetting within Δ nats of the base (mean over pretraining seeds; "
+        out += ["", f"Best task loss with forgetting within Δ nats of the base (mean over {pc.unit}s; "
                 "lower is better).", "", "| A | B | A's frontier gap over B (nats) | verdict |", "|---|---|---|---|"]
         for p in pc.pairs:
             verdict = {HOLDS: f"{_md(p.a)} better", FAILS: f"{_md(p.b)} better"}.get(p.decision.status, p.decision.status)
@@ -294,7 +313,10 @@ def plot(pc: PanelComparison, path: str | Path) -> Path:
             pts, colour = pc.clouds[m], plt.cm.tab10(methods.index(m.removesuffix("+wise")) % 10)
             if not len(pts):
                 continue
-            ax.scatter(pts[:, 0], pts[:, 1], s=10, alpha=0.3, color=colour, linewidths=0)
+            # every point visible: opaque enough to see one alone, WiSE points as diamonds
+            wise = m.endswith("+wise")
+            ax.scatter(pts[:, 0], pts[:, 1], s=30 if wise else 22, alpha=0.85, color=colour, marker="D" if wise else "o",
+                       edgecolors="black", linewidths=0.4, zorder=3)
             xs = np.sort(pts[:, 0])
             cost = _cost_text(pc.cost[m])
             ax.step(xs, front(pts, xs), where="post", lw=1.6, color=colour, ls="--" if m.endswith("+wise") else "-",
@@ -302,7 +324,7 @@ def plot(pc: PanelComparison, path: str | Path) -> Path:
         if all(np.isfinite(pc.base_point)):
             ax.plot(*pc.base_point, marker="*", ms=12, color="black", ls="none", label="base")
         ax.set_title(f"base {pc.base} · {pc.task} · finetuned with {opt}", fontsize=9)
-        ax.set_xlabel("forgetting: held-out pretraining loss (lower is better)", fontsize=8)
+        ax.set_xlabel(f"forgetting: loss on {pc.reference} (lower is better)", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     axes[0][0].set_ylabel("learning: task loss (lower is better)", fontsize=8)

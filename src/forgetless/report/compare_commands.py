@@ -1,4 +1,5 @@
-"""`forgetless compare RUN_OR_STUDY`: every forgetting remedy of a study on one frontier."""
+"""`forgetless compare RUN_OR_STUDY...`: every forgetting remedy of a study, or several finetune run
+directories, on one frontier."""
 
 from __future__ import annotations
 
@@ -35,25 +36,55 @@ def _store_and_study(target: str, sweep_dir: Path | None):
     return Store(root / STORE_NAME, readonly=True), study.name, root
 
 
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "metrics.jsonl").is_file() and (path / "config.yaml").is_file()
+
+
+def runs_rows(targets: list[str]) -> tuple[list[dict], Path]:
+    """Rows of several finetune run directories, each its own remedy (named by its folder), and the
+    default output folder beside them (runs/ft-full runs/ft-lora -> runs/compare)."""
+    from forgetless.report.compare import rows_from_run
+
+    paths = [Path(t) for t in targets]
+    bad = [str(p) for p in paths if not is_run_dir(p)]
+    if bad:
+        raise CompareError(f"{', '.join(bad)}: not a finetune run directory (config.yaml and metrics.jsonl); "
+                           "several targets are compared as run directories, a study is compared alone")
+    names = [p.name for p in paths]
+    labels = names if len(set(names)) == len(names) else [str(p) for p in paths]  # two runs/*/ft: full paths
+    if len(set(labels)) < len(labels):
+        raise CompareError(f"{', '.join(targets)}: a run directory is named twice")
+    rows = [row for p, label in zip(paths, labels, strict=True) for row in rows_from_run(p, label)]
+    return rows, paths[0].resolve().parent
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def compare(
-        target: str = typer.Argument(..., metavar="RUN_OR_STUDY",
-                                     help="a study (preset name or YAML file), a sweep directory with results.sqlite, or one finetune run directory"),
+        targets: list[str] = typer.Argument(..., metavar="RUN_OR_STUDY...",
+                                            help="a study (preset name or YAML file), a sweep directory with "
+                                                 "results.sqlite, or one or more finetune run directories "
+                                                 "(each its own remedy on one figure)"),
         sweep_dir: Path = typer.Option(None, "--dir", help="sweep directory of the study (default: its out_dir, else runs/<name>)"),
         out: Path = typer.Option(None, "--out", help="folder for compare.md and the figures (default: <sweep dir>/compare)"),
     ) -> None:
         """Every forgetting remedy (optimizer, LoRA, lr, replay, L2-SP, WiSE-FT) on one frontier per base
         and task: figures, the Δ-view with each remedy's extra cost, pairwise dominance decided over
-        pretraining seeds, and which remedy to use."""
+        pretraining seeds (finetuning seeds for run directories), and which remedy to use.
+
+        Example: forgetless compare runs/ft-full runs/ft-lora"""
         from forgetless.report.compare import rows_from_run, rows_from_store, run_compare
 
-        store, study, root = _store_and_study(target, sweep_dir)
-        if store is None:
-            rows = rows_from_run(root)
+        target = " ".join(targets)
+        if len(targets) > 1:
+            rows, root = runs_rows(targets)
         else:
-            with store:
-                rows = rows_from_store(store, study)
+            store, study, root = _store_and_study(targets[0], sweep_dir)
+            if store is None:
+                rows = rows_from_run(root)
+            else:
+                with store:
+                    rows = rows_from_store(store, study)
         from forgetless.errors import writable_dir
 
         results, md = run_compare(rows, writable_dir(out or root / "compare", "--out"))

@@ -128,6 +128,9 @@ class BaseSpec(_Strict):
     _opt = field_validator("optimizer")(_check_optimizer)
 
 
+USER_DATA_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")  # data.user_data.EXTENSIONS
+
+
 class TaskSpec(_Strict):
     name: str  # a task of forgetless.data (a dataset may carry its file: "alpaca:/data/a.json")
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -137,8 +140,11 @@ class TaskSpec(_Strict):
     def _known_task(cls, name: str) -> str:
         from forgetless.data import TASKS
 
-        if name.split(":", 1)[0] not in TASKS:
-            raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
+        # the user's own data, as finetune takes it (data.user_data.is_user_data, which imports torch)
+        own = name.startswith("hf:") or Path(name).suffix.lower() in USER_DATA_EXTENSIONS
+        if name.split(":", 1)[0] not in TASKS and not own:
+            raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}, a data file "
+                             f"({' '.join(USER_DATA_EXTENSIONS)}) or hf:NAME")
         return name
 
 
