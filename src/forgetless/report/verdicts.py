@@ -90,10 +90,14 @@ def claim1_pretraining(pretrain: list[dict], margin: float = 0.01) -> Verdict:
 # - the null bias of the per-unit path gap, which more units cannot average away: with dense
 #   early evaluation at most 0.008 nats over every simulated null (3x speed either way round,
 #   crossing frontiers both ways; 0.014 with evaluation every N steps, on crossing frontiers);
-# - the resolution of the paired evaluation: each held-out loss has a standard error near 0.01
-#   nats at the presets' eval budgets, and the gap is a difference of two, √2 · 0.01 ≈ 0.014.
-# Margin = bias bound + resolution = 0.008 + 0.014 ≈ 0.02: with it, no null decided in more than
-# 4% of simulated studies at 3, 6 or 12 units per base, and the rate fell with more units.
+# - the resolution of the paired evaluation: every method is evaluated on the same held-out
+#   sample, so what a gap between two models is uncertain by is the standard error of a paired
+#   difference of their losses. Measured on a real nano store (benchmarks/paired_eval_noise.py):
+#   up to 0.010 nats on a 4096-token forgetting sample and 0.014 on 16 task records, for models
+#   0.11-0.15 nats of forgetting apart (a single loss's own error is 0.023-0.037: unpaired, the
+#   metric could not resolve these gaps at all).
+# Margin = bias bound + resolution = 0.008 + 0.010 to 0.014 ≈ 0.02: with it, no null decided in
+# more than 4% of simulated studies at 3, 6 or 12 units per base, and the rate fell with more units.
 FRONTIER_MARGIN = 0.02
 
 
