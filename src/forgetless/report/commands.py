@@ -38,13 +38,14 @@ def register(app: typer.Typer) -> None:
                          log=console.print)
         except StudyError as err:
             raise typer.BadParameter(str(err), param_hint="--preset") from None
+        from rich.markup import escape
+
         from forgetless.report.document import verdict_lines
 
-        table = Table("claim", "statement", "verdict", "effect [interval]", "units", title="Verdicts")
+        table = Table("claim", "statement", "verdict", escape("effect [95% interval]"), "units", title="Verdicts")
         for claim, statement, status, interval, units, role in verdict_lines(result.verdicts):
-            table.add_row(claim, statement if role == "claim" else f"{statement} ({role})",
-                          f"[{_COLOURS.get(status, 'white')}]{status}[/]", interval, units,
-                          end_section=False)
+            table.add_row(claim, escape(statement if role == "claim" else f"{statement} ({role})"),
+                          f"[{_COLOURS.get(status, 'white')}]{status}[/]", escape(interval), units)
         console.print(table)
         console.print(f"report: {result.report_html}  (and {result.report_md.name}); "
                       f"{result.seconds:.0f} s")
