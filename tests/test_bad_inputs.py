@@ -368,7 +368,9 @@ def test_damaged_checkpoints_are_one_line_through_the_installed_command(tree) ->
     cases = [(["finetune", str(tree / "partial"), "--task", "arith", "--optimizer", "adamw", "--steps", "1",
                "--out", str(tree / "newrun")], "weight(s) missing"),
              (["consolidate", str(tree / "sharded")], "truncated or corrupt"),
-             (["spectrum", str(tree / "nan")], "NaN or infinite weights")]
+             (["spectrum", str(tree / "nan")], "NaN or infinite weights"),
+             (["finetune", str(tree / "typo"), "--task", "arith", "--out", str(tree / "newrun")],
+              "no such checkpoint")]  # without --optimizer: no warning about the base before it
     for args, expected in cases:
         proc = subprocess.run([sys.executable, "-m", "forgetless", *args], capture_output=True, text=True,
                               timeout=300, cwd=tree)

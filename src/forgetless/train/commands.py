@@ -186,7 +186,9 @@ def _with_optimizer(cfg: FinetuneConfig) -> FinetuneConfig:
     if cfg.optimizer is not None:
         return cfg
     from forgetless.recommend.resolve import resolve
+    from forgetless.train.finetune import describe_base
 
+    describe_base(cfg.base)  # a missing or damaged base: its one line, not a warning about it first
     found = resolve(cfg.base)
     typer.echo(f"optimizer: {found.summary()}")
     return cfg.model_copy(update={"optimizer": found.optimizer})
