@@ -165,9 +165,15 @@ def test_replay_on_an_outside_model_takes_a_replay_corpus(outside_run, base_run,
                          console=False)
     with pytest.raises(ValueError, match="--replay-corpus PATH"):
         finetune(cfg)
+    with pytest.raises(ValueError, match="is the reference text itself"):  # that would replay measured text
+        finetune(cfg.model_copy(update={"replay_corpus": str(corpus_dir)}))
+    other = tmp_path / "other-text"  # text the forgetting sample never reads
+    other.mkdir()
+    for k in range(40):
+        (other / f"notes{k}.txt").write_text("".join(f"note {k}.{i}: the tree over the house is red.\n" for i in range(20)))
     result = runner.invoke(app, ["finetune", str(base_run.final_checkpoint), "--task", str(task),
                                  "--forget-corpus", str(corpus_dir), "--forget-balance",
-                                 "--replay", "0.25", "--replay-corpus", str(corpus_dir), "--steps", "2",
+                                 "--replay", "0.25", "--replay-corpus", str(other), "--steps", "2",
                                  "--eval-every", "2", "--batch-size", "8", "--seq-len", "160", "--eval-tokens", "512",
                                  "--optimizer", "adamw", "--lr", "1e-3", "--threads", "1", "--no-console",
                                  "--out", str(tmp_path / "replayed")])

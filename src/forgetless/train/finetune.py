@@ -116,7 +116,7 @@ def forgetting_reference(cfg: FinetuneConfig, tokenizer, model_vocab: int):
         else "held-out split as it comes"
     n_tokens = sum(int(x.numel()) for x, _ in batches)
     about = {"corpus": cfg.forget_corpus, "sample_tokens": n_tokens, "windows": sum(len(x) for x, _ in batches),
-             "seq_len": cfg.forget_seq_len, "mix": mix, "corpus_val_tokens": len(forget.val),
+             "seq_len": cfg.forget_seq_len, "mix": mix, "splits": list(splits) if by_source else ["val"], "corpus_val_tokens": len(forget.val),
              "tokenizer": str(cfg.forget_tokenizer), "tokenizer_hash": forget.meta.get("tokenizer_hash")}
     return forget, batches, by_source, about
 
@@ -185,7 +185,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
 
     vocab = model.get_input_embeddings().num_embeddings
     forget, forget_batches, by_source, reference = forgetting_reference(cfg, tokenizer, vocab)
-    replay = _replay(cfg, forget)
+    replay = _replay(cfg, forget, both_splits="train" in reference["splits"])
     intro = [f"forgetting reference: {reference['corpus']} ({reference['mix']}), {reference['sample_tokens']:,} "
              f"tokens in {reference['windows']} windows of {reference['seq_len']}, in the model's own tokenizer "
              f"({reference['corpus_val_tokens']:,} held-out tokens in the corpus)",
@@ -297,17 +297,21 @@ def _anchor(cfg: FinetuneConfig, model, info: dict[str, Any], resumed: bool, dev
     return remedies.anchor_of(model, where)
 
 
-def _replay(cfg: FinetuneConfig, forget):
+def _replay(cfg: FinetuneConfig, forget, both_splits: bool):
     """The replay mixer on the training split of replay_corpus (in the model's tokens, as the
     reference's), else of the reference; None when replay is 0. The forgetting sample is built
-    before and apart from it, so replay never changes what forgetting is measured on."""
+    before and apart from it, so replay never changes what forgetting is measured on; text the
+    sample takes (`both_splits`: the reference's training split too) is never replayed."""
     if not cfg.replay > 0:
         return None
+    if cfg.replay_corpus and both_splits and cfg.replay_corpus == cfg.forget_corpus:
+        raise ValueError(f"replay_corpus {cfg.replay_corpus!r} is the reference text itself, whose both splits the "
+                         "forgetting sample takes; replay other text, or --no-forget-balance")
     if cfg.replay_corpus:
         text = prepare_pretraining_data(cfg.replay_corpus, cfg.forget_tokenizer, cfg.forget_vocab_size,
                                         progress=cfg.progress)
         return remedies.Replay(text.train, cfg.replay, cfg.batch_size, cfg.seed)
-    if cfg.forget_balance:
+    if both_splits:
         raise ValueError(f"replay: the forgetting sample of this base takes windows from both splits of "
                          f"{cfg.forget_corpus} (forget_balance), so no training split is left to replay from "
                          "without replaying measured text; give the text to replay with --replay-corpus PATH "
