@@ -18,7 +18,8 @@ def test_console_lines_header_and_delta(base_run, corpus_dir, tmp_path, capsys, 
     points = result.points
     # The reference: named, with its token count (8 windows of the base's 64 tokens), first.
     assert err[0].startswith(f"forgetting reference: {corpus_dir} (") and "512 tokens in 8 windows of 64" in err[0]
-    assert err[1].startswith("memory: micro_batch ")
+    assert err[1] == "task arith: 16 training records; 8 held out measure learning"  # train_n, eval_n
+    assert err[2].startswith("memory: micro_batch ")
     evals = [line for line in err if line.startswith("step ")]
     assert len(evals) == len(points) == 3
     assert evals[0] == f"step 0 (base): forgetting {points[0]['forgetting']:.4f} (Δ +0.0000 from base), " \
