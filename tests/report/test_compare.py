@@ -213,14 +213,17 @@ def test_compare_several_run_directories(tmp_path):
 
 
 def test_compare_finetuning_seeds_are_the_units(tmp_path):
-    from forgetless.report.compare import compare, rows_from_run
+    """Run directories that differ only in their seed are one remedy at several finetuning seeds."""
+    from forgetless.report.compare import compare
+    from forgetless.report.compare_commands import runs_rows
 
-    rows = []
-    for seed in range(3):
-        rows += rows_from_run(_run_dir(tmp_path / f"full-{seed}", "full", 0.2, seed=seed), "full")
-        rows += rows_from_run(_run_dir(tmp_path / f"lora-{seed}", "lora", 0.1, seed=seed), "lora")
+    dirs = [str(_run_dir(tmp_path / f"{m}-s{seed}", m, slope, seed=seed))
+            for seed in range(3) for m, slope in (("full", 0.2), ("lora", 0.1))]
+    rows, _ = runs_rows(dirs)
     (pc,) = compare(rows)
+    assert pc.remedies == ["full", "lora"]
     assert (pc.units, pc.unit) == (3, "finetuning seed")
+    assert [len(p.effects) for p in pc.pairs] == [3]  # one frontier gap per finetuning seed
 
 
 def test_figure_names_the_reference_and_shows_every_point(tmp_path, monkeypatch):

@@ -3,6 +3,8 @@ directories, on one frontier."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import typer
@@ -50,12 +52,37 @@ def runs_rows(targets: list[str]) -> tuple[list[dict], Path]:
     if bad:
         raise CompareError(f"{', '.join(bad)}: not a finetune run directory (config.yaml and metrics.jsonl); "
                            "several targets are compared as run directories, a study is compared alone")
-    names = [p.name for p in paths]
-    labels = names if len(set(names)) == len(names) else [str(p) for p in paths]  # two runs/*/ft: full paths
-    if len(set(labels)) < len(labels):
+    if len({p.resolve() for p in paths}) < len(paths):
         raise CompareError(f"{', '.join(targets)}: a run directory is named twice")
+    names = [p.name for p in paths]
+    names = names if len(set(names)) == len(names) else [str(p) for p in paths]  # two runs/*/ft: full paths
+    # Runs whose settings differ only in the seed are one remedy at several finetuning seeds (the
+    # units its comparisons are decided over), named by what their names share (full-s0, full-s1: full).
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        groups.setdefault(_settings(p), []).append(i)
+    labels = [""] * len(paths)
+    for members in groups.values():
+        shared = re.sub(r"[-_.]*(seed|s)?$", "", os.path.commonprefix([names[i] for i in members]))
+        for i in members:
+            labels[i] = shared if len(members) > 1 and shared else names[members[0]]
     rows = [row for p, label in zip(paths, labels, strict=True) for row in rows_from_run(p, label)]
     return rows, paths[0].resolve().parent
+
+
+# Config fields that do not make a run another remedy: where it ran, how it printed, its seed.
+NOT_THE_REMEDY = {"seed", "out_dir", "resume", "progress", "console", "threads", "device", "trackers"}
+
+
+def _settings(path: Path) -> str:
+    import json
+
+    from forgetless.untrusted import load_yaml
+
+    config = load_yaml((path / "config.yaml").read_text(errors="replace")) or {}
+    if not isinstance(config, dict):
+        raise CompareError(f"{path / 'config.yaml'}: not a run config")
+    return json.dumps({k: v for k, v in config.items() if k not in NOT_THE_REMEDY}, sort_keys=True, default=str)
 
 
 def register(app: typer.Typer) -> None:
