@@ -88,7 +88,7 @@ def _settings(path: Path) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def compare(
-        targets: list[str] = typer.Argument(..., metavar="RUN_OR_STUDY...",
+        targets: list[str] = typer.Argument(..., metavar="RUN_OR_STUDY",
                                             help="a study (preset name or YAML file), a sweep directory with "
                                                  "results.sqlite, or one or more finetune run directories "
                                                  "(each its own remedy on one figure)"),
