@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--optimizers", default="adamw,muon")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/wsd-vs-cosine"))
+    ap.add_argument("--compile", action="store_true", help="torch.compile the cosine runs (long budgets)")
     args = ap.parse_args()
     study = load_study("convergence")
     entries = {p.optimizer: p for p in study.pretrain}
@@ -53,7 +54,7 @@ def main() -> None:
             result = pretrain(PretrainConfig(
                 model=entry.model, optimizer=opt, lr=entry.lr, seed=args.seed, tokens=budget, corpus=study.data.corpus,
                 vocab_size=study.data.vocab_size, warmup_steps=warmup_steps, out_dir=args.out / f"{opt}-{budget}",
-                progress=False, console=False, threads=1, resume=True,
+                progress=False, console=False, threads=1, resume=True, compile=args.compile,
                 **{k: v for k, v in settings.items() if k != "warmup"}))
             cosine = result.points[-1]["val_loss"]
             trunk = last.get(runs[branch[0]]["base_id"])
