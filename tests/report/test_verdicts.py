@@ -107,8 +107,16 @@ def test_path_gap_by_hand_and_the_window():
     credit = np.mean(np.maximum(0.0, 0.25 - 0.5 * np.sqrt(x)))
     assert credit == pytest.approx(0.0417, abs=0.002)
     assert path_gap(low, b, 4.0) - path_gap(a, b, 4.0) == pytest.approx(credit)
-    # One method never forgot measurably (less than MIN_WINDOW above the base): no evidence.
-    assert np.isnan(path_gap([np.array([[4.0, 3.0], [4.005, 2.9]])], b, 4.0))
+    # One method never forgot measurably (less than MIN_WINDOW = 0.01 above the base): the window
+    # is [F0, F0 + 0.01], who learns more at no measurable forgetting. A's path reaches 2.9 at
+    # F = 4.005 (straight in √(F − 4)) and stays there; B is 3 − 0.5 √(F − 4).
+    f = np.linspace(4.0, 4.01, 64)
+    front_a = 3.0 - 0.1 * np.minimum(np.sqrt(f - 4.0) / np.sqrt(0.005), 1.0)
+    expected = np.mean((3.0 - 0.5 * np.sqrt(f - 4.0)) - front_a)
+    assert path_gap([np.array([[4.0, 3.0], [4.005, 2.9]])], b, 4.0) == pytest.approx(expected)
+    # Both methods lowered the held-out loss (every checkpoint below F0): the best learning of each.
+    down_a, down_b = [np.array([[4.0, 3.0], [3.95, 2.5]])], [np.array([[4.0, 3.0], [3.97, 2.7]])]
+    assert path_gap(down_a, down_b, 4.0) == pytest.approx(0.2)
 
 
 def _claim2_points(gap_adamw_base, gap_muon_base, extra=None):

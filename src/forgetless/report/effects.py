@@ -53,7 +53,7 @@ from forgetless.analysis.pareto import dominated_share, learning_within_forgetti
 
 DELTAS = (0.1, 0.25, 0.5, 1.0)  # forgetting budgets of the Δ-view (nats above the model's own base)
 FORGETTING_WINDOW = 0.5  # nats above the base's forgetting over which path gaps are averaged
-MIN_WINDOW = 0.01  # a common window narrower than this (about one eval standard error) is no evidence
+MIN_WINDOW = 0.01  # the window is never narrower (about one paired eval standard error)
 RUN_KEYS = ("base_optimizer", "base_seed", "task", "method", "optimizer", "rank", "lr", "seed")
 
 
@@ -176,11 +176,10 @@ def measured_start(a: list[np.ndarray], b: list[np.ndarray], f0: float) -> float
 def path_gap(a: list[np.ndarray], b: list[np.ndarray], f0: float,
              window: float = FORGETTING_WINDOW, n_grid: int = 64, min_window: float = MIN_WINDOW) -> float:
     """Mean of front_B − front_A over [F0, F0 + window] cut at the smaller of the two methods'
-    largest forgetting, paths interpolated in √(F − F0) (nats; positive = A learns more at matched
-    forgetting). NaN when either
-    method has no path, or the cut window is narrower than `min_window`: a method that never
-    forgot measurably was compared on a stretch the evaluation cannot resolve, and between the
-    base and a first checkpoint the path is a guess (dense early evaluation measures it)."""
+    largest forgetting but never below F0 + min_window, paths interpolated in √(F − F0) (nats;
+    positive = A learns more at matched forgetting). When a method never forgot measurably, or
+    both lowered the held-out loss, the window is [F0, F0 + min_window]: who learns more at no
+    measurable forgetting. NaN when either method has no path."""
     if not a or not b or not np.isfinite(f0):
         return float("nan")
     return float(path_gaps(segments(a)[None], segments(b)[None], np.array([f0]), window, n_grid, min_window)[0])
@@ -190,10 +189,12 @@ def path_gaps(a: np.ndarray, b: np.ndarray, f0: np.ndarray, window: float = FORG
               n_grid: int = 64, min_window: float = MIN_WINDOW) -> np.ndarray:
     """`path_gap` for a batch of comparisons at once: segments a (B, Sa, 4), b (B, Sb, 4), f0 (B,)."""
     reach = np.minimum(np.maximum(a[..., 0], a[..., 2]).max(axis=1), np.maximum(b[..., 0], b[..., 2]).max(axis=1))
-    top = np.minimum(f0 + window, reach)
+    # Never narrower than min_window: when one method never forgot measurably (or both lowered
+    # the held-out loss), the comparison is who learns more at no measurable forgetting.
+    top = np.maximum(np.minimum(f0 + window, reach), f0 + min_window)
     grid = f0[:, None] + (top - f0)[:, None] * np.linspace(0.0, 1.0, n_grid)[None, :]
     gap = (batch_front(_root(b, f0), _u(grid, f0[:, None])) - batch_front(_root(a, f0), _u(grid, f0[:, None]))).mean(axis=1)
-    return np.where((top >= f0 + min_window) & np.isfinite(gap), gap, np.nan)
+    return np.where(np.isfinite(gap), gap, np.nan)
 
 
 def _u(f: np.ndarray, f0) -> np.ndarray:
