@@ -201,7 +201,10 @@ def test_sigterm_leaves_status_stopped(base_run, tmp_path) -> None:
         finetune(cfg, on_eval=term_at_2)
     status = json.loads((tmp_path / "ft" / "status.json").read_text())
     assert status["status"] == "stopped" and status["step"] == 2
+    assert status["final_checkpoint"].endswith("step-000002")  # the step it stopped at, kept
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+    result = finetune(cfg.model_copy(update={"resume": True}))  # and the run continues from there
+    assert result.status == "done" and [p["step"] for p in result.points] == [0, 2, 4]
 
 
 # ------------------------------------------------------------------------- lm_eval from the CLI

@@ -235,15 +235,20 @@ class Stopped(KeyboardInterrupt):
     """SIGTERM (a scheduler's stop, `kill`): ends the run like Ctrl-C, its status "stopped"."""
 
 
-def _stop_on_sigterm():
-    """Make SIGTERM raise Stopped in the training loop (main thread only: signal handlers can be
-    set nowhere else); returns the handler to put back, or None when none was set."""
+def _stop_on_sigterm(term: dict[str, bool], graceful: bool):
+    """Make SIGTERM stop the training loop (main thread only: signal handlers can be set nowhere
+    else); returns the handler to put back, or None when none was set. `graceful` (one process):
+    the first signal asks the loop to stop after the step in progress, with a checkpoint of it;
+    a second one, or any under torchrun (ranks could stop at different steps), raises at once."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum, frame):
+        if graceful and not term["asked"]:
+            term["asked"] = True
+            return
         raise Stopped(f"signal {signum}")
 
     return signal.signal(signal.SIGTERM, handler) or signal.SIG_DFL
@@ -339,7 +344,8 @@ def run_job(job: Job) -> RunResult:
         run.append_metrics({"kind": "header", **(job.header or {}), "memory": plan.record(cfg.seq_len)})
     bar = None
     phase, width = "evaluation", None
-    previous = _stop_on_sigterm()
+    term = {"asked": False}
+    previous = _stop_on_sigterm(term, graceful=not d.active)
     try:
         if step == 0:
             eval_point(0)  # before the bar: the bar's rate is of training steps only
@@ -379,14 +385,16 @@ def run_job(job: Job) -> RunResult:
             if due:
                 phase, width = "evaluation", None
                 eval_point(step)
-            if step % cfg.save_every == 0 or step == steps or stop["why"]:  # a stopped run can resume here
+            if step % cfg.save_every == 0 or step == steps or stop["why"] or term["asked"]:  # a stopped run resumes here
                 last_ckpt = save(step)
-                if step < steps and not stop["why"]:  # a run killed later says how far it got (forgetless status, report)
+                if step < steps and not stop["why"] and not term["asked"]:  # a run killed later says how far it got
                     run.write_status("running", step=step, steps=steps, final_checkpoint=last_ckpt)
             if boundary:
                 window_tokens, window_start = 0, time.perf_counter()  # the next rate excludes evaluation and saving
             if stop["why"]:
                 break
+            if term["asked"]:
+                raise Stopped("SIGTERM")
     except TrainLossDiverged as why:
         run.append_metrics({"kind": "status", "status": "diverged", "step": step, "reason": str(why)})
         for tracker in trackers:  # the trackers close as finished: say that it diverged
