@@ -51,13 +51,16 @@ from forgetless.train.rundir import RunDir, RunResult
 from forgetless.train.runtime import (
     MemoryPlan,
     OutOfMemory,
+    Stopped,
     enable_checkpointing,
     is_oom,
     oom_message,
     plan_memory,
     setup_compile_cache,
+    stop_on_sigterm,
 )
 from forgetless.train.trackers import open_trackers
+from forgetless.train.trackers import tags as _numbers
 
 SCHEDULES = ("cosine", "wsd", "constant")
 
@@ -210,50 +213,6 @@ def best_line(points: list[dict[str, Any]], checkpoint: Path | None) -> str:
         f", forgetting Δ {best['forgetting_delta']:+.4f}" if best.get("forgetting_delta") is not None else "") + f"); {kept}"
 
 
-# Tracker tags of the forgetting numbers: the names ForgettingCallback's records take in a
-# Trainer's trackers (eval_forgetting_loss -> eval/forgetting_loss), so a TensorBoard holding runs
-# of both kinds draws them on one chart (metrics.jsonl keeps its own keys).
-TAGS = {"forgetting": "forgetting_loss", "forgetting_by_source": "forgetting_loss_"}
-
-
-def _numbers(point: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The numeric entries of an eval point as tracker tags, nested ones (forgetting per source)
-    as prefix/key/sub, or prefix/forgetting_loss_<source> as the callback writes them."""
-    out: dict[str, float] = {}
-    for key, value in point.items():
-        if isinstance(value, dict) and key in TAGS:
-            out.update({f"{prefix}/{TAGS[key]}{k}": v for k, v in value.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        elif isinstance(value, dict):
-            out.update(_numbers(value, f"{prefix}/{key}"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[f"{prefix}/{TAGS.get(key, key)}"] = value
-    return out
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop, `kill`): ends the run like Ctrl-C, its status "stopped"."""
-
-
-def _stop_on_sigterm(term: dict[str, bool], graceful: bool):
-    """Make SIGTERM stop the training loop (main thread only: signal handlers can be set nowhere
-    else); returns the handler to put back, or None when none was set. `graceful` (one process):
-    the first signal asks the loop to stop after the step in progress, with a checkpoint of it;
-    a second one, or any under torchrun (ranks could stop at different steps), raises at once."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        if graceful and not term["asked"]:
-            term["asked"] = True
-            return
-        raise Stopped(f"signal {signum}")
-
-    return signal.signal(signal.SIGTERM, handler) or signal.SIG_DFL
-
-
 def run_job(job: Job) -> RunResult:
     cfg, run, model, opt = job.cfg, job.run, job.model, job.optimizer
     d = job.dist
@@ -345,7 +304,7 @@ def run_job(job: Job) -> RunResult:
     bar = None
     phase, width = "evaluation", None
     term = {"asked": False}
-    previous = _stop_on_sigterm(term, graceful=not d.active)
+    previous = stop_on_sigterm(term, graceful=not d.active)
     try:
         if step == 0:
             eval_point(0)  # before the bar: the bar's rate is of training steps only

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,29 @@ def set_token_ids(model: torch.nn.Module, tokenizer) -> None:
         config.eos_token_id = tokenizer.eos_token_id
         config.bos_token_id = tokenizer.bos_token_id
         config.pad_token_id = pad
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`): ends the run like Ctrl-C, its status "stopped"."""
+
+
+def stop_on_sigterm(term: dict[str, bool], graceful: bool):
+    """Make SIGTERM stop the training loop (main thread only: signal handlers can be set nowhere
+    else); returns the handler to put back, or None when none was set. `graceful` (one process):
+    the first signal asks the loop to stop after the step in progress, with a checkpoint of it;
+    a second one, or any under torchrun (ranks could stop at different steps), raises at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if graceful and not term["asked"]:
+            term["asked"] = True
+            return
+        raise Stopped(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler) or signal.SIG_DFL
 
 
 # ---------------------------------------------------------------- memory

@@ -44,6 +44,27 @@ from accelerate.tracking import GeneralTracker, TensorBoardTracker, WandBTracker
 
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
+# Tracker tags of the forgetting numbers: the names ForgettingCallback's records take in a
+# Trainer's trackers (eval_forgetting_loss -> eval/forgetting_loss), so a TensorBoard holding runs
+# of both kinds draws them on one chart (metrics.jsonl keeps its own keys).
+TAGS = {"forgetting": "forgetting_loss", "forgetting_by_source": "forgetting_loss_"}
+
+
+def tags(point: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The numeric entries of an eval point as tracker tags, nested ones (forgetting per source)
+    as prefix/key/sub, or prefix/forgetting_loss_<source> as the callback writes them."""
+    out: dict[str, float] = {}
+    for key, value in point.items():
+        if isinstance(value, dict) and key in TAGS:
+            out.update({f"{prefix}/{TAGS[key]}{k}": v for k, v in value.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        elif isinstance(value, dict):
+            out.update(tags(value, f"{prefix}/{key}"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}/{TAGS.get(key, key)}"] = value
+    return out
+
+
 
 def _ending(before: BaseException | None) -> str:
     """How the run ended, for finish(): the loop finishes trackers in a `finally`, so an exception
