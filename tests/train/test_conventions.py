@@ -203,6 +203,10 @@ def test_sigterm_leaves_status_stopped(base_run, tmp_path) -> None:
     assert status["status"] == "stopped" and status["step"] == 2
     assert status["final_checkpoint"].endswith("step-000002")  # the step it stopped at, kept
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+    # a run written before replay_corpus and harness* existed resumes too (their defaults then)
+    saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    old = {k: v for k, v in saved.items() if k not in ("replay_corpus", "harness", "harness_limit", "harness_tasks_dir")}
+    (tmp_path / "ft" / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     result = finetune(cfg.model_copy(update={"resume": True}))  # and the run continues from there
     assert result.status == "done" and [p["step"] for p in result.points] == [0, 2, 4]
 

@@ -103,7 +103,9 @@ def open_run(run: RunDir, cfg: TrainConfig):
     if cfg.resume and saved_path.is_file():
         saved = yaml.safe_load(saved_path.read_text()) or {}
         now = cfg.model_dump(mode="json")
-        changed = sorted(k for k in now if k not in _RESUMABLE and saved.get(k) != now[k]
+        fields = type(cfg).model_fields  # a field newer than the run's config.yaml had its default then
+        before = {k: saved[k] if k in saved else fields[k].get_default(call_default_factory=True) for k in now}
+        changed = sorted(k for k in now if k not in _RESUMABLE and before[k] != now[k]
                          and not (k == "base" and same_sweep_cell(saved.get(k), now[k])))  # a moved sweep
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
