@@ -262,3 +262,23 @@ def test_a_study_takes_the_users_own_task_file(tmp_path):
     study["finetune"]["tasks"] = ["arithh"]
     with pytest.raises(StudyError, match="unknown task 'arithh'"):
         load_study(study)
+
+
+def test_study_figures_name_the_reference_text():
+    """A study's finetune cells carry the text forgetting is measured on (the study's corpus, or a
+    forget_corpus setting), and the frontier figure's panels take it for the x axis."""
+    from forgetless.analysis.frontier import panels
+    from forgetless.sweep.study import expand, load_study
+
+    study = {"name": "ref", "data": {"corpus": "stdlib", "vocab_size": 512},
+             "bases": [{"name": "smol", "checkpoint": "HuggingFaceTB/SmolLM2-135M", "optimizer": "adamw"}],
+             "finetune": {"tasks": ["arith"], "steps": 6, "eval_every": 3,
+                          "methods": [{"kind": "full", "optimizer": "adamw", "lrs": [1e-4]},
+                                      {"kind": "lora", "optimizer": "adamw", "lrs": [1e-3], "lora_rank": 4,
+                                       "settings": {"forget_corpus": "hf:wikitext"}}]}}
+    cells = [c for c in expand(load_study(study)) if c.kind == "finetune"]
+    assert sorted(c.meta["reference"] for c in cells) == ["hf:wikitext", "stdlib"]
+    points = [{"kind": "finetune", "meta": cells[0].meta, "method": "full", "lr": 1e-4, "run_id": "r", "step": s,
+               "forgetting": 3.0 + 0.1 * s, "learning": 2.0 - 0.1 * s, "extra": None} for s in range(3)]
+    (pn,) = panels(points)
+    assert pn.reference == cells[0].meta["reference"]

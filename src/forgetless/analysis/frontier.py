@@ -34,6 +34,7 @@ class Panel:
     methods: dict[str, MethodCloud]
     maximize: tuple[bool, bool] = (False, False)
     base_point: tuple[float, float] = (float("nan"), float("nan"))  # step 0: the base model
+    reference: str | None = None  # the text forgetting was measured on, when the store says
 
     @property
     def title(self) -> str:
@@ -78,7 +79,7 @@ def panels(points: list[dict], metric: str = "loss") -> list[Panel]:
                    for name, m in methods.items() if (m.steps != 0).any()}
         out.append(Panel(base=str(k[0]), base_optimizer=str(info[k].get("base_optimizer")), task=str(k[1]),
                          methods=dict(sorted(methods.items())), maximize=(False, metric == "accuracy"),
-                         base_point=base_point))
+                         base_point=base_point, reference=info[k].get("reference")))
     return sorted(out, key=lambda pn: (pn.task, pn.base))
 
 
@@ -191,7 +192,8 @@ def plot(panel_list: list[Panel], summaries: list[dict], out: str | Path, best_l
         if np.isfinite(pn.base_point).all():
             ax.plot(*pn.base_point, marker="*", ms=11, color="black", ls="none", label="base")
         ax.set_title(pn.title + (" (best lr only)" if best_lr_only else ""), fontsize=9)
-        ax.set_xlabel("forgetting: held-out pretraining loss (lower is better)", fontsize=8)
+        ax.set_xlabel(f"forgetting: loss on {pn.reference or 'held-out pretraining text'} (lower is better)",
+                      fontsize=8)
         ax.set_ylabel("learning: " + ("task accuracy (higher is better)" if pn.maximize[1]
                                       else "task loss (lower is better)"), fontsize=8)
         ax.grid(alpha=0.3)

@@ -51,7 +51,8 @@ def rows_from_store(store, study: str | None = None) -> list[dict]:
         base = label.rsplit("/s", 1)[0] if seed is not None and label.endswith(f"/s{seed}") else label
         config = (runs.get(p["run_id"]) or {}).get("config") or {}
         out.append({"run_id": p["run_id"], "base": base, "base_optimizer": meta.get("base_optimizer"),
-                    "base_seed": seed, "finetune_seed": meta.get("seed"), "reference": _reference(config),
+                    "base_seed": seed, "finetune_seed": meta.get("seed"),
+                    "reference": meta.get("reference") or _reference(config),
                     "task": meta.get("task"), "method": p["method"],
                     "remedy": p["method"] + ("+wise" if alpha is not None else ""), "wise": alpha,
                     "lr": p["lr"], "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],

@@ -424,7 +424,10 @@ def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta
     label = f"{base_meta['base']}/{task.name}/{m.label}/lr={lr:g}"
     if len(grid.seeds) > 1:
         label += f"/s{seed}"
-    meta = {**base_meta, "task": task.name, "method": m.label, "seed": seed}
+    # the text forgetting is measured on (sweep.execute: the study's corpus unless a setting names
+    # another), for the figures' axes
+    reference = {**config["settings"], **task.settings}.get("forget_corpus") or study.data.corpus
+    meta = {**base_meta, "task": task.name, "method": m.label, "seed": seed, "reference": str(reference)}
     return Cell(cell_id(config), "finetune", base_cid, label, m.label, lr, config, meta)
 
 
