@@ -51,6 +51,11 @@ def test_expansion_shares_one_trunk(tmp_path) -> None:
     ft = [c for c in cells if c.kind == "finetune"]
     assert [c.base_id for c in ft] == [branch[1].cell_id]  # adamw@5120 only
     assert load_study(spec).token_ratios() == [(0, "adamw@5.12k", pytest.approx(4 * 2 * 128 / 5120))]
+    # compile_steps 8: trunk pieces of 8, 8 and 16 steps and the 8-step branch compile; the 2- and
+    # 4-step branches do not (no compile key in their config)
+    spec["pretrain"][0]["compile_steps"] = 8
+    pre = [c for c in expand(load_study(spec)) if c.kind == "pretrain"]
+    assert [c.config.get("compile") for c in pre] == [True, None, True, None, True, True]
 
 
 @pytest.mark.parametrize("bad, match", [(["5k", "2k"], "ascending"), (["2k", "2k"], "ascending")])
