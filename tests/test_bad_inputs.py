@@ -377,3 +377,23 @@ def test_damaged_checkpoints_are_one_line_through_the_installed_command(tree) ->
         shutil.rmtree(tree / "newrun", ignore_errors=True)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (args, proc.stderr[-3000:])
         assert expected in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("FORGETLESS_INSTALLED_BAD_INPUTS"),
+                    reason="128 processes, about 9 minutes: set FORGETLESS_INSTALLED_BAD_INPUTS=1")
+def test_every_bad_input_through_the_installed_command(tree, monkeypatch) -> None:
+    """The whole list through `python -m forgetless`, each in its own process, where warnings and log
+    records reach the real stderr (CliRunner and pytest capture them). Opt-in: it is slow."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tree)
+    failures = []
+    for args, env, expected in _cases(tree):
+        proc = subprocess.run([sys.executable, "-m", "forgetless", *args], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, **env})
+        shutil.rmtree(tree / "newrun", ignore_errors=True)
+        if proc.returncode != 2 or proc.stderr.count("\n") != 1 or expected not in proc.stderr:
+            failures.append(f"{args}: rc {proc.returncode}\n    stderr: {proc.stderr[-1500:]!r}")
+    assert not failures, "\n".join(failures)
