@@ -27,8 +27,11 @@ from forgetless.sweep.study import Study, StudyError, expand
 
 # Fields the study sets itself; `settings` may not override them.
 _COMMON = ("optimizer", "lr", "seed", "diverge_factor")
-PASSED = {"pretrain": _COMMON + ("model", "tokens", "schedule", "decay", "warmup_steps", "compile"),
+PASSED = {"pretrain": _COMMON + ("model", "tokens"),
           "finetune": _COMMON + ("task", "method", "lora_rank", "lora_alpha", "steps", "eval_every")}
+# Set by a multi-budget entry's trunk pieces and branches (sweep.branches) in the cell itself; a
+# single-budget entry may still give them in `settings` (its cells do not carry them).
+BRANCHES = ("schedule", "decay", "warmup_steps", "compile")
 _RUNNER = {"out_dir", "resume", "progress", "console", "threads"}  # the sweep's runner sets these per cell
 OWNED = {"pretrain": {*PASSED["pretrain"], *_RUNNER, "corpus", "tokenizer", "vocab_size", "start_from"},
          "finetune": {*PASSED["finetune"], *_RUNNER, "base"}}
@@ -39,7 +42,8 @@ def train_config(cell: Cell, out_dir: Path, base_dir: str | None):
     from forgetless.train import FinetuneConfig, PretrainConfig
 
     cfg, kind = cell.config, cell.kind
-    fields = {name: cfg[name] for name in PASSED[kind] if cfg.get(name) is not None}
+    fields = {name: cfg[name] for name in PASSED[kind] + (BRANCHES if kind == "pretrain" else ())
+              if cfg.get(name) is not None}
     fields.update(out_dir=out_dir, resume=True, progress=False,
                   console=False)  # the sweep prints one line per finished cell; cells log to their run dir
     threads = os.environ.get("FORGETLESS_WORKER_THREADS")  # set by the runner's worker pool
@@ -50,7 +54,7 @@ def train_config(cell: Cell, out_dir: Path, base_dir: str | None):
         if cell.base_id:  # a WSD trunk piece or decay branch continues the run of its base cell
             fields["start_from"] = base_dir or "."
         return PretrainConfig(corpus=data["corpus"], tokenizer=data["tokenizer"], vocab_size=data["vocab_size"],
-                              **cfg["settings"], **fields)
+                              **{**cfg["settings"], **fields})  # a branch's compile decides over settings
     if "checkpoint" in cfg["base"]:  # an outside model: forgetting on the study's corpus
         base = cfg["base"]["checkpoint"]  # a forgetless run dir stays one: finetune reads its config
         fields.update(forget_corpus=data["corpus"], forget_tokenizer=data["tokenizer"] or _model_dir(base))
