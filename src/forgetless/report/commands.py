@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def reproduce(
         preset: str = typer.Option("quick", "--preset", help="quick (CPU, ≤10 min), cpu-full (CPU, "
-                                   "~1 h), gpt2 or llama2-7b (GPU machines), or a study YAML file."),
+                                   "~1 h), convergence (CPU, ~1 h: claim 2 at four pretraining budgets), "
+                                   "gpt2 or llama2-7b (GPU machines), or a study YAML file."),
         seeds: int = typer.Option(None, "--seeds", min=1, help="pretraining seeds per base "
                                   "(default: the preset's); more seeds measure the verdicts' noise."),
         workers: int = typer.Option(None, "--workers", min=0, help="finetunes run at once (default: "

@@ -5,6 +5,8 @@ Stages (each resumable or cached, so a second run with the same preset only rebu
 2. probes of every pretrained base: weight spectra and activation sparsity (cached JSON);
 3. the memorisation test on a corrupted corpus (cached results.json);
 4. tables, verdicts, figures, and report.md + report.html in the sweep directory.
+A study whose bases come at several budgets (the convergence preset) stops after the sweep with
+claim 2 per budget (forgetless.report.convergence).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from forgetless.analysis.memorization_run import MemorizationConfig, run_memorization
-from forgetless.report import tables
+from forgetless.report import convergence, tables
 from forgetless.report.document import build_report
 from forgetless.report.regime import check as check_regime
+from forgetless.report.render import write_report
 from forgetless.report.verdicts import Verdict, all_verdicts
 from forgetless.sweep.runner import default_workers, run_sweep, store_path
 from forgetless.sweep.store import Store
@@ -50,6 +53,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pairs": [[16, 16], [32, 32], [64, 64]], "steps": 20000, "eval_every": 1000,
         "batch_size": 64, "device": "cuda"}},
     "llama2-7b": {"study": "llama2-7b", "probe_tokens": 65536, "memorization": None},
+    # Bases at four budgets (sweep.branches): claim 2 per budget, no probes or memorisation.
+    "convergence": {"study": "convergence", "memorization": None},
 }
 
 
@@ -88,11 +93,19 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
     counts = run_sweep(study, workers=workers, out_dir=root, progress=progress)
     store = Store(store_path(study, root))
     try:
+        budgeted = convergence.has_budgets(store.runs_by_id(study.name))
         pretrain = tables.pretrain_rows(store, study.name)
         points = tables.finetune_rows(store, study.name)
         runs = store.runs(study.name)
     finally:
         store.close()
+
+    if budgeted:  # bases at several budgets: claim 2 per budget, never pooled across budgets
+        log("[2/2] claim 2 per pretraining budget")
+        result = convergence.measure(store_path(study, root), study.name, root)
+        md, html = write_report(f"forgetless reproduce: {study.name}",
+                                [convergence.section(result, root / "figures")], root)
+        return ReproduceResult(root, md, html, convergence.verdicts(result), counts, time.time() - start)
 
     log(f"[2/4] probing {len(pretrain)} pretrained base(s): spectra and activations")
     budget = probe_tokens or settings.get("probe_tokens", 16384)
