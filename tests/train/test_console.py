@@ -22,11 +22,13 @@ def test_console_lines_header_and_delta(base_run, corpus_dir, tmp_path, capsys, 
     assert err[2].startswith("memory: micro_batch ")
     evals = [line for line in err if line.startswith("step ")]
     assert len(evals) == len(points) == 3
-    assert evals[0] == f"step 0 (base): forgetting {points[0]['forgetting']:.4f} (Δ +0.0000 from base), " \
+    assert evals[0] == f"step 0 (base): forgetting {points[0]['forgetting']:.4f} ± {points[0]['forgetting_se']:.4f} " \
+                       "(Δ +0.0000 from base), " \
                        f"learning {points[0]['learning']:.4f}, accuracy -"
     last = points[-1]
     delta = last["forgetting"] - points[0]["forgetting"]
-    assert evals[-1] == f"step 4/4: forgetting {last['forgetting']:.4f} (Δ {delta:+.4f} from base), " \
+    assert evals[-1] == f"step 4/4: forgetting {last['forgetting']:.4f} ± {last['forgetting_se']:.4f} " \
+                        f"(Δ {delta:+.4f} from base), " \
                         f"learning {last['learning']:.4f}, accuracy -"
     best = min(points, key=lambda p: p["learning"])
     assert err[-1].startswith(f"best: step {best['step']} (learning {best['learning']:.4f}")

@@ -12,7 +12,10 @@ short last batch does not weigh more than its share.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,33 +193,107 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], contextli
 EVAL_FORWARD_TOKENS = 16384  # default tokens per evaluation forward when no memory plan is given
 
 
+def row_loss_sums(model: torch.nn.Module, input_ids: torch.Tensor, targets: torch.Tensor, plain: bool = False,
+                  chunk_bytes: int = HEAD_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ token losses, number of tokens) of each row, in float64: what the standard error over
+    sequences needs. The head and cross-entropy run on chunks of the scored positions as in
+    `chunked_loss_sum` (each chunk's losses added to their rows); `plain` (FSDP2, whose root hooks
+    gather the head) or a model whose logits are not a plain head: the full logits."""
+    keep = targets != IGNORE
+    split = None if plain else head_split(model)
+    if split is None:
+        logits = model(input_ids=input_ids, use_cache=False).logits
+        losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
+                                 reduction="none").view(targets.shape)
+        return losses.double().sum(1), keep.sum(1)
+    base, head = split
+    hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state
+    h, y, rows = hidden[keep], targets[keep], keep.nonzero()[:, 0]
+    chunk = max(1, chunk_bytes // (4 * head.weight.shape[0]))
+    sums = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device)
+    for i in range(0, len(y), chunk):
+        losses = F.cross_entropy(head(h[i:i + chunk]).float(), y[i:i + chunk], reduction="none")
+        sums.index_add_(0, rows[i:i + chunk], losses.double())
+    return sums, keep.sum(1)
+
+
+@dataclass
+class LossStats:
+    """A token-weighted mean loss and its standard error over sequences.
+
+    Tokens of one sequence are not independent (a hard passage makes all its tokens hard), so
+    the error is taken over sequences: with L_i, n_i the loss sum and token count of sequence i
+    (n of them, N tokens in all), mean μ = Σ L_i / N and
+        se² = n/(n−1) · Σ (L_i − μ n_i)² / N²,
+    the ratio estimator's variance; with equal n_i it is sd(L_i/n_i)² / n (sd with ddof 1)."""
+
+    loss: float
+    se: float
+    tokens: int
+    sequences: int
+
+
+# Who watches evaluations (the training loop's progress, forgetless.train.progress): each is told
+# expect(forwards) before a loss pass and done(tokens) after each forward.
+WATCHERS: list[Any] = []
+
+
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
-              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-              dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> float:
-    """Σ token losses / Σ tokens over all batches, in eval mode (dropout off).
+def loss_stats(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
+               autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+               dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> LossStats:
+    """Σ token losses / Σ tokens over all batches and its standard error over rows, in eval
+    mode (dropout off).
 
     Memory stays bounded whatever the batch size: each batch is run in row groups of at most
     `max_tokens` tokens (None: whole batches) and the loss is taken in chunks of positions
-    (`chunked_loss_sum`; under FSDP2 the plain forward, whose root hooks gather the head).
+    (`row_loss_sums`; under FSDP2 the plain forward, whose root hooks gather the head).
     `dist` (a `distributed.Dist`): under torchrun each rank takes its rows of every batch and the
     sums are added over ranks, so every rank returns the single-process value."""
     d = dist or distributed.Dist()
-    loss_fn = lm_loss_sum if d.strategy == "fsdp" else chunked_loss_sum
     was_training = model.training
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # Σ losses, Σ tokens
+    # Σ L_i, Σ n_i, Σ L_i², Σ L_i n_i, Σ n_i², rows: additive over ranks, and enough for se
+    sums = torch.zeros(6, dtype=torch.float64, device=device)
+    parts = split_rows(batches, max_tokens, d.world)
+    for watcher in WATCHERS:
+        watcher.expect(len(parts))
     try:
-        for x, y in split_rows(batches, max_tokens, d.world):
+        for x, y in parts:
+            width = x.numel()
             x, y = distributed.local_rows(x, y, d)
             with autocast():
-                loss, n = loss_fn(model, x.to(device), y.to(device))
-            sums[0] += loss.double()
-            sums[1] += n
+                loss, n = row_loss_sums(model, x.to(device), y.to(device), plain=d.strategy == "fsdp")
+            n = n.double()
+            used = n > 0
+            sums += torch.stack([loss.sum(), n.sum(), (loss * loss).sum(), (loss * n).sum(), (n * n).sum(),
+                                 used.sum().double()])
+            for watcher in WATCHERS:
+                watcher.done(width)
     finally:
         model.train(was_training)
-    total, count = distributed.all_sum(sums, d).tolist()
-    return total / count if count > 0 else float("nan")
+    total, count, sq, cross, nsq, rows = distributed.all_sum(sums, d).tolist()
+    if count <= 0:
+        return LossStats(float("nan"), float("nan"), 0, int(rows))
+    mu = total / count
+    spread = max(0.0, sq - 2 * mu * cross + mu * mu * nsq)  # Σ (L_i − μ n_i)², ≥ 0 up to rounding
+    se = math.sqrt(rows / (rows - 1) * spread) / count if rows > 1 else float("nan")
+    return LossStats(mu, se, int(count), int(rows))
+
+
+def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
+              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+              dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> float:
+    """Σ token losses / Σ tokens over all batches (see `loss_stats`)."""
+    return loss_stats(model, batches, device, autocast, dist, max_tokens).loss
+
+
+def forgetting_stats(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
+                     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                     dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> dict[str, float]:
+    """{"forgetting": mean loss, "forgetting_se": its standard error over the sample's windows}."""
+    stats = loss_stats(model, batches, device, autocast, dist, max_tokens)
+    return {"forgetting": stats.loss, "forgetting_se": stats.se}
 
 
 def prompt_ids(batch: dict[str, torch.Tensor]) -> list[list[int]]:

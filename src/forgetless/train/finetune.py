@@ -30,6 +30,7 @@ from forgetless.train.evaluate import (
     autocast_for,
     balanced_batches,
     forgetting_batches,
+    forgetting_stats,
     greedy_answers,
     mean_loss,
     prompt_ids,
@@ -222,7 +223,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
                 "replay_tokens": tokens}
 
     def evaluate() -> dict[str, Any]:
-        point = {"forgetting": mean_loss(model, forget_batches, device, autocast, d, plan.eval_tokens),
+        point = {**forgetting_stats(model, forget_batches, device, autocast, d, plan.eval_tokens),
                  "learning": mean_loss(model, learn_batches, device, autocast, d, plan.eval_tokens), "accuracy": None}
         if by_source:
             point["forgetting_by_source"] = {name: mean_loss(model, b, device, autocast, d, plan.eval_tokens)

@@ -191,9 +191,12 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 
 def eval_line(point: dict[str, Any], steps: int) -> str:
-    """One console line per eval point: step, forgetting (Δ from the base), learning, accuracy."""
+    """One console line per eval point: step, forgetting ± its standard error over the sample's
+    windows (Δ from the base), learning, accuracy."""
     label = "step 0 (base)" if point["step"] == 0 else f"step {point['step']}/{steps}"
     parts = [f"forgetting {_fmt(point.get('forgetting'))}"]
+    if isinstance(point.get("forgetting_se"), float) and math.isfinite(point["forgetting_se"]):
+        parts[0] += f" ± {point['forgetting_se']:.4f}"
     if point.get("forgetting_delta") is not None:
         parts[0] += f" (Δ {point['forgetting_delta']:+.4f} from base)"
     parts += [f"learning {_fmt(point.get('learning'))}", f"accuracy {_fmt(point.get('accuracy'), '.3f')}"]
