@@ -97,3 +97,62 @@ def test_finetune_records_and_prints_forgetting_se(base_run, tmp_path, capsys) -
     assert base["forgetting"] == pytest.approx(means.mean(), abs=1e-5)
     assert base["forgetting_se"] == pytest.approx(means.std(ddof=1) / math.sqrt(10), rel=1e-4)
     assert f"forgetting {base['forgetting']:.4f} ± {base['forgetting_se']:.4f} (Δ" in err
+
+
+def test_cost_line_by_hand() -> None:
+    """1,000 tokens in 2 s: 2 ms per forward token. 50 steps of 100 tokens at 3 forward tokens
+    each: 30 s of training; 5 evaluations: 10 s, so 10 / 40 = 25% of the wall time (with
+    checkpointing 4 forward tokens: 40 s, 10 / 50 = 20%)."""
+    from forgetless.train.progress import cost_line
+
+    line = cost_line(1000, 2.0, 5, 10, 50, 100, checkpointing=False)
+    assert line.startswith("evaluation cost: 1,000 tokens in 2.0 s; 5 more at eval_every 10 ≈ 10 s, about 25% ")
+    assert "about 20% " in cost_line(1000, 2.0, 5, 10, 50, 100, checkpointing=True)
+
+
+def test_plain_progress_lines_without_a_terminal(base_run, tmp_path, capsys) -> None:
+    """Under capsys stderr is not a terminal: with progress on, no bars but a line per training
+    log interval (the losses metrics.jsonl records), a start and an end line per evaluation, the
+    cost line before training (2 more evaluations: steps 2 and 4) and the measured share at the end."""
+    import json
+
+    from forgetless.train import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(base=str(base_run.out_dir), out_dir=tmp_path / "ft", progress=True, log_every=1,
+                         **{**FT, "steps": 4})
+    result = finetune(cfg)
+    err = capsys.readouterr().err.splitlines()
+    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    lines = [line for line in err if " loss " in line and line.startswith("step ")]
+    assert lines == [f"step {r['step']}/4 loss {r['loss']:.4f} lr {r['lr']:.2e} {r['tokens_per_s']:,.0f} tok/s"
+                     for r in train]
+    for label in ("evaluation (base)", "evaluation at step 2", "evaluation at step 4"):
+        assert f"{label}: started" in err
+        assert any(line.startswith(f"{label}: done in ") for line in err)
+    cost = [line for line in err if line.startswith("evaluation cost: ")]
+    assert len(cost) == 1 and "; 2 more at eval_every 2 " in cost[0] and len(result.points) == 3
+    # the cost line comes after the base's evaluation and before the first training line
+    assert err.index(cost[0]) < err.index(lines[0])
+    status = json.loads((tmp_path / "ft" / "status.json").read_text())
+    assert 0 < status["eval_time"] < status["wall_time"]
+    share = [line for line in err if line.startswith("evaluations: 3 took ")]
+    assert len(share) == 1
+
+
+def test_training_lines_reach_a_pipe(base_run, tmp_path) -> None:
+    """`forgetless finetune` with stdout and stderr piped (as under nohup or `> log 2>&1`):
+    training-loss lines appear."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("forgetless")
+    args = [str(exe), "finetune", str(base_run.out_dir), "--out", str(tmp_path / "ft"), "--log-every", "1"]
+    for k, v in {**FT, "steps": 2}.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert [line.split(" loss ")[0] for line in done.stdout.splitlines() if " loss " in line] == ["step 1/2", "step 2/2"]
+    assert "evaluation (base): started" in done.stdout

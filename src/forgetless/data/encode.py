@@ -120,7 +120,7 @@ def encode_corpus(docs: Iterable[Document], tokenizer, out_dir: Path, *, val_fra
     eos_id = tokenizer.eos_token_id
     jobs = _jobs(docs, plan, chunk_dir, val_fraction, chunk_bytes, eos_id, np.dtype(dtype))
     totals = dict.fromkeys(SPLITS, 0)
-    bar = tqdm(desc="tokenising", unit="tok", unit_scale=True, disable=not progress)
+    bar = tqdm(desc="tokenising", unit="tok", unit_scale=True, disable=None if progress else True)  # None: off without a terminal
     with _runner(workers, tokenizer.backend_tokenizer.to_str()) as submit:
         inflight: deque = deque()
 

@@ -146,8 +146,8 @@ def config_command(cls, doc: str, run: Callable[[Any], None], own_panel: str) ->
             given = given_fields(cls, values)
         except ValueError as err:
             _fail(str(err))
-        if not sys.stderr.isatty():  # a bar in a log file is noise
-            given["progress"] = False
+        # Not a terminal (a log file, nohup): the bars turn themselves off and plain progress
+        # lines take their place (forgetless.train.progress), so progress is left as given.
         cfg = _build(cls, given, config)
         relaunch(nproc)
         run(cfg)

@@ -144,7 +144,8 @@ class TrainConfig(BaseModel):
         "auto", description="under torchrun: ddp (a replica per process), fsdp (FSDP2 shards), "
                             "auto (fsdp from 1B parameters, else ddp)")
     consolidate: bool = Field(True, description="fsdp checkpoints also as a whole Hugging Face model")
-    progress: bool = Field(True, description="progress bar (off anyway when not a terminal)")
+    progress: bool = Field(True, description="progress bars with an ETA (training, each evaluation) on a terminal; "
+                                             "without one, plain lines: every log_every steps, each evaluation")
     console: bool = Field(True, description="print the reference text, each eval point and a summary to stderr")
     trackers: list[str] = Field(default_factory=list, description="also log to tensorboard, wandb and/or mlflow",
                                 json_schema_extra={"flags": ["--track", "--trackers"]})

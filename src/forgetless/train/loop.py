@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from forgetless.models import quiet
-from forgetless.train import distributed
+from forgetless.train import distributed, progress
 from forgetless.train.checkpoint import (
     load_trainer_state,
     rng_state,
@@ -264,9 +264,12 @@ def run_job(job: Job) -> RunResult:
     earlier = run.points() if step > 0 else []
     base = {"forgetting": earlier[0].get("forgetting") if earlier and earlier[0]["step"] == 0 else None}
     stop: dict[str, str | None] = {"why": None}
+    console = progress.Console(say, steps, cfg.progress, d.main)
 
     def eval_point(k: int) -> None:
-        point = {"kind": "eval", "step": k, "tokens": tokens, **job.evaluate(),
+        with console.evaluation(k) as watch:  # a bar with an ETA, or start/end lines without a terminal
+            measured = job.evaluate()
+        point = {"kind": "eval", "step": k, "tokens": tokens, **measured,
                  "lr": scheduler.get_last_lr()[0], "wall_time": wall()}
         if k == 0:
             base["forgetting"] = point.get("forgetting")
@@ -275,6 +278,9 @@ def run_job(job: Job) -> RunResult:
             point["forgetting_delta"] = point["forgetting"] - base["forgetting"]
         run.append_metrics(point)
         say(eval_line(point, steps))
+        if console.evaluations == 1 and k < steps:  # before training: what evaluations will cost
+            say(progress.cost_line(watch.tokens, watch.seconds, sum(eval_due(j, steps, cfg) for j in range(k + 1, steps + 1)),
+                                   cfg.eval_every, steps - k, cfg.batch_size * cfg.grad_accum * cfg.seq_len, plan.checkpointing))
         for tracker in trackers:
             tracker.log(_numbers(point, "eval"), k)
         if job.on_eval is not None:
@@ -342,6 +348,7 @@ def run_job(job: Job) -> RunResult:
                     for tracker in trackers:
                         tracker.log({"train/loss": value, "train/lr": line["lr"], "train/tokens_per_s": rate}, step)
                     bar.set_postfix(loss=f"{value:.3f}", lr=f"{line['lr']:.2e}", tok_s=f"{rate:,.0f}")
+                    console.train_line(step, value, line["lr"], rate)
                     window_tokens, window_start = 0, time.perf_counter()
             bar.update(1)
             if due:
@@ -382,9 +389,11 @@ def run_job(job: Job) -> RunResult:
         for tracker in trackers:
             tracker.finish()
     run.write_status("done", step=step, final_checkpoint=last_ckpt, wall_time=wall(),
+                     eval_time=round(console.eval_seconds, 3),  # this process's evaluations (the share)
                      **({"stopped": stop["why"]} if stop["why"] else {}))
     if stop["why"]:
         say(f"stopped at step {step}/{steps}: {stop['why']}")
+    say(progress.share_line(console.eval_seconds, console.evaluations, time.perf_counter() - t_start))
     if job.after_eval is None:  # a budget's own summary names the checkpoint it kept
         say(best_line(run.points(), last_ckpt))
     return RunResult(run.path, "done", run.points(), last_ckpt)
