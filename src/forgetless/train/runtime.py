@@ -158,7 +158,13 @@ def stop_on_sigterm(term: dict[str, bool], graceful: bool):
     if threading.current_thread() is not threading.main_thread():
         return None
 
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:  # a forked child (a tokenizer pool's worker) inherited this handler:
+            signal.signal(signum, signal.SIG_DFL)  # it must die as SIGTERM says, or the pool's
+            os.kill(os.getpid(), signum)  # terminate() waits for it forever
+            return
         if graceful and not term["asked"]:
             term["asked"] = True
             return
