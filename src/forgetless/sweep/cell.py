@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forgetless.sweep.execute import train_executor
+from forgetless.sweep.prune import RunPruned
 from forgetless.sweep.records import Cell, Outcome
 from forgetless.sweep.store import Store
 
@@ -45,12 +46,15 @@ def is_wise(point: dict) -> bool:
 
 
 def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: float | None,
-                 on_point: Callable[[dict], None], executor: Callable | None = None) -> Outcome:
+                 on_point: Callable[[dict], None], executor: Callable | None = None,
+                 should_stop: Callable[[dict], str | None] | None = None) -> Outcome:
     """Run one cell with the divergence check; the Outcome the store should record.
 
     on_point gets every eval point as it is measured, before the check (so the point that crossed
     the line is kept). Never raises for a training problem. Shared by run_cell (a local worker
     writes the store itself) and the Ray backend (the task sends points back to the driver).
+    should_stop (sweep.prune.Pruner) gets each kept point after the check: a reason stops the run,
+    which is then `done` with its points so far, marked pruned.
     """
     factor = float(cell.config.get("diverge_factor", 4.0))
     start = {"loss": start_loss}
@@ -65,6 +69,8 @@ def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: fl
         elif not abs(loss) < float("inf") or loss > factor * start["loss"]:
             raise EvalLossDiverged(f"loss {loss:.4g} at step {point['step']} is above {factor:g} x its "
                            f"start {start['loss']:.4g} (diverge_factor)")
+        if should_stop is not None and (why := should_stop(point)):
+            raise RunPruned(why)
 
     if executor is None:
         executor = train_executor
@@ -76,6 +82,8 @@ def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: fl
                        checkpoint=str(result.final_checkpoint) if result.final_checkpoint else None)
     except EvalLossDiverged as err:
         return Outcome("diverged", error=str(err))
+    except RunPruned as err:  # real points of a shorter run: done, and marked
+        return Outcome("done", pruned=str(err))
     except Exception as err:  # recorded, and the sweep goes on
         return failed(err)
 
@@ -89,7 +97,8 @@ def record_outcome(store: Store, cell_id: str, outcome: Outcome) -> None:
     """Write what execute_cell returned: the run's points, then its final status."""
     if outcome.points:
         store.add_points(cell_id, outcome.points)
-    store.finish(cell_id, outcome.status, error=outcome.error, checkpoint=outcome.checkpoint)
+    store.finish(cell_id, outcome.status, error=outcome.error, checkpoint=outcome.checkpoint,
+                 pruned=outcome.pruned)
 
 
 def _divergence_reason(cell_dir: Path) -> str:

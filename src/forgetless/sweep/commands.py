@@ -55,6 +55,13 @@ def sweep_cmd(
                                              "(default: 1 when the cluster has GPUs, else 0)"),
     cpus_per_cell: float = typer.Option(1.0, "--cpus-per-cell", min=0,
                                         help="CPUs (= torch threads) each cell needs with --backend ray"),
+    prune: bool = typer.Option(False, "--prune",
+                               help="stop a finetune whose points, after --prune-warmup evaluations, are all "
+                                    "dominated (by more than the verdicts' 0.02-nat margin) by the frontier of "
+                                    "the finished runs of the same base, task and method; its points stay, "
+                                    "marked pruned (local backend)"),
+    prune_warmup: int = typer.Option(None, "--prune-warmup", min=1,
+                                     help="evaluations after step 0 before --prune may stop a run (default 2)"),
 ) -> None:
     """Run (or resume) every cell of a study; safe to interrupt and to run twice at once."""
     from forgetless.sweep.runner import BACKENDS, run_sweep
@@ -66,6 +73,17 @@ def sweep_cmd(
     if backend == "local" and (ray_address or gpus_per_cell is not None or cpus_per_cell != 1.0):
         typer.echo("--ray-address, --gpus-per-cell and --cpus-per-cell need --backend ray", err=True)
         raise typer.Exit(2)
+    if prune and backend != "local":
+        typer.echo("--prune works with --backend local only (Ray tasks do not read the store)", err=True)
+        raise typer.Exit(2)
+    if prune_warmup is not None and not prune:
+        typer.echo("--prune-warmup needs --prune", err=True)
+        raise typer.Exit(2)
+    rule = None
+    if prune:
+        from forgetless.sweep.prune import PRUNE_WARMUP, PruneRule
+
+        rule = PruneRule(warmup=prune_warmup or PRUNE_WARMUP)
     st = _load(study)
     refused: tuple = (StudyError,)  # errors a user can fix: said in one line, exit code 2
     if backend == "ray":
@@ -86,7 +104,7 @@ def sweep_cmd(
         runner_backend = LocalBackend(n)
         typer.echo(f"study {st.name}: {_root(st, out)} with {n} worker(s)")
     try:
-        counts = run_sweep(st, workers=n, out_dir=out, progress=progress, backend=runner_backend)
+        counts = run_sweep(st, workers=n, out_dir=out, progress=progress, backend=runner_backend, prune=rule)
     except refused as err:
         raise UserError(str(err)) from None
     typer.echo("finished: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
@@ -100,7 +118,7 @@ def status_cmd(
     out: Path = typer.Option(None, "--out", help=OUT_HELP),
     errors: bool = typer.Option(False, "--errors", help="print the whole error text of failed cells"),
 ) -> None:
-    """Every cell of a study: done / running / pending / diverged / failed, with its error."""
+    """Every cell of a study: done / pruned / running / pending / diverged / failed, with its error."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -121,7 +139,7 @@ def status_cmd(
             for r in store.db.execute("SELECT run_id, MAX(step), COUNT(*) FROM points GROUP BY run_id"):
                 last[r[0]] = (r[1], r[2])
     table = Table("status", "cell", "id", "tries", "last step", "points", "error", title=f"study {st.name}")
-    colour = {"done": "green", "running": "cyan", "pending": "white", "diverged": "yellow", "failed": "red",
+    colour = {"done": "green", "pruned": "blue", "running": "cyan", "pending": "white", "diverged": "yellow", "failed": "red",
               STALE: "magenta"}
     counts: dict[str, int] = {}
     console = Console()
@@ -130,9 +148,12 @@ def status_cmd(
         status = r.get("status", "pending")
         if status == "running" and owner_gone(r.get("owner"), r.get("heartbeat"), STALE_AFTER):
             status = STALE  # killed runner: the next `forgetless sweep` resumes the cell
+        pruned = (r.get("meta") or {}).get("pruned")  # done, stopped early by sweep --prune
+        if pruned:
+            status = "pruned"
         counts[status] = counts.get(status, 0) + 1
         step, npts = last.get(c.cell_id, ("", ""))
-        err = (r.get("error") or "").splitlines()
+        err = (r.get("error") or pruned or "").splitlines()
         table.add_row(f"[{colour[status]}]{status}", escape(c.label), c.cell_id, str(r.get("attempts", 0)),
                       str(step), str(npts), escape(err[0]) if err else "")  # labels are the user's text
     console.print(table)

@@ -93,3 +93,4 @@ class Outcome:
     error: str | None = None
     checkpoint: str | None = None
     points: list[dict] = field(default_factory=list)  # the run's complete record of eval points
+    pruned: str | None = None  # why the sweep stopped it (sweep.prune): a done run's meta says so

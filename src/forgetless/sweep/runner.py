@@ -33,6 +33,7 @@ from typing import Protocol
 
 from forgetless.sweep.cell import execute_cell, first_loss, record_outcome
 from forgetless.sweep.execute import check_study
+from forgetless.sweep.prune import Pruner, PruneRule
 from forgetless.sweep.ray_backend import RayBackend
 from forgetless.sweep.records import Cell
 from forgetless.sweep.store import TERMINAL, Store, owner_gone, owner_id
@@ -91,10 +92,12 @@ def _worker_init(threads: int, parent: int, counter, gpus: list[str]) -> None:
 
 
 def run_cell(db_path: str, cell: Cell, cell_dir: str, base_dir: str | None,
-             executor: Callable | None = None) -> str:
+             executor: Callable | None = None, prune: PruneRule | None = None) -> str:
     """Run one claimed cell in this process and record everything in the store; returns the
-    final status. Never raises for a training problem: divergence and errors are recorded."""
+    final status. Never raises for a training problem: divergence and errors are recorded.
+    prune: stop a finetune dominated by its finished peers (sweep.prune)."""
     store = Store(db_path)
+    should_stop = Pruner(store, cell, prune) if prune is not None and cell.is_finetune else None
     cid = cell.cell_id
     start_loss = first_loss(store, cell)
     store.set_out_dir(cid, cell_dir)
@@ -103,7 +106,7 @@ def run_cell(db_path: str, cell: Cell, cell_dir: str, base_dir: str | None,
     beat.start()
     try:
         outcome = execute_cell(cell, cell_dir, base_dir, start_loss,
-                               lambda point: store.add_point(cid, point), executor)
+                               lambda point: store.add_point(cid, point), executor, should_stop)
         record_outcome(store, cid, outcome)
     finally:
         stop.set()
@@ -188,10 +191,10 @@ class LocalBackend:
     """The default Backend: a pool of `workers` spawned processes on this machine, each writing
     its cell's records into the store itself (run_cell)."""
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, prune: PruneRule | None = None):
         if workers < 0:
             raise ValueError(f"workers must be >= 0; got {workers}")
-        self.workers = workers
+        self.workers, self.prune = workers, prune
         self.in_flight: dict[cf.Future, str] = {}
 
     def start(self, db_path: Path, executor: Callable | None) -> str:
@@ -207,7 +210,7 @@ class LocalBackend:
         return list(self.in_flight.values())
 
     def submit(self, store: Store, cell: Cell, cell_dir: str, base_dir: str | None) -> None:
-        fut = self.pool.submit(run_cell, self.db_path, cell, cell_dir, base_dir, self.executor)
+        fut = self.pool.submit(run_cell, self.db_path, cell, cell_dir, base_dir, self.executor, self.prune)
         self.in_flight[fut] = cell.cell_id
 
     def wait(self, store: Store, timeout: float) -> None:
@@ -236,13 +239,20 @@ class LocalBackend:
 BACKENDS = ("local", "ray")
 
 
-def make_backend(backend: str | Backend, workers: int = 1) -> Backend:
+def make_backend(backend: str | Backend, workers: int = 1, prune: PruneRule | None = None) -> Backend:
     """A backend object from its name ("local": a pool of `workers`; "ray": RayBackend with its
-    defaults); a backend object is returned as it is."""
+    defaults); a backend object is returned as it is. Pruning is the local backend's (its workers
+    read the store; Ray tasks do not)."""
+    if prune is not None and not (backend == "local" or isinstance(backend, LocalBackend)):
+        from forgetless.errors import UserError
+
+        raise UserError("--prune works with --backend local only (Ray tasks do not read the store)")
+    if isinstance(backend, LocalBackend) and prune is not None:
+        backend.prune = prune
     if not isinstance(backend, str):
         return backend
     if backend == "local":
-        return LocalBackend(workers)
+        return LocalBackend(workers, prune)
     if backend == "ray":
         return RayBackend()
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -251,14 +261,16 @@ def make_backend(backend: str | Backend, workers: int = 1) -> Backend:
 def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = None,
               executor: Callable | None = None, progress: bool = True, poll: float = 0.5,
               stale_after: float = 600.0, heartbeat_every: float = 10.0,
-              log: Callable[[str], None] | None = None, backend="local") -> dict[str, int]:
+              log: Callable[[str], None] | None = None, backend="local",
+              prune: PruneRule | None = None) -> dict[str, int]:
     """Run (or resume) every cell of `study`; returns the count of cells per final status.
 
     workers: processes running cells at once (0: in this process); torch threads per worker are
     cores // workers (local backend). executor: see the module docstring (tests inject a small
     one). backend: "local", "ray" or a backend object (LocalBackend, ray_backend.RayBackend).
+    prune: stop finetunes dominated by finished ones (sweep.prune); they count as "pruned".
     """
-    backend = make_backend(backend, workers)
+    backend = make_backend(backend, workers, prune)
     if executor is None:  # refuse a study the training box would refuse, before any work
         check_study(study)
     root = Path(out_dir or study.resolved_out_dir())
@@ -341,7 +353,8 @@ def run_sweep(study: Study, *, workers: int = 1, out_dir: str | Path | None = No
     backend.stop()
     counts: dict[str, int] = {}
     for r in store.runs(study.name):
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        status = "pruned" if (r.get("meta") or {}).get("pruned") else r["status"]
+        counts[status] = counts.get(status, 0) + 1
     store.close()
     return counts
 
@@ -350,7 +363,10 @@ def _finished_line(row: dict) -> str:
     took = ""
     if row.get("started_at") and row.get("finished_at"):
         took = f" in {row['finished_at'] - row['started_at']:.0f}s"
-    line = f"{row['status']:>8}  {row['label']}{took}"
+    pruned = (row.get("meta") or {}).get("pruned")
+    line = f"{'pruned' if pruned else row['status']:>8}  {row['label']}{took}"
+    if pruned:
+        line += f"  ({pruned})"
     if row["status"] in ("failed", "diverged") and row.get("error"):
         line += f"  ({row['error'].splitlines()[0]})"
     return line

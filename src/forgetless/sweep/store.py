@@ -13,7 +13,8 @@ Schema (version 1; `meta.schema_version`):
     runs(cell_id TEXT PK,                         sha256 of the resolved config (first 16 hex)
          kind 'pretrain'|'finetune', base_id NULL, label, method NULL, lr NULL,
          config_json,                             the resolved cell config (sorted keys)
-         meta_json,                               labels: base, base_optimizer, task, method, seed
+         meta_json,                               labels: base, base_optimizer, task, method, seed;
+                                                  pruned (why --prune stopped a done run)
          status 'pending'|'running'|'done'|'diverged'|'failed', error NULL,
          owner NULL ('host:pid' of the claiming runner), heartbeat NULL, attempts,
          out_dir NULL, checkpoint NULL, created_at, started_at NULL, finished_at NULL)
@@ -310,12 +311,15 @@ class Store:
         self._tx("UPDATE runs SET out_dir=? WHERE cell_id=?", (self._stored_path(out_dir), cell_id))
 
     def finish(self, cell_id: str, status: str, error: str | None = None,
-               checkpoint: str | None = None) -> None:
+               checkpoint: str | None = None, pruned: str | None = None) -> None:
+        """The final status; `pruned` (why a sweep --prune stopped it) goes into meta.pruned (no
+        schema change: older stores and readers keep working, the points stay ordinary points)."""
         if status not in TERMINAL:
             raise ValueError(f"status must be one of {TERMINAL}; got {status!r}")
         self._tx("UPDATE runs SET status=?, error=?, checkpoint=COALESCE(?, checkpoint), finished_at=?,"
-                 " heartbeat=NULL WHERE cell_id=?",
-                 (status, error, self._stored_path(checkpoint), time.time(), cell_id))
+                 " heartbeat=NULL, meta_json=CASE WHEN ? IS NULL THEN meta_json"
+                 " ELSE json_set(meta_json, '$.pruned', ?) END WHERE cell_id=?",
+                 (status, error, self._stored_path(checkpoint), time.time(), pruned, pruned, cell_id))
 
     def requeue_failed(self, cell_ids: Iterable[str]) -> int:
         """Failed cells back to pending (their points and checkpoints kept, so they resume)."""
