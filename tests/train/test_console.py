@@ -28,7 +28,7 @@ def test_console_lines_header_and_delta(base_run, corpus_dir, tmp_path, capsys, 
     last = points[-1]
     delta = last["forgetting"] - points[0]["forgetting"]
     assert evals[-1] == f"step 4/4: forgetting {last['forgetting']:.4f} ± {last['forgetting_se']:.4f} " \
-                        f"(Δ {delta:+.4f} from base), " \
+                        f"(Δ {delta:+.4f} ± {last['forgetting_delta_se']:.4f} from base), " \
                         f"learning {last['learning']:.4f}, accuracy -"
     best = min(points, key=lambda p: p["learning"])
     assert err[-1].startswith(f"best: step {best['step']} (learning {best['learning']:.4f}")

@@ -97,6 +97,14 @@ def test_finetune_records_and_prints_forgetting_se(base_run, tmp_path, capsys) -
     assert base["forgetting"] == pytest.approx(means.mean(), abs=1e-5)
     assert base["forgetting_se"] == pytest.approx(means.std(ddof=1) / math.sqrt(10), rel=1e-4)
     assert f"forgetting {base['forgetting']:.4f} ± {base['forgetting_se']:.4f} (Δ" in err
+    # Δ from the base: the paired error over the same windows, sd(per-window Δ) / sqrt(10)
+    final, _ = load_model(result.final_checkpoint)
+    after, _ = _per_row(final.eval(), batches)
+    last = result.points[-1]
+    assert last["forgetting_delta"] == pytest.approx((after - means).mean(), abs=1e-5)
+    assert last["forgetting_delta_se"] == pytest.approx((after - means).std(ddof=1) / math.sqrt(10), rel=1e-3)
+    assert last["forgetting_delta_se"] < last["forgetting_se"] / 2  # shared difficulty cancels
+    assert f"(Δ {last['forgetting_delta']:+.4f} ± {last['forgetting_delta_se']:.4f} from base)" in err
 
 
 def test_cost_line_by_hand() -> None:

@@ -217,6 +217,18 @@ def row_loss_sums(model: torch.nn.Module, input_ids: torch.Tensor, targets: torc
     return sums, keep.sum(1)
 
 
+def ratio_se(sums: np.ndarray, counts: np.ndarray) -> float:
+    """Standard error over sequences of Σ sums / Σ counts (see `LossStats`); rows with no token
+    are no sequence. NaN below two sequences."""
+    used = counts > 0
+    sums, counts = sums[used], counts[used]
+    n, total = len(counts), counts.sum()
+    if n < 2:
+        return float("nan")
+    mu = sums.sum() / total
+    return float(math.sqrt(n / (n - 1) * ((sums - mu * counts) ** 2).sum()) / total)
+
+
 @dataclass
 class LossStats:
     """A token-weighted mean loss and its standard error over sequences.
@@ -225,16 +237,21 @@ class LossStats:
     the error is taken over sequences: with L_i, n_i the loss sum and token count of sequence i
     (n of them, N tokens in all), mean μ = Σ L_i / N and
         se² = n/(n−1) · Σ (L_i − μ n_i)² / N²,
-    the ratio estimator's variance; with equal n_i it is sd(L_i/n_i)² / n (sd with ddof 1)."""
+    the ratio estimator's variance; with equal n_i it is sd(L_i/n_i)² / n (sd with ddof 1).
+    The change between two models on the same rows takes L_i → L_i − L_i' (a paired error, far
+    below either level's when the rows' difficulty is shared): `ratio_se` of the differences."""
 
     loss: float
     se: float
     tokens: int
     sequences: int
+    row_sums: np.ndarray    # L_i of every row, in batch order (rows of no token: 0)
+    row_tokens: np.ndarray  # n_i
 
 
 # Who watches evaluations (the training loop's progress, forgetless.train.progress): each is told
-# expect(forwards) before a loss pass and done(tokens) after each forward.
+# expect(forwards) before a loss pass and done(tokens) after each forward, and forgetting(stats)
+# when the forgetting sample was measured.
 WATCHERS: list[Any] = []
 
 
@@ -248,37 +265,36 @@ def loss_stats(model: torch.nn.Module, batches: Sequence[Batch], device: torch.d
     Memory stays bounded whatever the batch size: each batch is run in row groups of at most
     `max_tokens` tokens (None: whole batches) and the loss is taken in chunks of positions
     (`row_loss_sums`; under FSDP2 the plain forward, whose root hooks gather the head).
-    `dist` (a `distributed.Dist`): under torchrun each rank takes its rows of every batch and the
-    sums are added over ranks, so every rank returns the single-process value."""
+    `dist` (a `distributed.Dist`): under torchrun each rank takes its rows of every batch (as
+    `distributed.local_rows`) and puts their sums in its places of the whole rows' vector, which
+    is added over ranks, so every rank returns the single-process value."""
     d = dist or distributed.Dist()
     was_training = model.training
     model.eval()
-    # Σ L_i, Σ n_i, Σ L_i², Σ L_i n_i, Σ n_i², rows: additive over ranks, and enough for se
-    sums = torch.zeros(6, dtype=torch.float64, device=device)
     parts = split_rows(batches, max_tokens, d.world)
     for watcher in WATCHERS:
         watcher.expect(len(parts))
+    rows = []  # (2, rows of the piece): L_i, n_i
     try:
         for x, y in parts:
-            width = x.numel()
+            width, n_rows = x.numel(), x.shape[0]
+            mine = torch.arange(n_rows).tensor_split(d.world)[d.rank]
             x, y = distributed.local_rows(x, y, d)
             with autocast():
                 loss, n = row_loss_sums(model, x.to(device), y.to(device), plain=d.strategy == "fsdp")
-            n = n.double()
-            used = n > 0
-            sums += torch.stack([loss.sum(), n.sum(), (loss * loss).sum(), (loss * n).sum(), (n * n).sum(),
-                                 used.sum().double()])
+            piece = torch.zeros(2, n_rows, dtype=torch.float64, device=device)
+            if len(mine):  # a rank left without rows ran row 0 with nothing scored
+                piece[0, mine.to(device)], piece[1, mine.to(device)] = loss, n.double()
+            rows.append(piece)
             for watcher in WATCHERS:
                 watcher.done(width)
     finally:
         model.train(was_training)
-    total, count, sq, cross, nsq, rows = distributed.all_sum(sums, d).tolist()
-    if count <= 0:
-        return LossStats(float("nan"), float("nan"), 0, int(rows))
-    mu = total / count
-    spread = max(0.0, sq - 2 * mu * cross + mu * mu * nsq)  # Σ (L_i − μ n_i)², ≥ 0 up to rounding
-    se = math.sqrt(rows / (rows - 1) * spread) / count if rows > 1 else float("nan")
-    return LossStats(mu, se, int(count), int(rows))
+    both = distributed.all_sum(torch.cat(rows, 1), d).cpu().numpy() if rows else np.zeros((2, 0))
+    sums, counts = both[0], both[1]
+    total = counts.sum()
+    loss = float(sums.sum() / total) if total > 0 else float("nan")
+    return LossStats(loss, ratio_se(sums, counts), int(total), int((counts > 0).sum()), sums, counts)
 
 
 def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
@@ -293,6 +309,8 @@ def forgetting_stats(model: torch.nn.Module, batches: Sequence[Batch], device: t
                      dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> dict[str, float]:
     """{"forgetting": mean loss, "forgetting_se": its standard error over the sample's windows}."""
     stats = loss_stats(model, batches, device, autocast, dist, max_tokens)
+    for watcher in WATCHERS:  # the loop keeps the base's rows for the paired error of Δ
+        watcher.forgetting(stats)
     return {"forgetting": stats.loss, "forgetting_se": stats.se}
 
 

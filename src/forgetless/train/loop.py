@@ -47,6 +47,7 @@ from forgetless.train.evaluate import (
     chunked_train_loss_sum,
     lm_loss_sum,
 )
+from forgetless.train.progress import eval_line
 from forgetless.train.rundir import RunDir, RunResult
 from forgetless.train.runtime import (
     MemoryPlan,
@@ -186,23 +187,6 @@ def pieces(batches: list[Batch], plan: MemoryPlan, world: int = 1) -> list[Batch
     return out
 
 
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def eval_line(point: dict[str, Any], steps: int) -> str:
-    """One console line per eval point: step, forgetting ± its standard error over the sample's
-    windows (Δ from the base), learning, accuracy."""
-    label = "step 0 (base)" if point["step"] == 0 else f"step {point['step']}/{steps}"
-    parts = [f"forgetting {_fmt(point.get('forgetting'))}"]
-    if isinstance(point.get("forgetting_se"), float) and math.isfinite(point["forgetting_se"]):
-        parts[0] += f" ± {point['forgetting_se']:.4f}"
-    if point.get("forgetting_delta") is not None:
-        parts[0] += f" (Δ {point['forgetting_delta']:+.4f} from base)"
-    parts += [f"learning {_fmt(point.get('learning'))}", f"accuracy {_fmt(point.get('accuracy'), '.3f')}"]
-    return f"{label}: " + ", ".join(parts)
-
-
 def best_line(points: list[dict[str, Any]], checkpoint: Path | None) -> str:
     """The summary: the point with the lowest learning loss (lowest forgetting for pretraining)."""
     key = "learning" if any(p.get("learning") is not None for p in points) else "forgetting"
@@ -264,7 +248,7 @@ def run_job(job: Job) -> RunResult:
     earlier = run.points() if step > 0 else []
     base = {"forgetting": earlier[0].get("forgetting") if earlier and earlier[0]["step"] == 0 else None}
     stop: dict[str, str | None] = {"why": None}
-    console = progress.Console(say, steps, cfg.progress, d.main)
+    console = progress.Console(say, steps, cfg.progress, d.main, earlier=run.read_metrics() if step > 0 else [])
 
     def eval_point(k: int) -> None:
         with console.evaluation(k) as watch:  # a bar with an ETA, or start/end lines without a terminal
@@ -276,6 +260,7 @@ def run_job(job: Job) -> RunResult:
         if isinstance(point.get("forgetting"), float) and base["forgetting"] is not None:
             # the change from the base model's own loss on the reference: comparable across references
             point["forgetting_delta"] = point["forgetting"] - base["forgetting"]
+        point.update(console.delta_se(k, watch, run))  # Δ's paired error (the base's windows kept)
         run.append_metrics(point)
         say(eval_line(point, steps))
         if console.evaluations == 1 and k < steps:  # before training: what evaluations will cost
