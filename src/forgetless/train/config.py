@@ -129,7 +129,8 @@ class TrainConfig(BaseModel):
     dropout: float | None = Field(None, ge=0, lt=1, description="dropout probability of the model")
     seed: int = Field(0, ge=0, description="seed of initialisation, data order and dropout")
     eval_every: int | None = Field(None, ge=1, description="steps between evaluations (at most steps)")
-    eval_tokens: int = Field(65536, ge=1, description="held-out reference tokens per forgetting/validation point")
+    eval_tokens: int = Field(65536, ge=1, description="held-out reference tokens per forgetting/validation point; "
+                                                      "its standard error (over windows, ~1/sqrt(windows)) is printed")
     eval_batch_size: int | None = Field(None, ge=1, description="sequences per evaluation batch")
     save_every: int | None = Field(None, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1, description="newest checkpoints kept on disk")

@@ -338,6 +338,8 @@ def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     texts: list[str] = []
+    for watcher in WATCHERS:  # a generate call counts as one forward on the evaluation's bar
+        watcher.expect(-(-len(prompts) // batch_size))
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
@@ -348,6 +350,8 @@ def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
                                  do_sample=False, use_cache=True, pad_token_id=pad,
                                  eos_token_id=tokenizer.eos_token_id, synced_gpus=synced)
             texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for watcher in WATCHERS:  # no tokens: the cost line's tokens are the loss passes'
+                watcher.done(0)
     finally:
         model.train(was_training)
     return texts
