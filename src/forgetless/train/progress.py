@@ -60,7 +60,7 @@ class Console:
 
     def __init__(self, say: Callable[[str], None], steps: int, progress: bool, main: bool = True,
                  earlier: list[dict[str, Any]] | None = None):
-        terminal = sys.stderr.isatty()
+        terminal = sys.stderr.isatty() or "ipykernel" in sys.modules  # a notebook draws tqdm.auto's bars
         self.say, self.steps = say, steps
         self.live, self.plain = progress and main and terminal, progress and main and not terminal
         self.forwards: int | None = None  # of the last evaluation: the next one's bar total
