@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
+
+import pytest
 
 from forgetless.train.runtime import stop_on_sigterm
 
@@ -38,5 +41,32 @@ def test_a_forked_child_dies_on_sigterm_while_the_parent_stops_gracefully() -> N
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.1)
         assert term["asked"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_tokenizer_pool_workers_keep_the_default_sigterm() -> None:
+    # A worker forked from a multi-threaded process can deadlock in C before any Python handler
+    # runs: only SIGTERM's default action then lets the pool's terminate() end it. So the workers
+    # are forked with SIGTERM at its default even while a training loop catches it.
+    import multiprocessing
+
+    from tokenizers import Tokenizer, models
+
+    from forgetless.data.encode import _runner
+
+    tokenizer = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).to_str()
+    term = {"asked": False}
+    previous = stop_on_sigterm(term, graceful=True)
+    try:
+        with _runner(2, tokenizer):
+            workers = multiprocessing.active_children()
+            assert workers
+            for w in workers:
+                caught = next(line for line in Path(f"/proc/{w.pid}/status").read_text().splitlines()
+                              if line.startswith("SigCgt:"))
+                assert not int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)), w.pid
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the loop's handler is back
     finally:
         signal.signal(signal.SIGTERM, previous)

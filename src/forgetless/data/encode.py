@@ -164,13 +164,38 @@ def _runner(workers: int, tokenizer_json: str):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         ctx = mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer_json,)) as pool:
+        with _default_sigterm():  # the workers are forked here, and must die when terminated
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer_json,))
+        with pool:
             yield lambda job: pool.apply_async(_encode_job, (job,))
     finally:
         if previous is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+@contextlib.contextmanager
+def _default_sigterm():
+    """SIGTERM at its default (die) while pool workers are forked. A training run's loop catches
+    SIGTERM to stop gracefully (train/runtime.py); a worker forked from a multi-threaded process can
+    deadlock in C before Python runs any handler, and then only the default action ends it, so the
+    pool's terminate() would otherwise wait for it forever (seen as a hung test run)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None:  # set outside Python: leave it
+        yield
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _default_workers() -> int:
