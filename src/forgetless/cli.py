@@ -58,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "Hugging Face checkpoint (model.safetensors)."),
     "sweep": ("forgetless.sweep.commands", "Run (or resume) every cell of a study; safe to "
               "interrupt and to run twice at once."),
-    "status": ("forgetless.sweep.commands", "Every cell of a study: done / running / pending / "
+    "status": ("forgetless.sweep.commands", "Every cell of a study: done / pruned / running / pending / "
                "diverged / failed, with its error."),
     "frontier": ("forgetless.sweep.commands", "Pareto frontiers per (base, task): tables, and a "
                  "figure like the paper's Figures 2, 3, 6."),

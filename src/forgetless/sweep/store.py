@@ -137,13 +137,15 @@ class Store:
         try:
             self.db.row_factory = sqlite3.Row
             self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables and "meta" not in tables:  # checked before WAL mode, which would change the file
-                raise sqlite3.DatabaseError("an SQLite database of something else: it has no meta table")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self._init_schema()
+            deadline = time.monotonic() + timeout
+            while True:  # switching to WAL can answer "locked" at once, without the busy handler,
+                try:     # while another runner creates the same store: retry to the timeout
+                    self._prepare()
+                    break
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
         except sqlite3.DatabaseError as err:  # junk, another program's database, unreadable, read-only
             self.db.close()
             raise StoreError(f"{self.path} is not a usable forgetless results store ({err}); the file "
@@ -191,6 +193,15 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def _prepare(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:  # checked before WAL mode, which would change the file
+            raise sqlite3.DatabaseError("an SQLite database of something else: it has no meta table")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self._init_schema()
 
     def _init_schema(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
