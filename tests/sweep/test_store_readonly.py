@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import shutil
 import sqlite3
@@ -93,6 +94,10 @@ def filled(tmp_path) -> tuple[Path, Path]:
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump(raw))
     run_sweep(load_study(raw), workers=0, executor=fake_executor, progress=False)
+    # Close any store connection the sweep left to the garbage collector now: the last one to close
+    # checkpoints the WAL and removes -wal/-shm, and when that happened mid-test (in a full run) the
+    # directory listing changed under the read-only test and the damaged-store test read the old WAL.
+    gc.collect()
     return study_file, tmp_path / "out"
 
 
