@@ -181,17 +181,16 @@ def _finetune(cfg: FinetuneConfig) -> None:
 def _with_optimizer(cfg: FinetuneConfig) -> FinetuneConfig:
     """Without --optimizer, the one resolver `recommend` and `create_optimizer(family="auto")` use
     picks it (a run config, the provenance registry, the fingerprint's headline, else AdamW with a
-    warning): the three never disagree (issue 23). train's one import of a box further down the
-    list, at the command line's level (docs/ARCHITECTURE.md, tests/test_imports.py)."""
+    warning): the three never disagree (issue 23). The same choice as `finetune(cfg)` from Python
+    (train.finetune.choose_optimizer), printed before the run."""
     if cfg.optimizer is not None:
         return cfg
-    from forgetless.recommend.resolve import resolve
-    from forgetless.train.finetune import describe_base
+    from forgetless.train.finetune import choose_optimizer, describe_base
 
     describe_base(cfg.base)  # a missing or damaged base: its one line, not a warning about it first
-    found = resolve(cfg.base)
-    typer.echo(f"optimizer: {found.summary()}")
-    return cfg.model_copy(update={"optimizer": found.optimizer})
+    cfg, chosen = choose_optimizer(cfg)
+    typer.echo(f"optimizer: {chosen}")
+    return cfg
 
 
 PRETRAIN_DOC = """Pretrain a model preset from scratch with any optimizer, tracking validation loss.

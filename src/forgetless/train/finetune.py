@@ -122,6 +122,21 @@ def forgetting_reference(cfg: FinetuneConfig, tokenizer, model_vocab: int):
     return forget, batches, by_source, about
 
 
+def choose_optimizer(cfg: FinetuneConfig) -> tuple[FinetuneConfig, str | None]:
+    """`cfg` with its optimizer set, and the resolver's one-line answer when it chose (None when
+    `cfg.optimizer` was given). Without an optimizer, the one resolver of `forgetless recommend`
+    and `create_optimizer(family="auto")` picks it: a forgetless run config, the provenance
+    registry, the weight fingerprint's headline, else AdamW with a `PretrainingUnknown` warning
+    (issue 23 §3). Both `finetune(cfg)` and `forgetless finetune` come through here, so the four
+    never disagree. train's one import of a box further down the list (docs/ARCHITECTURE.md)."""
+    if cfg.optimizer is not None:
+        return cfg, None
+    from forgetless.recommend.resolve import resolve
+
+    found = resolve(cfg.base)
+    return cfg.model_copy(update={"optimizer": found.optimizer}), found.summary()
+
+
 def finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | None = None,
              harness: Callable[[Any, Any], dict[str, Any]] | None = None) -> RunResult:
     """Finetune `cfg.base` on `cfg.task`; returns the run's status and its eval points. `harness`
@@ -140,7 +155,8 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         raise ValueError(f"harness {cfg.harness}: benchmark tasks are measured by forgetless.integrations.harness; "
                          "run `forgetless finetune --harness TASK`, or from Python pass finetune(cfg, harness="
                          "forgetless.integrations.harness.harness_measure(cfg.harness))")
-    info = describe_base(cfg.base)
+    info = describe_base(cfg.base)  # a missing or damaged base: its one line before any optimizer warning
+    cfg, chosen = choose_optimizer(cfg)
     cfg = cfg.resolved(info)
     device, run = runtime.start(cfg)
     train_records = load_task(cfg.task, "train", n=cfg.train_n, seed=cfg.task_seed, columns=cfg.columns)
@@ -190,6 +206,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     intro = [f"forgetting reference: {reference['corpus']} ({reference['mix']}), {reference['sample_tokens']:,} "
              f"tokens in {reference['windows']} windows of {reference['seq_len']}, in the model's own tokenizer "
              f"({reference['corpus_val_tokens']:,} held-out tokens in the corpus)",
+             *([f"optimizer: {chosen}"] if chosen else []),
              f"task {cfg.task}: {len(train_records):,} training records; {len(eval_records):,} held out measure "
              "learning" + (f", {len(acc_records):,} of them accuracy" if cfg.accuracy else "")]
     collator = SFTCollator(tokenizer, cfg.seq_len)
