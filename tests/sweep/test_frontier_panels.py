@@ -1,12 +1,13 @@
 """Frontier panels leave the shared step-0 point out of every method's cloud and mark it once."""
 
 from forgetless.analysis.frontier import panels
+from forgetless.sweep.records import EvalPoint
 
 
 def _point(method, step, f, y):
-    return {"kind": "finetune", "method": method, "step": step, "forgetting": f, "learning": y,
+    return EvalPoint.from_row({"kind": "finetune", "method": method, "step": step, "forgetting": f, "learning": y,
             "lr": 1e-4, "run_id": f"{method}-run", "meta": {"base": "adamw", "base_optimizer": "adamw",
-                                                         "task": "arith"}}
+                                                         "task": "arith"}})
 
 
 def test_step_zero_is_the_base_point_not_a_cloud_point():

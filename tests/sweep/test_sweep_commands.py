@@ -79,7 +79,7 @@ def test_frontier_numbers_against_brute_force_from_the_csv(filled):
     a, b = cloud["full-adamw"], cloud["lora8-adamw"]
     want = np.mean([any((p <= q).all() and (p < q).any() for p in a) for q in b])
     with Store(tmp / "out" / "results.sqlite") as st:
-        pans = {p.base: p for p in panels(st.points(study="cli"))}
+        pans = {p.base: p for p in panels(st.eval_points(study="cli"))}
     got = summarize(pans["muon"], eps=0.01)["dominance"]["full-adamw"]["lora8-adamw"]
     assert got == pytest.approx(want)
     assert pans["muon"].base_point == pytest.approx((4.0, 3.0))  # the closed form at step 0

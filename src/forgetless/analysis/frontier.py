@@ -8,19 +8,31 @@ eval checkpoint of every learning rate and seed of that method. The numbers come
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from forgetless.analysis import pareto
+from forgetless.metrics import (
+    DELTAS,
+    FORGETTING,
+    LEARNING,
+    X_DEFAULT,
+    Y_DEFAULT,
+    metric,
+    recorded,
+    value,
+)
 
-DELTAS = (0.1, 0.25, 0.5, 1.0, 2.0)  # forgetting budgets above the base (docs/pilot.md)
+__all__ = ["DELTAS", "MethodCloud", "Panel", "panels", "summarize", "print_tables", "plot"]
 
 
 @dataclass
 class MethodCloud:
-    points: np.ndarray  # (n, 2): forgetting, learning (loss or accuracy)
+    points: np.ndarray  # (n, 2): the x metric (forgetting), the y metric (learning)
     lrs: np.ndarray
     steps: np.ndarray
     runs: list[str] = field(default_factory=list)
@@ -35,41 +47,50 @@ class Panel:
     maximize: tuple[bool, bool] = (False, False)
     base_point: tuple[float, float] = (float("nan"), float("nan"))  # step 0: the base model
     reference: str | None = None  # the text forgetting was measured on, when the store says
+    x: str = X_DEFAULT  # the metrics on the axes (forgetless.metrics)
+    y: str = Y_DEFAULT
 
     @property
     def title(self) -> str:
         return f"base {self.base} ({self.base_optimizer}) · {self.task}"
 
 
-def panels(points: list[dict], metric: str = "loss") -> list[Panel]:
-    """Finetune points (from `Store.points(study=...)`) grouped into panels.
+def axes(x: str = X_DEFAULT, y: str = Y_DEFAULT, metric_name: str | None = None) -> tuple[str, str]:
+    """The (x, y) metric names, checked against the registry; `metric_name` is the older
+    `--metric loss|accuracy` of the learning axis."""
+    if metric_name is not None:
+        if metric_name not in ("loss", "accuracy"):
+            raise ValueError(f"metric must be 'loss' or 'accuracy'; got {metric_name!r}")
+        y = "learning" if metric_name == "loss" else "accuracy"
+    return metric(x, FORGETTING).name, metric(y, LEARNING).name
 
-    metric "loss": learning = task loss (lower is better); "accuracy": learning = exact-match
-    accuracy of greedy answers (higher is better; only points where it was measured).
-    """
-    if metric not in ("loss", "accuracy"):
-        raise ValueError(f"metric must be 'loss' or 'accuracy'; got {metric!r}")
-    key = "learning" if metric == "loss" else "accuracy"
-    groups: dict[tuple, dict[str, list[dict]]] = {}
+
+def panels(points: list, metric_name: str | None = None, x: str = X_DEFAULT,
+           y: str = Y_DEFAULT) -> list[Panel]:
+    """Finetune points (`Store.eval_points(study=...)`) grouped into panels, on the axes x (a
+    forgetting metric) and y (a learning metric) of forgetless.metrics; only points where both
+    were recorded. `metric_name` "loss" | "accuracy" picks y the older way."""
+    x, y = axes(x, y, metric_name)
+    groups: dict[tuple, dict[str, list]] = {}
     info: dict[tuple, dict] = {}
-    for p in points:
-        meta = p.get("meta") or {}
-        if p["kind"] != "finetune" or p.get(key) is None:
+    for p in points:  # typed points (forgetless.sweep.records.EvalPoint; this box sits below it)
+        p = _typed(p)
+        if p.kind != "finetune" or not (recorded(p, x) and recorded(p, y)):
             continue
-        if (p.get("extra") or {}).get("wise") is not None:  # WiSE-FT: interpolated after the run, not
-            continue                                         # a trajectory point (forgetless compare)
-        k = (meta.get("base"), meta.get("task"))
-        info.setdefault(k, meta)
-        groups.setdefault(k, {}).setdefault(p["method"], []).append(p)
+        if p.wise:  # WiSE-FT: interpolated after the run, not a trajectory point (forgetless compare)
+            continue
+        k = (p.meta.get("base"), p.meta.get("task"))
+        info.setdefault(k, p.meta)
+        groups.setdefault(k, {}).setdefault(p.method, []).append(p)
     out = []
     for k, by_method in groups.items():
         methods = {}
         for name, pts in by_method.items():
             methods[name] = MethodCloud(
-                points=np.array([[q["forgetting"], q[key]] for q in pts], dtype=float),
-                lrs=np.array([q["lr"] for q in pts], dtype=float),
-                steps=np.array([q["step"] for q in pts]),
-                runs=[q["run_id"] for q in pts])
+                points=np.array([[value(q, x), value(q, y)] for q in pts], dtype=float),
+                lrs=np.array([q.lr for q in pts], dtype=float),
+                steps=np.array([q.step for q in pts]),
+                runs=[q.run_id for q in pts])
         step0 = np.concatenate([m.points[m.steps == 0] for m in methods.values()])
         base_point = tuple(np.median(step0, axis=0)) if len(step0) else (float("nan"),) * 2
         # The step-0 point is the untouched base, the same for every method: it is drawn once as
@@ -78,9 +99,19 @@ def panels(points: list[dict], metric: str = "loss") -> list[Panel]:
                                      [r for r, st in zip(m.runs, m.steps, strict=True) if st != 0])
                    for name, m in methods.items() if (m.steps != 0).any()}
         out.append(Panel(base=str(k[0]), base_optimizer=str(info[k].get("base_optimizer")), task=str(k[1]),
-                         methods=dict(sorted(methods.items())), maximize=(False, metric == "accuracy"),
-                         base_point=base_point, reference=info[k].get("reference")))
+                         methods=dict(sorted(methods.items())),
+                         maximize=(metric(x).maximize, metric(y).maximize),
+                         base_point=base_point, reference=info[k].get("reference"), x=x, y=y))
     return sorted(out, key=lambda pn: (pn.task, pn.base))
+
+
+def _typed(p):
+    """A point given as a dict (the store's older `points()` rows) read like a typed point."""
+    if not isinstance(p, Mapping):
+        return p
+    extra = p.get("extra") or {}
+    return SimpleNamespace(**{**p, "kind": p.get("kind", "finetune"), "meta": p.get("meta") or {},
+                              "extra": extra, "wise": extra.get("wise") is not None})
 
 
 def learning_levels(panel: Panel, n: int = 4) -> list[float]:
@@ -132,13 +163,13 @@ def print_tables(panel: Panel, summary: dict, console=None) -> None:
 
     console = console or Console()
     acc = panel.maximize[1]
-    learn = "task accuracy" if acc else "task loss"
+    learn, forget = _short(panel.y), _short(panel.x)
     ref = summary["reference"]
     console.rule(f"[bold]{escape(panel.title)}")
-    console.print(f"base model: forgetting {panel.base_point[0]:.4f}, {learn} {panel.base_point[1]:.4f}; "
+    console.print(f"base model: {forget} {panel.base_point[0]:.4f}, {learn} {panel.base_point[1]:.4f}; "
                   f"hypervolume reference ({ref[0]:.4f}, {ref[1]:.4f}); robust frontier eps {summary['eps']}")
     t = Table("method", "runs", "points", "Pareto", "robust", "hypervolume", "best lr",
-              f"its best {learn}", "its forgetting", title="frontiers (best lr: Biderman et al. view)")
+              f"its best {learn}", f"its {forget}", title="frontiers (best lr: Biderman et al. view)")
     for name, r in summary["methods"].items():
         t.add_row(escape(name), str(r["runs"]), str(r["points"]), str(r["pareto"]), str(len(r["robust"])),
                   f"{r['hypervolume']:.4f}", f"{r['best_lr']:g}", f"{r['best_lr_point'][1]:.4f}",
@@ -151,17 +182,22 @@ def print_tables(panel: Panel, summary: dict, console=None) -> None:
     console.print(t)
     word = "highest" if acc else "lowest"
     t = Table("method", *(f"Δ≤{d:g}" for d in summary["deltas"]),
-              title=f"{word} {learn} with forgetting within Δ of the base")
+              title=f"{word} {learn} with {forget} within Δ of the base")
     for name, r in summary["methods"].items():
         t.add_row(escape(name), *_cells(r["within_delta"]))
     console.print(t)
     if summary["levels"]:
         op = "≥" if acc else "≤"
         t = Table("method", *(f"{learn} {op} {v:g}" for v in summary["levels"]),
-                  title="lowest forgetting reaching each learning level")
+                  title=f"lowest {forget} reaching each learning level")
         for name, r in summary["methods"].items():
             t.add_row(escape(name), *_cells(r["at_levels"]))
         console.print(t)
+
+
+def _short(name: str) -> str:
+    """A metric's label without its role: 'task loss', 'KL(base ‖ model) on {reference}'."""
+    return metric(name).label.split(": ", 1)[-1].replace(" on {reference}", "")
 
 
 def _cells(values) -> list[str]:
@@ -192,10 +228,8 @@ def plot(panel_list: list[Panel], summaries: list[dict], out: str | Path, best_l
         if np.isfinite(pn.base_point).all():
             ax.plot(*pn.base_point, marker="*", ms=11, color="black", ls="none", label="base")
         ax.set_title(pn.title + (" (best lr only)" if best_lr_only else ""), fontsize=9)
-        ax.set_xlabel(f"forgetting: loss on {pn.reference or 'held-out pretraining text'} (lower is better)",
-                      fontsize=8)
-        ax.set_ylabel("learning: " + ("task accuracy (higher is better)" if pn.maximize[1]
-                                      else "task loss (lower is better)"), fontsize=8)
+        ax.set_xlabel(metric(pn.x).axis_label(pn.reference), fontsize=8)
+        ax.set_ylabel(metric(pn.y).axis_label(), fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:

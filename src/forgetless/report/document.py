@@ -90,8 +90,8 @@ def pretrain_section(pretrain: list[dict]) -> Section:
                                  + [f"{t} loss" for t in tasks], rows)])
 
 
-def frontier_sections(points: list[dict], store_points: list[dict], fig_dir: Path) -> list[Section]:
-    panels = fr.panels(store_points, "loss")
+def frontier_sections(points: list[dict], store_points: list, fig_dir: Path) -> list[Section]:
+    panels = fr.panels(store_points)
     if not panels:
         return [Section("Frontiers", paragraphs=["No finetuning points were recorded."])]
     summaries = [fr.summarize(p) for p in panels]
@@ -187,7 +187,7 @@ def build_report(study, root: Path, tables: dict, verdicts: list[Verdict], probe
                  machine: str, regime: RegimeCheck | None = None) -> tuple[Path, Path]:
     fig_dir = root / "figures"
     with Store(store_path(study, root), readonly=True) as store:
-        store_points = store.points(study=study.name)
+        store_points = store.eval_points(study=study.name)
     counts: dict[str, int] = {}
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1

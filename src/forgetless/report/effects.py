@@ -50,17 +50,23 @@ from __future__ import annotations
 import numpy as np
 
 from forgetless.analysis.pareto import dominated_share, learning_within_forgetting
+from forgetless.metrics import DELTAS, X_DEFAULT, Y_DEFAULT, value
 
-DELTAS = (0.1, 0.25, 0.5, 1.0)  # forgetting budgets of the Δ-view (nats above the model's own base)
+__all__ = ["DELTAS", "FORGETTING_WINDOW", "cloud", "delta_view", "frontier_effect", "frontier_gap", "path_gap",
+           "path_gaps", "paths"]
 FORGETTING_WINDOW = 0.5  # nats above the base's forgetting over which path gaps are averaged
 MIN_WINDOW = 0.01  # the window is never narrower (about one paired eval standard error)
 RUN_KEYS = ("base_optimizer", "base_seed", "task", "method", "optimizer", "rank", "lr", "seed")
 
 
-def cloud(rows: list[dict]) -> np.ndarray:
-    """(n, 2) finite (forgetting, learning) points of the rows, step 0 left out."""
-    z = np.array([[r["forgetting"], r["learning"]] for r in rows if r.get("step", 1) != 0],
-                 dtype=float).reshape(-1, 2)
+def _xy(r, x: str, y: str) -> list[float]:
+    """A row's point on the axes x, y (metric names of forgetless.metrics); NaN where unmeasured."""
+    return [value(r, x), value(r, y)]
+
+
+def cloud(rows: list, x: str = X_DEFAULT, y: str = Y_DEFAULT) -> np.ndarray:
+    """(n, 2) finite (x, y) points of the rows, step 0 left out; by default (forgetting, learning)."""
+    z = np.array([_xy(r, x, y) for r in rows if _step(r, 1) != 0], dtype=float).reshape(-1, 2)
     return z[np.all(np.isfinite(z), axis=1)]
 
 
@@ -104,8 +110,21 @@ def delta_view(points: np.ndarray, base_forgetting: float) -> np.ndarray:
     return learning_within_forgetting(points, base_forgetting, DELTAS)
 
 
-def paths(rows: list[dict], base_point: tuple[float, float] | None = None) -> list[np.ndarray]:
-    """Each run's (forgetting, learning) trajectory in step order, one (k, 2) array per run.
+def _step(r, missing: int | None = None):
+    return (r.get("step", missing) if isinstance(r, dict) else getattr(r, "step", missing))
+
+
+def _key(r):
+    """The run a row belongs to: its run id, else (tables from elsewhere) its RUN_KEYS."""
+    if not isinstance(r, dict):
+        return r.run_id or tuple(getattr(r, k, None) for k in RUN_KEYS)
+    return r.get("run_id") or tuple(r.get(k) for k in RUN_KEYS)
+
+
+def paths(rows: list, base_point: tuple[float, float] | None = None, x: str = X_DEFAULT,
+          y: str = Y_DEFAULT) -> list[np.ndarray]:
+    """Each run's (x, y) trajectory in step order, one (k, 2) array per run; by default
+    (forgetting, learning).
 
     A run is the rows sharing RUN_KEYS (unit, task, method, optimizer, rank, lr, finetuning seed).
     Its step-0 point starts the path; a run without one starts at `base_point` when given.
@@ -113,14 +132,14 @@ def paths(rows: list[dict], base_point: tuple[float, float] | None = None) -> li
     """
     runs: dict = {}
     for r in rows:  # a store's rows name their run; tables from elsewhere are grouped by RUN_KEYS
-        runs.setdefault(r.get("run_id") or tuple(r.get(k) for k in RUN_KEYS), []).append(r)
+        runs.setdefault(_key(r), []).append(r)
     out = []
     for run_rows in runs.values():
-        run_rows = sorted(run_rows, key=lambda r: r.get("step") or 0)
-        z = np.array([[r["forgetting"], r["learning"]] for r in run_rows], dtype=float).reshape(-1, 2)
+        run_rows = sorted(run_rows, key=lambda r: _step(r) or 0)
+        z = np.array([_xy(r, x, y) for r in run_rows], dtype=float).reshape(-1, 2)
         keep = np.all(np.isfinite(z), axis=1)
         z = z[keep]
-        has_start = bool(run_rows) and keep[0] and (run_rows[0].get("step") or 0) == 0
+        has_start = bool(run_rows) and keep[0] and (_step(run_rows[0]) or 0) == 0
         if not has_start and base_point is not None and np.all(np.isfinite(base_point)):
             z = np.vstack([np.asarray(base_point, dtype=float)[None, :], z])
         if len(z):

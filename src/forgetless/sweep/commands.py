@@ -170,7 +170,11 @@ def frontier_cmd(
     study: str = typer.Argument(..., help=STUDY_HELP),
     eps: float = typer.Option(0.01, "--eps", min=0, help="robust-frontier margin on the forgetting axis (paper A.1)"),
     eps_learning: float = typer.Option(None, "--eps-learning", min=0, help="margin on the learning axis (default: --eps)"),
-    metric: str = typer.Option("loss", "--metric", help="learning axis: loss, or accuracy (where measured)"),
+    metric: str = typer.Option(None, "--metric", help="learning axis: loss, or accuracy (where measured); "
+                                                       "the older spelling of --y learning|accuracy"),
+    x: str = typer.Option("forgetting", "--x", help="forgetting axis, a forgetting metric of forgetless.metrics "
+                                                    "(forgetting, kl_to_base, forgetting_delta)"),
+    y: str = typer.Option("learning", "--y", help="learning axis: learning (task loss) or accuracy"),
     reference: str = typer.Option(None, "--reference", help="hypervolume reference 'forgetting,learning' "
                                                             "(default: the worst value of each axis in the panel)"),
     best_lr: bool = typer.Option(False, "--best-lr", help="draw only each method's best learning rate (paper B.1)"),
@@ -180,9 +184,10 @@ def frontier_cmd(
     """Pareto frontiers per (base, task): tables, and a figure like the paper's Figures 2, 3, 6."""
     from forgetless.analysis import frontier as fr
 
-    if metric not in ("loss", "accuracy"):
+    if metric is not None and metric not in ("loss", "accuracy"):
         typer.echo(f"--metric must be loss or accuracy; got {metric!r}", err=True)
         raise typer.Exit(2)
+    x, y = fr.axes(x, y, metric)  # a UserError naming the declared metrics
     ref = None
     if reference:
         try:
@@ -193,10 +198,10 @@ def frontier_cmd(
             raise typer.Exit(2) from None
     st = _load(study)
     with _open_store(st, sweep_dir) as store:
-        pts = store.points(study=st.name)
-    pans = fr.panels(pts, metric)
+        pts = store.eval_points(study=st.name)
+    pans = fr.panels(pts, x=x, y=y)
     if not pans:
-        typer.echo(f"no finetuning points with a {metric} yet; see `forgetless status {study}`", err=True)
+        typer.echo(f"no finetuning points with {x} and {y} yet; see `forgetless status {study}`", err=True)
         raise typer.Exit(1)
     eps_pair = (eps, eps if eps_learning is None else eps_learning)
     sums = [fr.summarize(p, eps_pair, ref) for p in pans]

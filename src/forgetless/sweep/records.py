@@ -6,7 +6,8 @@
                run's labels); the report's tables are built from these
     Outcome    what a finished cell reports to the store
 
-A leaf module (no forgetless imports), so every box that passes these records can import it.
+A leaf module (it imports only the metric registry, forgetless.metrics), so every box that passes
+these records can import it.
 The store's tables keep their columns (schema version 1): these records are how the code reads
 and writes them, not a new format.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from forgetless import metrics
 
 Kind = Literal["pretrain", "finetune"]
 
@@ -69,6 +72,16 @@ class EvalPoint:
                    extra=row.get("extra"), kind=row.get("kind", "finetune"), label=row.get("label", ""),
                    method=row.get("method"), lr=row.get("lr"), base_id=row.get("base_id"),
                    meta=row.get("meta") or {})
+
+    def value(self, name: str) -> float:
+        """The metric `name` (forgetless.metrics) at this point, wherever the store keeps it: its
+        own column, or the point's extra measurements. NaN when it was not measured (None only
+        for a missing accuracy, as the column says)."""
+        return metrics.value(self, name)
+
+    def has(self, name: str) -> bool:
+        """Whether the metric was measured at this point (a finite number)."""
+        return metrics.measured(self, name)
 
     @property
     def loss(self) -> float:
