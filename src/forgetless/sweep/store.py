@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from forgetless import __version__
+from forgetless import __version__, metrics
 from forgetless.sweep.records import Cell, EvalPoint
 from forgetless.sweep.rows import (
     StoreError,
@@ -54,7 +54,8 @@ __all__ = ["Store", "StoreError", "StoreVersionError", "owner_gone", "owner_id"]
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 TERMINAL = ("done", "diverged", "failed")
-POINT_COLUMNS = ("step", "tokens", "forgetting", "learning", "accuracy", "wall_time")
+MEASURED = metrics.columns()  # forgetting, learning, accuracy: the metrics with a column (schema v1)
+POINT_COLUMNS = ("step", "tokens", *MEASURED, "wall_time")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -366,14 +367,15 @@ class Store:
 
     def add_points(self, run_id: str, points: list[dict]) -> None:
         """Several points of one run in one transaction (all or none)."""
-        known = set(POINT_COLUMNS) | {"sources", "forgetting_by_source", "kind"}
+        # Every other measurement (forgetless.metrics: kl_to_base, forgetting_se, replay_tokens, ...)
+        # goes to extra_json, where EvalPoint.value finds it by name.
+        known = set(POINT_COLUMNS) | {metrics.SOURCES_STORED, metrics.SOURCES_KEY, "kind"}
         rows = []
         for p in points:
-            sources = p.get("forgetting_by_source", p.get("sources"))
+            sources = p.get(metrics.SOURCES_KEY, p.get(metrics.SOURCES_STORED))
             extra = {k: v for k, v in p.items() if k not in known}
             rows.append((run_id, int(p["step"]), None if p.get("tokens") is None else int(p["tokens"]),
-                         _num(p.get("forgetting")), _num(p.get("learning")), _num(p.get("accuracy")),
-                         _num(p.get("wall_time")),
+                         *(_num(p.get(name)) for name in MEASURED), _num(p.get("wall_time")),
                          None if sources is None else json.dumps(sources, sort_keys=True),
                          json.dumps(extra, sort_keys=True, default=str) if extra else None))
         self.db.execute("BEGIN IMMEDIATE")
@@ -405,7 +407,7 @@ class Store:
                 if raw and not isinstance(d[key[:-5]], dict):
                     raise StoreError(f"results store: a point of cell {d['run_id']!r} is damaged ({key} is "
                                      "not a JSON object); restore the store from a copy, or delete the row")
-            for key in ("forgetting", "learning", "accuracy"):
+            for key in MEASURED:  # SQLite gives NULL for a NaN loss; a missing accuracy stays None
                 if d[key] is None and key != "accuracy":
                     d[key] = math.nan
             out.append(d)
