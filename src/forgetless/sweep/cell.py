@@ -15,14 +15,15 @@ from forgetless.sweep.execute import train_executor
 from forgetless.sweep.prune import RunPruned
 from forgetless.sweep.records import Cell, Outcome
 from forgetless.sweep.store import Store
+from forgetless.sweep.study import Study
 
 __all__ = ["Cell", "EvalLossDiverged", "Outcome", "execute_cell", "failed", "first_loss", "is_wise",
            "record_outcome"]
 
 
 class EvalLossDiverged(Exception):
-    """Raised from on_eval when the optimised *eval* loss passes `diverge_factor` x its first
-    value (the study's check; the training box watches the train loss with its own factor)."""
+    """Raised from on_eval when the optimised *eval* loss passes `eval_diverge_factor` x its first
+    value (the study's check; the training box watches the train loss with its `diverge_factor`)."""
 
 
 def _loss_of(cell: Cell, point: dict) -> float | None:
@@ -56,8 +57,8 @@ def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: fl
     should_stop (sweep.prune.Pruner) gets each kept point after the check: a reason stops the run,
     which is then `done` with its points so far, marked pruned.
     """
-    factor = float(cell.config.get("diverge_factor", 4.0))
-    start = {"loss": start_loss}
+    factor = float(cell.config.get("eval_diverge_factor", Study.model_fields["eval_diverge_factor"].default))
+    start: dict = {"loss": start_loss, "pruned": None}
 
     def on_eval(point: dict) -> None:
         on_point(point)
@@ -68,9 +69,10 @@ def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: fl
             start["loss"] = loss
         elif not abs(loss) < float("inf") or loss > factor * start["loss"]:
             raise EvalLossDiverged(f"loss {loss:.4g} at step {point['step']} is above {factor:g} x its "
-                           f"start {start['loss']:.4g} (diverge_factor)")
+                           f"start {start['loss']:.4g} (eval_diverge_factor)")
         if should_stop is not None and (why := should_stop(point)):
-            raise RunPruned(why)
+            start["pruned"] = why
+            raise RunPruned(why)  # the training loop ends the run there (status "pruned"), not an error
 
     if executor is None:
         executor = train_executor
@@ -79,10 +81,11 @@ def execute_cell(cell: Cell, cell_dir: str, base_dir: str | None, start_loss: fl
         status = "diverged" if result.status == "diverged" else "done"
         return Outcome(status, points=list(result.points or []),
                        error=_divergence_reason(Path(cell_dir)) if status == "diverged" else None,
-                       checkpoint=str(result.final_checkpoint) if result.final_checkpoint else None)
+                       checkpoint=str(result.final_checkpoint) if result.final_checkpoint else None,
+                       pruned=start["pruned"] if result.status == "pruned" else None)
     except EvalLossDiverged as err:
         return Outcome("diverged", error=str(err))
-    except RunPruned as err:  # real points of a shorter run: done, and marked
+    except RunPruned as err:  # an executor that lets it through: real points of a shorter run, done and marked
         return Outcome("done", pruned=str(err))
     except Exception as err:  # recorded, and the sweep goes on
         return failed(err)

@@ -11,7 +11,7 @@ Why this never decides a verdict by itself:
   below report, so the number lives here and a test keeps the two equal): a run is only stopped
   where the verdicts could tell it is worse;
 - a stopped run's points are real measurements of a shorter run and stay in the store as they are
-  (the run is `done`, its meta says `pruned` and why); frontiers and verdicts read them like any
+  (the run is `done`, its meta says `pruned` and why; its status.json says "pruned"); frontiers and verdicts read them like any
   other points, and a dominated point is on no envelope;
 - the step-0 point (the untouched base, shared by every finetune of that base and task) is not
   judged: it is never dominated, and it is not the run's own doing.
@@ -27,22 +27,29 @@ from dataclasses import dataclass
 
 from forgetless.sweep.records import Cell, EvalPoint
 from forgetless.sweep.store import Store
+from forgetless.train.stop import StopRun
 
 PRUNE_MARGIN = 0.02  # nats; equal to report.verdicts.FRONTIER_MARGIN (tests/sweep/test_prune.py)
 PRUNE_WARMUP = 2  # evaluations after step 0 before a run may be stopped
 
 
-class RunPruned(Exception):
-    """Raised from a finetune's on_eval when its points are all dominated (the run stops there)."""
+class RunPruned(StopRun):
+    """Raised from a finetune's on_eval when its points are all dominated. The training loop ends
+    the run there, not as an error: it checkpoints the step, status.json says "pruned" and why
+    (`stopped`), and the cell is recorded done with its points, marked pruned (sweep.cell)."""
+
+    status = "pruned"
 
 
 @dataclass(frozen=True)
 class PruneRule:
     """When to stop a finetune: after `warmup` evaluations past step 0, if every one of them is
-    dominated by more than `margin` nats in both forgetting and learning."""
+    dominated by more than `margin` nats in both forgetting and learning. `window` (None: all)
+    judges only the run's latest `window` points instead (benchmarks/prune.py measures both)."""
 
     warmup: int = PRUNE_WARMUP
     margin: float = PRUNE_MARGIN
+    window: int | None = None
 
     def __post_init__(self) -> None:
         from forgetless.errors import UserError
@@ -51,6 +58,15 @@ class PruneRule:
             raise UserError(f"--prune-warmup must be at least 1 evaluation; got {self.warmup}")
         if not self.margin >= 0:
             raise UserError(f"the prune margin must be >= 0 nats; got {self.margin}")
+        if self.window is not None and self.window < 1:
+            raise UserError(f"the prune window must be at least 1 evaluation (or None: all); got {self.window}")
+
+    def stops(self, own: list[Pair], front: list[Pair]) -> bool:
+        """Whether a run whose points past step 0 are `own` (by step) stops against `front`."""
+        if len(own) < self.warmup or not front:
+            return False
+        judged = own if self.window is None else own[-self.window:]
+        return all(dominated(p, front, self.margin) for p in judged)
 
 
 Pair = tuple[float, float]  # (forgetting, learning): lower is better in both
@@ -113,9 +129,10 @@ class Pruner:
         self.own[int(point["step"])] = pair
         if len(self.own) < self.rule.warmup:
             return None
-        front = peer_front(self.store, self.cell)
-        if not front or not all(dominated(p, front, self.rule.margin) for p in self.own.values()):
+        if not self.rule.stops([self.own[s] for s in sorted(self.own)], peer_front(self.store, self.cell)):
             return None
-        return (f"pruned at step {point['step']}: its {len(self.own)} points are all dominated by more than "
+        which = f"{len(self.own)} points are all" if self.rule.window is None or self.rule.window >= len(self.own) \
+            else f"last {self.rule.window} of {len(self.own)} points are"
+        return (f"pruned at step {point['step']}: its {which} dominated by more than "
                 f"{self.rule.margin:g} nats by the frontier of {len(peers(self.store, self.cell))} finished "
                 f"run(s) of the same base, task and method")

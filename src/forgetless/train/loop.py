@@ -60,6 +60,7 @@ from forgetless.train.runtime import (
     setup_compile_cache,
     stop_on_sigterm,
 )
+from forgetless.train.stop import StopRun
 from forgetless.train.trackers import open_trackers
 from forgetless.train.trackers import tags as _numbers
 
@@ -160,7 +161,7 @@ class Job:
     write_model: Callable[[Path], None]          # the Hugging Face files of a checkpoint
     device: torch.device
     resume_from: Path | None = None
-    on_eval: Callable[[dict[str, Any]], None] | None = None
+    on_eval: Callable[[dict[str, Any]], None] | None = None  # may raise stop.StopRun: the run ends there
     dist: Dist = Dist()                          # this process's place in a torchrun job
     memory: MemoryPlan | None = None             # how forwards fit in memory (default: plan_memory)
     header: dict[str, Any] | None = None         # what the run measures on (metrics.jsonl "header")
@@ -247,7 +248,7 @@ def run_job(job: Job) -> RunResult:
     say = (lambda text: tqdm.write(text, file=sys.stderr)) if cfg.console and d.main else (lambda text: None)
     earlier = run.points() if step > 0 else []
     base = {"forgetting": earlier[0].get("forgetting") if earlier and earlier[0]["step"] == 0 else None}
-    stop: dict[str, str | None] = {"why": None}
+    stop: dict[str, str | None] = {"why": None, "status": None}  # a decision that ends the run early
     console = progress.Console(say, steps, cfg.progress, d.main, earlier=run.read_metrics() if step > 0 else [])
 
     def eval_point(k: int) -> None:
@@ -269,9 +270,13 @@ def run_job(job: Job) -> RunResult:
         for tracker in trackers:
             tracker.log(_numbers(point, "eval"), k)
         if job.on_eval is not None:
-            job.on_eval(point)
-        if job.after_eval is not None:
-            stop["why"] = job.after_eval(point)
+            try:
+                job.on_eval(point)
+            except StopRun as err:  # the caller's decision (sweep --prune): ends the run, not an error
+                if k < steps:  # at the last evaluation there is nothing left to stop: the run is done
+                    stop.update(why=str(err), status=err.status)
+        if job.after_eval is not None and (why := job.after_eval(point)) and not stop["why"]:
+            stop["why"] = why  # the forgetting budget: the run is done, having kept what was within
 
     def save(k: int) -> Path:
         state = {"step": k, "tokens": tokens, "wall_time": wall(), "first_loss": first_loss,
@@ -306,7 +311,7 @@ def run_job(job: Job) -> RunResult:
                    desc=run.path.name, unit="step")
         model.train()
         window_tokens, window_start = 0, time.perf_counter()
-        while step < steps:
+        while step < steps and not stop["why"]:  # (a run stopped at its step-0 evaluation trains nothing)
             phase, micro = "training", job.batches(step)
             width = max(x.shape[1] for x, _ in micro)
             loss_sum, n_total, n_tokens = train_step(model, loss_fn, pieces(micro, plan, d.world), opt, scheduler,
@@ -373,7 +378,8 @@ def run_job(job: Job) -> RunResult:
             bar.close()
         for tracker in trackers:
             tracker.finish()
-    run.write_status("done", step=step, final_checkpoint=last_ckpt, wall_time=wall(),
+    status = stop["status"] or "done"  # "pruned" (sweep.prune), or done (the budget's stop included)
+    run.write_status(status, step=step, steps=steps, final_checkpoint=last_ckpt, wall_time=wall(),
                      eval_time=round(console.eval_seconds, 3),  # this process's evaluations (the share)
                      **({"stopped": stop["why"]} if stop["why"] else {}))
     if stop["why"]:
@@ -381,4 +387,4 @@ def run_job(job: Job) -> RunResult:
     say(progress.share_line(console.eval_seconds, console.evaluations, time.perf_counter() - t_start))
     if job.after_eval is None:  # a budget's own summary names the checkpoint it kept
         say(best_line(run.points(), last_ckpt))
-    return RunResult(run.path, "done", run.points(), last_ckpt)
+    return RunResult(run.path, status, run.points(), last_ckpt)
