@@ -18,8 +18,10 @@ def test_console_lines_header_and_delta(base_run, corpus_dir, tmp_path, capsys, 
     points = result.points
     # The reference: named, with its token count (8 windows of the base's 64 tokens), first.
     assert err[0].startswith(f"forgetting reference: {corpus_dir} (") and "512 tokens in 8 windows of 64" in err[0]
-    assert err[1] == "task arith: 16 training records; 8 held out measure learning"  # train_n, eval_n
-    assert err[2].startswith("memory: micro_batch ")
+    assert err[1] == "optimizer: adamw (documented provenance)"  # no --optimizer: the base's, from its run config
+    assert err[2] == "task arith: 16 training records; 8 held out measure learning"  # train_n, eval_n
+    assert err[3].startswith("each evaluation: ") and "(8 windows of 64, paired" in err[3]
+    assert err[4].startswith("memory: micro_batch ")
     evals = [line for line in err if line.startswith("step ")]
     assert len(evals) == len(points) == 3
     assert evals[0] == f"step 0 (base): forgetting {points[0]['forgetting']:.4f} ± {points[0]['forgetting_se']:.4f} " \

@@ -27,6 +27,7 @@ from forgetless.models.loading import DROPOUT_KEYS
 from forgetless.train import budget, distributed, remedies, runtime
 from forgetless.train.config import FinetuneConfig
 from forgetless.train.evaluate import (
+    BaseReference,
     autocast_for,
     balanced_batches,
     forgetting_batches,
@@ -39,6 +40,7 @@ from forgetless.train.evaluate import (
 )
 from forgetless.train.loop import Job, run_job
 from forgetless.train.rundir import RunResult
+from forgetless.train.sample_size import evaluation_line
 
 
 def describe_base(base: str) -> dict[str, Any]:
@@ -213,6 +215,9 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
     step_b = cfg.eval_batch_size
     learn_batches = [shift_sft_batch(collator(eval_records[i:i + step_b])) for i in range(0, len(eval_records), step_b)]
     prompts = [p for i in range(0, len(acc_records), step_b) for p in prompt_ids(collator(acc_records[i:i + step_b]))]
+    forward_tokens = sum(int(x.numel()) for x, _ in [*forget_batches, *learn_batches,
+                                                       *(b for v in by_source.values() for b in v)])
+    intro.append(evaluation_line(reference, forward_tokens))  # after the task line, before memory
 
     replay_widths: dict[int, list[int]] = {}  # step -> width of each micro-batch (replay cost)
 
@@ -239,8 +244,10 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         return {"replay_sequences": remedies.replay_total(cfg.replay, cfg.batch_size, done * cfg.grad_accum),
                 "replay_tokens": tokens}
 
+    base_ref = BaseReference(run.path / "base_reference.pt", fresh=resume_from is None)  # kl_to_base
+
     def evaluate() -> dict[str, Any]:
-        point = {**forgetting_stats(model, forget_batches, device, autocast, d, plan.eval_tokens),
+        point = {**forgetting_stats(model, forget_batches, device, autocast, d, plan.eval_tokens, base_ref),
                  "learning": mean_loss(model, learn_batches, device, autocast, d, plan.eval_tokens), "accuracy": None}
         if by_source:
             point["forgetting_by_source"] = {name: mean_loss(model, b, device, autocast, d, plan.eval_tokens)
@@ -296,6 +303,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
 
         result = budget.finish(tracker, result, run if d.main else run.follower(), model, base_state, evaluate,
                                write_model, d.main, lambda: distributed.barrier(d), cfg.console)
+    base_ref.close(d)
     return result
 
 

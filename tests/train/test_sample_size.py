@@ -1,0 +1,39 @@
+"""The finetune's default forgetting sample is sized to the error the verdicts need, and the console
+says before the run what one evaluation reads (issue 23 §4)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from forgetless.train import FinetuneConfig, finetune
+from forgetless.train.sample_size import expected_delta_se
+
+
+@pytest.mark.parametrize("window", [128, 1024])
+def test_default_sample_keeps_the_paired_error_within_a_quarter_of_the_margin(window):
+    """0.02 nats is the verdicts' margin (report.verdicts.FRONTIER_MARGIN); the default sample must
+    keep Δ's expected paired error within a quarter of it up to 0.14 nats of forgetting (about the largest
+    change the rule was measured at), at the nano bases' window and a 1024-token model's."""
+    from forgetless.report.verdicts import FRONTIER_MARGIN
+
+    tokens = FinetuneConfig.model_fields["eval_tokens"].default
+    assert expected_delta_se(tokens // window, window, delta=0.14) <= FRONTIER_MARGIN / 4
+    # and the old default's quarter of the sample would not have kept it at 128-token windows
+    assert expected_delta_se(4096 // 128, 128, delta=0.14) > FRONTIER_MARGIN / 4
+
+
+def test_the_announced_evaluation_reads_what_the_evaluation_reads(base_run, tmp_path, capsys):
+    """The line before the run counts the tokens one evaluation puts through the model; the cost line
+    after the step-0 evaluation reports what the evaluation's own forwards counted. They agree."""
+    cfg = FinetuneConfig(base=str(base_run.out_dir), out_dir=tmp_path / "ft", task="arith", steps=2, eval_every=2,
+                         batch_size=4, seq_len=64, eval_n=8, train_n=16, eval_tokens=512, progress=False, threads=1)
+    finetune(cfg)
+    err = capsys.readouterr().err
+    announced = re.search(r"each evaluation: ([\d,]+) tokens through the model", err)
+    measured = re.search(r"evaluation cost: ([\d,]+) tokens in", err)
+    assert announced and measured, err
+    assert announced.group(1) == measured.group(1)
+    # 512 tokens in windows of the base's 64: 8 windows, and its expected error at 0.1 nats
+    assert f"expected ± {expected_delta_se(8, 64):.4f} at 0.1 nats (8 windows of 64, paired" in err
