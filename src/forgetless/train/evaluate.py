@@ -5,7 +5,10 @@ forgetting = (1/N) Σ_t −log p(x_{t+1} | x_≤t) over the N tokens of a fixed 
              are drawn with the fixed seed EVAL_SEED, not the run's seed);
 learning   = the same mean over the response tokens only of the held-out task set (label −100
              on prompt and padding).
-Both are sums over all tokens divided by the token count, not means of per-batch means, so a
+kl_to_base = (1/N) Σ_t KL(p_base(· | x_≤t) ‖ p_model(· | x_≤t)) over the same N reference tokens,
+             in the same forward as forgetting (`BaseReference`: the base's distributions are kept
+             from the run's step-0 evaluation).
+All are sums over all tokens divided by the token count, not means of per-batch means, so a
 short last batch does not weigh more than its share.
 """
 
@@ -15,6 +18,7 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,27 +198,117 @@ EVAL_FORWARD_TOKENS = 16384  # default tokens per evaluation forward when no mem
 
 
 def row_loss_sums(model: torch.nn.Module, input_ids: torch.Tensor, targets: torch.Tensor, plain: bool = False,
-                  chunk_bytes: int = HEAD_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ token losses, number of tokens) of each row, in float64: what the standard error over
-    sequences needs. The head and cross-entropy run on chunks of the scored positions as in
-    `chunked_loss_sum` (each chunk's losses added to their rows); `plain` (FSDP2, whose root hooks
-    gather the head) or a model whose logits are not a plain head: the full logits."""
+                  chunk_bytes: int = HEAD_CHUNK_BYTES, record: list | None = None,
+                  ref: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(Σ token losses, number of tokens, Σ KL or None) of each row, in float64: what the standard
+    error over sequences needs. The head and cross-entropy run on chunks of the scored positions as
+    in `chunked_loss_sum` (each chunk's losses added to their rows); `plain` (FSDP2, whose root
+    hooks gather the head) or a model whose logits are not a plain head: the full logits. From the
+    same logits: each row's Σ KL(base ‖ model) when `ref` (the base's kept distributions of these
+    positions, `BaseReference`) is given; `record` (a list) gets the base's distributions."""
     keep = targets != IGNORE
     split = None if plain else head_split(model)
+    kl = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device) if ref is not None else None
+    rows = keep.nonzero()[:, 0]
     if split is None:
         logits = model(input_ids=input_ids, use_cache=False).logits
         losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
                                  reduction="none").view(targets.shape)
-        return losses.double().sum(1), keep.sum(1)
+        if record is not None or ref is not None:  # the scored positions, in the head path's order
+            flat = logits[keep]
+            step = max(1, chunk_bytes // (4 * flat.shape[-1]))
+            for i in range(0, len(flat), step):
+                _base_terms(flat[i:i + step].float(), i, rows[i:i + step], record, ref, kl)
+        return losses.double().sum(1), keep.sum(1), kl
     base, head = split
     hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state
-    h, y, rows = hidden[keep], targets[keep], keep.nonzero()[:, 0]
+    h, y = hidden[keep], targets[keep]
     chunk = max(1, chunk_bytes // (4 * head.weight.shape[0]))
     sums = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device)
     for i in range(0, len(y), chunk):
-        losses = F.cross_entropy(head(h[i:i + chunk]).float(), y[i:i + chunk], reduction="none")
+        logits = head(h[i:i + chunk]).float()
+        losses = F.cross_entropy(logits, y[i:i + chunk], reduction="none")
         sums.index_add_(0, rows[i:i + chunk], losses.double())
-    return sums, keep.sum(1)
+        _base_terms(logits, i, rows[i:i + chunk], record, ref, kl)
+    return sums, keep.sum(1), kl
+
+
+# Tokens of the base's next-token distribution kept per reference position: its KL_TOP_K most
+# likely, plus one bucket for the rest of its mass. Exact for vocabularies up to this size; for
+# larger ones the KL of the two distributions coarsened this way (a lower bound: merging tokens
+# never raises a KL divergence). Memory: N positions × KL_TOP_K × 8 bytes (134 MB for 65,536).
+KL_TOP_K = 256
+
+
+def _base_terms(logits: torch.Tensor, start: int, rows: torch.Tensor, record: list | None,
+                ref: tuple[torch.Tensor, ...] | None, kl: torch.Tensor | None) -> None:
+    """For fp32 logits of positions start.. of a piece: keep the base's distribution (`record`),
+    or add each position's KL(base ‖ model) to its row of `kl` (`ref`)."""
+    if record is None and ref is None:
+        return
+    lse = logits.logsumexp(-1)
+    if record is not None:
+        values, idx = logits.topk(min(KL_TOP_K, logits.shape[-1]), dim=-1)
+        rest = logits.scatter(1, idx, -math.inf).logsumexp(-1) - lse
+        record.append((values - lse[:, None], idx.int(), rest))
+    if ref is not None:
+        logp, idx, rest = (t[start:start + len(logits)] for t in ref)
+        idx = idx.long()
+        logq = logits.gather(1, idx) - lse[:, None]
+        logq_rest = logits.scatter(1, idx, -math.inf).logsumexp(-1) - lse
+        p_rest = rest.exp()  # 0 when the kept tokens are the whole vocabulary
+        terms = (logp.exp() * (logp - logq)).sum(1) + torch.where(p_rest > 0, p_rest * (rest - logq_rest), 0.0)
+        kl.index_add_(0, rows, terms.double())
+
+
+class BaseReference:
+    """The base model's next-token distributions on the forgetting sample, for kl_to_base.
+
+    A fresh run (`fresh`) has the base as its first evaluated model (step 0): that evaluation
+    keeps, in the forward that measures forgetting, each scored position's KL_TOP_K most likely
+    tokens with their log-probabilities and the log of the remaining mass, and saves them to
+    `path` (one file per rank under torchrun) so that a resumed run compares with the same base.
+    Every later evaluation computes per position, from its own logits q,
+        Σ_{v kept} p(v) (log p(v) − log q(v)) + p(rest) (log p(rest) − log q(rest)),
+    the KL divergence of the base's distribution from the model's (see KL_TOP_K). A resumed run
+    without the file, or a sample cut into other pieces than the base's, measures no KL."""
+
+    def __init__(self, path: str | Path | None = None, fresh: bool = True):
+        self.path, self.fresh = (Path(path) if path else None), fresh
+        self.pieces: list[tuple[torch.Tensor, ...]] | None = None
+
+    def _file(self, d) -> Path | None:
+        if self.path is None or d.world == 1:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}.rank{d.rank}{self.path.suffix}")
+
+    def ready(self, d, device: torch.device) -> str | None:
+        """"record" (this evaluation is the base's), "compare", or None (no KL this time)."""
+        file = self._file(d)
+        if self.pieces is None and not self.fresh and file is not None and file.is_file():
+            self.pieces = [tuple(t.to(device) for t in piece)
+                           for piece in torch.load(file, map_location="cpu", weights_only=True)]
+        if self.pieces is None:
+            return "record" if self.fresh else None
+        return "compare"
+
+    def keep(self, pieces: list[list[tuple[torch.Tensor, ...]]], d) -> None:
+        """The base's distributions of every piece (a list of chunks each), saved for a resume."""
+        self.pieces = [tuple(torch.cat(parts) for parts in zip(*chunks, strict=True)) if chunks else
+                       (torch.zeros(0, 0), torch.zeros(0, 0, dtype=torch.int32), torch.zeros(0)) for chunks in pieces]
+        self.fresh = False
+        file = self._file(d)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_suffix(".tmp")
+            torch.save([tuple(t.cpu() for t in piece) for piece in self.pieces], tmp)
+            tmp.replace(file)
+
+    def close(self, d) -> None:
+        """The run is over: its file goes (it is only for a resume; N × KL_TOP_K × 8 bytes)."""
+        file = self._file(d)
+        if file is not None:
+            file.unlink(missing_ok=True)
 
 
 def ratio_se(sums: np.ndarray, counts: np.ndarray) -> float:
@@ -247,6 +341,7 @@ class LossStats:
     sequences: int
     row_sums: np.ndarray    # L_i of every row, in batch order (rows of no token: 0)
     row_tokens: np.ndarray  # n_i
+    kl: float = float("nan")  # mean KL(base ‖ model) per token when a BaseReference was given
 
 
 # Who watches evaluations (the training loop's progress, forgetless.train.progress): each is told
@@ -258,7 +353,8 @@ WATCHERS: list[Any] = []
 @torch.no_grad()
 def loss_stats(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
                autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-               dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> LossStats:
+               dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS,
+               base: BaseReference | None = None) -> LossStats:
     """Σ token losses / Σ tokens over all batches and its standard error over rows, in eval
     mode (dropout off).
 
@@ -267,34 +363,52 @@ def loss_stats(model: torch.nn.Module, batches: Sequence[Batch], device: torch.d
     (`row_loss_sums`; under FSDP2 the plain forward, whose root hooks gather the head).
     `dist` (a `distributed.Dist`): under torchrun each rank takes its rows of every batch (as
     `distributed.local_rows`) and puts their sums in its places of the whole rows' vector, which
-    is added over ranks, so every rank returns the single-process value."""
+    is added over ranks, so every rank returns the single-process value. `base`: the mean
+    KL(base ‖ model) per token too, from the same logits (`BaseReference`)."""
     d = dist or distributed.Dist()
     was_training = model.training
     model.eval()
     parts = split_rows(batches, max_tokens, d.world)
+    mode = base.ready(d, device) if base is not None else None
+    if mode == "compare" and len(base.pieces) != len(parts):
+        mode = None  # the sample was cut otherwise than the base's: its positions do not line up
     for watcher in WATCHERS:
         watcher.expect(len(parts))
-    rows = []  # (2, rows of the piece): L_i, n_i
+    rows, kept = [], []  # (3, rows of the piece): L_i, n_i, KL_i; the base's distributions
     try:
-        for x, y in parts:
+        for k, (x, y) in enumerate(parts):
             width, n_rows = x.numel(), x.shape[0]
             mine = torch.arange(n_rows).tensor_split(d.world)[d.rank]
             x, y = distributed.local_rows(x, y, d)
+            ref = base.pieces[k] if mode == "compare" else None
+            if ref is not None and len(ref[0]) != int((y != IGNORE).sum()):
+                mode, ref = None, None
+            record = [] if mode == "record" else None
             with autocast():
-                loss, n = row_loss_sums(model, x.to(device), y.to(device), plain=d.strategy == "fsdp")
-            piece = torch.zeros(2, n_rows, dtype=torch.float64, device=device)
+                loss, n, kl = row_loss_sums(model, x.to(device), y.to(device), d.strategy == "fsdp",
+                                            record=record, ref=ref)
+            kept.append(record)
+            piece = torch.zeros(3, n_rows, dtype=torch.float64, device=device)
             if len(mine):  # a rank left without rows ran row 0 with nothing scored
                 piece[0, mine.to(device)], piece[1, mine.to(device)] = loss, n.double()
+                if kl is not None:
+                    piece[2, mine.to(device)] = kl
             rows.append(piece)
             for watcher in WATCHERS:
                 watcher.done(width)
     finally:
         model.train(was_training)
-    both = distributed.all_sum(torch.cat(rows, 1), d).cpu().numpy() if rows else np.zeros((2, 0))
+    both = distributed.all_sum(torch.cat(rows, 1), d).cpu().numpy() if rows else np.zeros((3, 0))
     sums, counts = both[0], both[1]
     total = counts.sum()
     loss = float(sums.sum() / total) if total > 0 else float("nan")
-    return LossStats(loss, ratio_se(sums, counts), int(total), int((counts > 0).sum()), sums, counts)
+    kl = float("nan")
+    if mode == "record":  # the base against itself
+        base.keep(kept, d)
+        kl = 0.0
+    elif mode == "compare" and total > 0:
+        kl = float(both[2].sum() / total)
+    return LossStats(loss, ratio_se(sums, counts), int(total), int((counts > 0).sum()), sums, counts, kl)
 
 
 def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
@@ -306,12 +420,17 @@ def mean_loss(model: torch.nn.Module, batches: Sequence[Batch], device: torch.de
 
 def forgetting_stats(model: torch.nn.Module, batches: Sequence[Batch], device: torch.device,
                      autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                     dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS) -> dict[str, float]:
-    """{"forgetting": mean loss, "forgetting_se": its standard error over the sample's windows}."""
-    stats = loss_stats(model, batches, device, autocast, dist, max_tokens)
+                     dist=None, max_tokens: int | None = EVAL_FORWARD_TOKENS,
+                     base: BaseReference | None = None) -> dict[str, float]:
+    """{"forgetting": mean loss, "forgetting_se": its standard error over the sample's windows},
+    and "kl_to_base" (forgetless.metrics) when `base` can give it."""
+    stats = loss_stats(model, batches, device, autocast, dist, max_tokens, base)
     for watcher in WATCHERS:  # the loop keeps the base's rows for the paired error of Δ
         watcher.forgetting(stats)
-    return {"forgetting": stats.loss, "forgetting_se": stats.se}
+    point = {"forgetting": stats.loss, "forgetting_se": stats.se}
+    if base is not None and not math.isnan(stats.kl):
+        point["kl_to_base"] = stats.kl
+    return point
 
 
 def prompt_ids(batch: dict[str, torch.Tensor]) -> list[list[int]]:
