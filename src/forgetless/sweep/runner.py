@@ -246,7 +246,8 @@ def make_backend(backend: str | Backend, workers: int = 1, prune: PruneRule | No
     if prune is not None and not (backend == "local" or isinstance(backend, LocalBackend)):
         from forgetless.errors import UserError
 
-        raise UserError("--prune works with --backend local only (Ray tasks do not read the store)")
+        raise UserError("--prune works with --backend local only (Ray tasks do not read the store): run the "
+                        "sweep with --backend local (the default), or on Ray without --prune")
     if isinstance(backend, LocalBackend) and prune is not None:
         backend.prune = prune
     if not isinstance(backend, str):
