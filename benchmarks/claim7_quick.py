@@ -1,7 +1,7 @@
 """Claim 7 on the quick preset's memorisation test, three seeds, judged on the training curves.
 
-Runs `forgetless.analysis.memorization_run` with the quick preset's settings (forgetless.report.
-reproduce.PRESETS["quick"]) for seeds 0, 1, 2 (each about 90 s on a 2-core CPU; a seed whose
+Runs `forgetless.analysis.memorization_run` with the quick preset's settings (its study file's
+`reproduce.memorization`) for seeds 0, 1, 2 (each about 90 s on a 2-core CPU; a seed whose
 results.json exists is read back), then prints claim 7's verdict as the report decides it (each
 pair at the lowest training loss both reach) and, for comparison, on the final-step rates alone.
 
@@ -16,17 +16,18 @@ from pathlib import Path
 
 import torch
 
-from forgetless.analysis.memorization_run import MemorizationConfig, run_memorization
-from forgetless.report.reproduce import PRESETS
+from forgetless.analysis.memorization_run import run_memorization
 from forgetless.report.tables import memorization_rows
 from forgetless.report.verdicts_more import claim7_memorization
+from forgetless.sweep.study import load_study
 
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     results = []
+    quick = load_study("quick").reproduce.memorization  # the quick preset's `reproduce.memorization`
     for seed in (0, 1, 2):
-        cfg = MemorizationConfig(**{**PRESETS["quick"]["memorization"], "seed": seed})
+        cfg = quick.model_copy(update={"seeds": [seed]}).configs()[0]
         path = out / f"seed-{seed}" / "results.json"
         if not path.is_file():
             run_memorization(cfg, out_dir=path.parent, log=lambda _m: None)

@@ -192,7 +192,7 @@ def test_a_killed_drivers_cell_is_taken_over_with_its_points_so_far(tmp_path, lo
     with Store(tmp_path / "s" / "results.sqlite") as st:
         run = st.run(ft.cell_id)
         assert run["attempts"] == 3  # the first run, the killed one, this one
-        assert run["error"] == ("loss 3 at step 0 is above 4 x its start 0.5 (diverge_factor)")
+        assert run["error"] == ("loss 3 at step 0 is above 4 x its start 0.5 (eval_diverge_factor)")
     assert len(calls(tmp_path / "s", pre.cell_id)) == 1
 
 

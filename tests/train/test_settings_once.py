@@ -210,7 +210,7 @@ def test_a_bad_option_names_the_field_and_its_flag(tmp_path) -> None:
 
 
 def test_old_study_names_still_load_with_one_warning_and_the_same_ids() -> None:
-    new = {**STUDY, "diverge_factor": 5.0}
+    new = {**STUDY, "eval_diverge_factor": 5.0}
     old = {**STUDY, "divergence_factor": 5.0,
            "finetune": {**STUDY["finetune"], "methods": [{"kind": "lora", "rank": 4, "optimizer": "adamw", "lrs": [1e-3]}]}}
     with warnings.catch_warnings(record=True) as caught:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, field_validator, model_validator
 
 from forgetless.data import corrupt_blocks, prepare_pretraining_data
 from forgetless.data.sft import IGNORE_INDEX
@@ -30,43 +29,9 @@ from forgetless.train.evaluate import lm_loss_sum
 from forgetless.train.loop import cosine_schedule, train_step
 
 from .memorization import block_losses, block_view, evaluate_blocks
+from .memorization_config import MemorizationConfig
 
-
-class MemorizationConfig(BaseModel):
-    optimizers: list[str] = Field(default_factory=lambda: ["adamw", "muon", "sgd"])
-    lrs: list[float] = Field(default_factory=lambda: [3e-3], description="grid; best clean accuracy kept")
-    preset: str = "nano"
-    corpus: str = "stdlib"
-    vocab_size: int = 4096
-    n_tokens: int = 32768
-    block_len: int = 64
-    p: float = Field(0.5, description="share of blocks whose tokens are permuted")
-    batch_size: int = 16
-    steps: int = 1500
-    eval_every: int = 150
-    warmup: float = 0.05
-    weight_decay: float = 0.0
-    pairs: list[tuple[int, int]] = Field(default_factory=lambda: [(8, 8), (16, 16), (32, 32)])
-    n_eval: int = 64
-    seed: int = 0
-    device: str = "cpu"
-
-    @field_validator("p")
-    @classmethod
-    def _p(cls, v: float) -> float:
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"p must be in (0, 1) so both clean and corrupted blocks exist, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _pairs_fit(self) -> MemorizationConfig:
-        if not self.pairs:
-            raise ValueError("pairs must hold at least one (prompt_len, gen_len)")
-        bad = [(p, g) for p, g in self.pairs if p < 1 or g < 1 or p + g > self.block_len]
-        if bad:
-            raise ValueError(f"pairs {bad} must have prompt_len, gen_len >= 1 and prompt_len + gen_len "
-                             f"<= block_len={self.block_len}")
-        return self
+__all__ = ["MemorizationConfig", "matched_loss_points", "run_memorization", "table3", "train_one"]
 
 
 def prepare_corpus(cfg: MemorizationConfig) -> dict:

@@ -16,9 +16,8 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from forgetless.analysis.memorization_run import MemorizationConfig, run_memorization
+from forgetless.analysis.memorization_run import run_memorization
 from forgetless.report import convergence, tables
 from forgetless.report.document import build_report
 from forgetless.report.regime import check as check_regime
@@ -26,36 +25,12 @@ from forgetless.report.render import write_report
 from forgetless.report.verdicts import Verdict, all_verdicts
 from forgetless.sweep.runner import default_workers, run_sweep, store_path
 from forgetless.sweep.store import Store
-from forgetless.sweep.study import load_study
+from forgetless.sweep.study import MemorizationSpec, load_study
 
-# Per preset: the sweep study (a preset of forgetless.sweep), the probe budget and the
-# memorisation test's settings (None: the preset has no pretraining of its own to test).
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"study": "quick", "probe_tokens": 8192, "memorization": {
-        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "nano", "vocab_size": 2048,
-        "n_tokens": 8192, "block_len": 32, "pairs": [[8, 8], [16, 16]], "steps": 200,
-        "eval_every": 50, "n_eval": 32, "batch_size": 16}},
-    # Claim 7 as the paper runs it (A.2): each optimizer's lr chosen by best clean exact match over
-    # a grid, three seeds (units), 128 eval blocks per split, and a corpus that ~19 epochs do not
-    # saturate (1000 steps did: every optimizer reached 100% on clean and corrupted blocks).
-    "cpu-full": {"study": "cpu-full", "probe_tokens": 32768, "memorization": {
-        "optimizers": ["adamw", "muon", "sgd"], "lrs": [1e-3, 3e-3], "preset": "nano",
-        "n_tokens": 16384, "block_len": 64, "pairs": [[8, 8], [16, 16]], "steps": 300,
-        "eval_every": 50, "n_eval": 128, "seeds": [0, 1, 2]}},
-    "gpu-quick": {"study": "gpu-quick", "probe_tokens": 65536, "memorization": {
-        "optimizers": ["adamw", "muon", "sgd"], "lrs": [1e-3, 3e-3], "preset": "small",
-        "vocab_size": 8192, "n_tokens": 65536, "block_len": 64, "pairs": [[8, 8], [16, 16], [32, 32]],
-        "steps": 600, "eval_every": 100, "n_eval": 256, "batch_size": 32, "seeds": [0, 1, 2],
-        "device": "cuda"}},
-    "gpt2": {"study": "gpt2", "probe_tokens": 262144, "memorization": {
-        "optimizers": ["adamw", "muon", "sgd"], "lrs": [3e-3], "preset": "gpt2-small",
-        "corpus": "hf:openwebtext", "vocab_size": 50257, "n_tokens": 4_000_000, "block_len": 128,
-        "pairs": [[16, 16], [32, 32], [64, 64]], "steps": 20000, "eval_every": 1000,
-        "batch_size": 64, "device": "cuda"}},
-    "llama2-7b": {"study": "llama2-7b", "probe_tokens": 65536, "memorization": None},
-    # Bases at four budgets (sweep.branches): claim 2 per budget, no probes or memorisation.
-    "convergence": {"study": "convergence", "memorization": None},
-}
+# The study presets `forgetless reproduce --preset` offers (any study file works too). What
+# reproduce adds to a study's sweep (the probes' budget, the memorisation test) is the study's own
+# `reproduce:` field (sweep/study_fields.ReproduceSpec), in the preset's YAML like every setting.
+PRESETS = ("quick", "cpu-full", "gpu-quick", "gpt2", "llama2-7b", "convergence")
 
 
 @dataclass
@@ -69,8 +44,7 @@ class ReproduceResult:
 
 
 def _study(preset: str, seeds: int | None):
-    spec = PRESETS.get(preset, {}).get("study", preset)
-    study = load_study(spec)
+    study = load_study(preset)
     if seeds is not None:
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {seeds}")
@@ -82,10 +56,15 @@ def _study(preset: str, seeds: int | None):
 def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | None = None,
               out_dir: str | Path | None = None, memorization: dict | None = None,
               probe_tokens: int | None = None, progress: bool = True, log=print) -> ReproduceResult:
-    """Run (or resume) preset `preset` (a name of PRESETS, a study preset or a study YAML path)."""
+    """Run (or resume) preset `preset` (a name of PRESETS, a study preset or a study YAML path).
+    `memorization` (the fields of MemorizationSpec; {}: no test) and `probe_tokens` replace the
+    study's `reproduce:` settings."""
     start = time.time()
-    settings = PRESETS.get(preset, {})
     study = _study(preset, seeds)
+    extra = study.reproduce
+    if memorization is not None:
+        extra = extra.model_copy(update={"memorization": MemorizationSpec.model_validate(memorization)
+                                         if memorization else None})
     root = Path(out_dir or study.resolved_out_dir())
     if workers is None:
         workers = default_workers()
@@ -108,7 +87,7 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
         return ReproduceResult(root, md, html, convergence.verdicts(result), counts, time.time() - start)
 
     log(f"[2/4] probing {len(pretrain)} pretrained base(s): spectra and activations")
-    budget = probe_tokens or settings.get("probe_tokens", 16384)
+    budget = probe_tokens or extra.probe_tokens
     probes = {}
     for row in pretrain:
         if row["checkpoint"]:
@@ -116,21 +95,18 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
                                                              root / "probes", n_tokens=budget)
     spectra, activations = tables.analysis_rows(pretrain, probes)
 
-    mem_settings = dict(memorization if memorization is not None else settings.get("memorization") or {})
     mem_results, mem_dir = [], root / "memorization"
-    if mem_settings:
-        mem_seeds = mem_settings.pop("seeds", None) or [mem_settings.get("seed", 0)]
-        for seed in mem_seeds:
-            cfg = MemorizationConfig(**{**mem_settings, "seed": seed})
-            seed_dir = mem_dir if len(mem_seeds) == 1 else mem_dir / f"seed-{seed}"
-            cached = seed_dir / "results.json"
-            if cached.is_file() and json.loads(cached.read_text())["config"] == cfg.model_dump(mode="json"):
-                log(f"[3/4] memorisation test, seed {seed}: cached")
-            else:
-                log(f"[3/4] memorisation test, seed {seed}: {', '.join(cfg.optimizers)} on a corrupted corpus")
-                run_memorization(cfg, out_dir=seed_dir, log=log)
-            mem_results.append(json.loads(cached.read_text()))  # as written: JSON types, like the cache
-    else:
+    configs = extra.memorization.configs() if extra.memorization else []
+    for cfg in configs:
+        seed_dir = mem_dir if len(configs) == 1 else mem_dir / f"seed-{cfg.seed}"
+        cached = seed_dir / "results.json"
+        if cached.is_file() and json.loads(cached.read_text())["config"] == cfg.model_dump(mode="json"):
+            log(f"[3/4] memorisation test, seed {cfg.seed}: cached")
+        else:
+            log(f"[3/4] memorisation test, seed {cfg.seed}: {', '.join(cfg.optimizers)} on a corrupted corpus")
+            run_memorization(cfg, out_dir=seed_dir, log=log)
+        mem_results.append(json.loads(cached.read_text()))  # as written: JSON types, like the cache
+    if not configs:
         log("[3/4] memorisation test: not part of this preset")
 
     log("[4/4] verdicts and report")

@@ -82,7 +82,7 @@ def wsd_cells(entry: Any, name: str, data: dict, diverge_factor: float,
     out: list[tuple[Cell, int | None]] = []
     for seed in entry.seeds:
         common = {"kind": "pretrain", "data": data, "model": entry.model, "optimizer": entry.optimizer,
-                  "lr": entry.lr, "seed": seed, "settings": entry.settings, "diverge_factor": diverge_factor,
+                  "lr": entry.lr, "seed": seed, "settings": entry.settings, "eval_diverge_factor": diverge_factor,
                   "warmup_steps": warm}
         previous, done = None, 0
         for budget, (start, steps) in zip(entry.budgets, points, strict=True):

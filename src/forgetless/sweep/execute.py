@@ -1,6 +1,6 @@
 """Cells to training runs: a resolved cell config becomes a `forgetless.train` config.
 
-A cell's fields carry the training config's names (optimizer, lr, seed, diverge_factor, model,
+A cell's fields carry the training config's names (optimizer, lr, seed, model,
 tokens, task, method, lora_rank, lora_alpha, steps, eval_every; `settings` and a task's settings
 are config fields too), so they pass through unrenamed. What a cell says in another shape:
     data.corpus/tokenizer/vocab_size -> corpus/tokenizer/vocab_size (pretraining), or, for an
@@ -26,7 +26,7 @@ from forgetless.sweep.records import Cell
 from forgetless.sweep.study import Study, StudyError, expand
 
 # Fields the study sets itself; `settings` may not override them.
-_COMMON = ("optimizer", "lr", "seed", "diverge_factor")
+_COMMON = ("optimizer", "lr", "seed")  # diverge_factor (the training loss check) is a setting
 PASSED = {"pretrain": _COMMON + ("model", "tokens"),
           "finetune": _COMMON + ("task", "method", "lora_rank", "lora_alpha", "steps", "eval_every")}
 # Set by a multi-budget entry's trunk pieces and branches (sweep.branches) in the cell itself; a

@@ -21,9 +21,16 @@ are left out of the id, so renaming a method does not re-run it.
           - {kind: full, optimizer: adamw, lrs: [1e-4, 3e-4]}
           - {kind: lora, lora_rank: 8, optimizer: adamw, lrs: [1e-3, 3e-3]}
 
-`settings` mappings (on a pretraining run, a grid, a method or a task) pass extra fields through
-to the training box's `PretrainConfig` / `FinetuneConfig` (seq_len, batch_size, warmup, ...);
-a method's settings override its grid's.
+    reproduce:                      # what `forgetless reproduce` adds to the sweep (optional)
+      probe_tokens: 8192
+      memorization: {optimizers: [adamw, muon], preset: nano, steps: 200, seeds: [0, 1, 2]}
+
+Every field that is a training setting (model, optimizer, tokens, lr, seeds, task, kind = the
+config's method, lora_rank, lora_alpha, steps, eval_every, corpus, tokenizer, vocab_size) is the
+training config's own field, with its checks and default (sweep/study_fields.py). `settings`
+mappings (on a pretraining run, a grid, a method or a task) pass the other fields through to the
+training box's `PretrainConfig` / `FinetuneConfig` (seq_len, batch_size, warmup, diverge_factor,
+...); a method's settings override its grid's.
 """
 
 from __future__ import annotations
@@ -33,16 +40,29 @@ import json
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from forgetless.counts import parse_count
 from forgetless.errors import UserError, format_validation_error
 from forgetless.sweep import branches
 from forgetless.sweep.records import Cell
-from forgetless.untrusted import MAX_TOKENS, at_most, load_yaml
+from forgetless.sweep.study_fields import (  # noqa: F401  (the study's parts, re-exported)
+    MAX_FINETUNE_RATIO,
+    RENAMED,
+    BaseSpec,
+    DataSpec,
+    DeprecatedName,
+    GridSpec,
+    MemorizationSpec,
+    MethodSpec,
+    PretrainSpec,
+    ReproduceSpec,
+    TaskSpec,
+    renamed,
+)
+from forgetless.untrusted import load_yaml
 
 PRESET_DIR = "presets"
 
@@ -51,193 +71,9 @@ class StudyError(UserError, ValueError):
     """A study file that cannot be run; the message names the field."""
 
 
-class _Strict(BaseModel):
+class Study(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-
-def _parse_count(value: Any) -> int:
-    return at_most(parse_count(value, "tokens"), "tokens", MAX_TOKENS)
-
-
-def _check_optimizer(name: str) -> str:
-    from forgetless.optim import OPTIMIZERS
-
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
-    return name
-
-
-def _check_lr(lr: float) -> float:
-    if not (lr > 0 and lr < float("inf")):
-        raise ValueError(f"learning rates must be positive and finite; got {lr!r}")
-    return lr
-
-
-# Presets keep every finetune at or below this share of its base's pretraining tokens (the
-# paper's are 1.3-10%); forgetless.report.regime checks the same from the measured tokens.
-MAX_FINETUNE_RATIO = 0.20
-
-
-class DataSpec(_Strict):
-    corpus: str = "stdlib"
-    tokenizer: str | None = None  # None: a BPE trained on the corpus
-    vocab_size: int = Field(8192, gt=0)
-
-
-class PretrainSpec(_Strict):
-    name: str | None = None  # label of the base; default: the optimizer's name
-    model: str  # a preset of forgetless.models (checked with the training config: importing
-    #             the models box costs seconds, and `status`/`frontier` do not need it)
-    optimizer: str
-    tokens: int | list[int]  # a list: one WSD trunk with a decay branch per budget (sweep.branches)
-    decay: float = Field(0.2, gt=0, lt=1)  # with a list of budgets: each branch's share of its budget
-    compile_steps: int | None = Field(None, gt=0)  # with a list: torch.compile trunk pieces and branches this long
-    lr: float = 3e-3
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    settings: dict[str, Any] = Field(default_factory=dict)
-
-    _opt = field_validator("optimizer")(_check_optimizer)
-    _lr = field_validator("lr")(_check_lr)
-
-    @field_validator("tokens", mode="before")
-    @classmethod
-    def _tokens(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("tokens: give a budget or a non-empty list of budgets")
-            return [_parse_count(v) for v in value]
-        return _parse_count(value)
-
-    @model_validator(mode="after")
-    def _branches(self) -> PretrainSpec:
-        if isinstance(self.tokens, list):
-            branches.check_plan(self.tokens, self.settings, self.decay)
-        return self
-
-    @property
-    def budgets(self) -> list[int]:
-        return self.tokens if isinstance(self.tokens, list) else [self.tokens]
-
-
-
-class BaseSpec(_Strict):
-    name: str
-    checkpoint: str  # a local path or a Hugging Face hub name
-    optimizer: str  # the optimizer that pretrained it, as documented
-
-    _opt = field_validator("optimizer")(_check_optimizer)
-
-
-USER_DATA_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")  # data.user_data.EXTENSIONS
-
-
-class TaskSpec(_Strict):
-    name: str  # a task of forgetless.data (a dataset may carry its file: "alpaca:/data/a.json")
-    settings: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_task(cls, name: str) -> str:
-        from forgetless.data import TASKS
-
-        # the user's own data, as finetune takes it (data.user_data.is_user_data, which imports torch)
-        own = name.startswith("hf:") or Path(name).suffix.lower() in USER_DATA_EXTENSIONS
-        if name.split(":", 1)[0] not in TASKS and not own:
-            raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}, a data file "
-                             f"({' '.join(USER_DATA_EXTENSIONS)}) or hf:NAME")
-        return name
-
-
-class DeprecatedName(UserWarning):
-    """A study file uses a field's old name; it is read under the new one."""
-
-
-# Fields that studies once named differently from the training config; old files still load.
-RENAMED = {"rank": "lora_rank", "alpha": "lora_alpha", "divergence_factor": "diverge_factor"}
-
-
-def _renamed(data: Any, where: str) -> Any:
-    """`data` with old field names replaced by the training config's, one warning per name."""
-    if not isinstance(data, dict):
-        return data
-    data = dict(data)
-    for old, new in RENAMED.items():
-        if old in data:
-            if new in data:
-                raise ValueError(f"{old}: give {new} only ({old} is its old name)")
-            warnings.warn(f"{where}: '{old}' is now '{new}' (the training config's name); rename it in the "
-                          "study file", DeprecatedName, stacklevel=2)
-            data[new] = data.pop(old)
-    return data
-
-
-class MethodSpec(_Strict):
-    name: str | None = None  # default "full-adamw", "lora8-adamw"
-    kind: Literal["full", "lora"]
-    optimizer: str
-    lora_rank: int | None = Field(None, gt=0)
-    lora_alpha: float | None = Field(None, gt=0)  # None: the training box's default (2 x rank)
-    lrs: list[float] = Field(min_length=1)
-    settings: dict[str, Any] = Field(default_factory=dict)
-
-    _opt = field_validator("optimizer")(_check_optimizer)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _old_names(cls, data: Any) -> Any:
-        return _renamed(data, "methods[]")
-
-    @field_validator("lrs")
-    @classmethod
-    def _lrs(cls, lrs: list[float]) -> list[float]:
-        for lr in lrs:
-            _check_lr(lr)
-        if len(set(lrs)) != len(lrs):
-            raise ValueError(f"learning rates repeat: {lrs}")
-        return lrs
-
-    @model_validator(mode="after")
-    def _rank(self) -> MethodSpec:
-        if self.kind == "lora" and self.lora_rank is None:
-            raise ValueError("lora_rank: a lora method needs a rank (e.g. lora_rank: 16)")
-        if self.kind == "full" and (self.lora_rank is not None or self.lora_alpha is not None):
-            raise ValueError("lora_rank/lora_alpha: only a lora method takes a rank and alpha")
-        return self
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        return f"full-{self.optimizer}" if self.kind == "full" else f"lora{self.lora_rank}-{self.optimizer}"
-
-
-class GridSpec(_Strict):
-    tasks: list[TaskSpec] = Field(min_length=1)
-    bases: list[str] | None = None  # names from pretrain/bases; None: all of them
-    methods: list[MethodSpec] = Field(min_length=1)
-    steps: int = Field(gt=0)
-    eval_every: int = Field(gt=0)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    settings: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("tasks", mode="before")
-    @classmethod
-    def _task_names(cls, tasks: Any) -> Any:
-        if isinstance(tasks, list):
-            return [{"name": t} if isinstance(t, str) else t for t in tasks]
-        return tasks
-
-    @model_validator(mode="after")
-    def _interval(self) -> GridSpec:
-        if self.eval_every > self.steps:
-            raise ValueError(f"eval_every ({self.eval_every}) is larger than steps ({self.steps})")
-        labels = [m.label for m in self.methods]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"methods: two methods share a name: {labels}")
-        return self
-
-
-class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
 
     @field_validator("name")
@@ -253,14 +89,16 @@ class Study(_Strict):
     pretrain: list[PretrainSpec] = Field(default_factory=list)
     bases: list[BaseSpec] = Field(default_factory=list)
     finetune: list[GridSpec] = Field(default_factory=list)
-    # A run stops as diverged when its optimised eval loss passes this multiple of its first eval,
-    # or its training loss this multiple of its first logged value (the config's diverge_factor).
-    diverge_factor: float = Field(4.0, gt=1.0)
+    # The sweep's own check (sweep/cell.py): a run stops as diverged when the loss it optimises,
+    # measured at an eval point, passes this multiple of its first eval. The training loop's check
+    # on the training loss is the config's `diverge_factor`, a setting like any other.
+    eval_diverge_factor: float = Field(4.0, gt=1.0)
+    reproduce: ReproduceSpec = Field(default_factory=ReproduceSpec)
 
     @model_validator(mode="before")
     @classmethod
     def _old_names(cls, data: Any) -> Any:
-        return _renamed(data, "study")
+        return renamed(data, "study", ("divergence_factor", "diverge_factor"))
 
     @field_validator("finetune", mode="before")
     @classmethod
@@ -366,32 +204,38 @@ class RegimeWarning(UserWarning):
 # ---------------------------------------------------------------------- expansion into cells
 
 
+# Cell config keys hashed under an earlier name (RENAMED), so cells stored before a rename keep
+# their ids: the sweep's divergence check was `divergence_factor`, then `diverge_factor`.
+HASHED_AS = {"lora_rank": "rank", "lora_alpha": "alpha", "eval_diverge_factor": "divergence_factor",
+             "diverge_factor": "divergence_factor"}
+
+
 def cell_id(config: dict) -> str:
-    """sha256 of the canonical JSON of a resolved config, first 16 hex digits. Renamed fields are
-    hashed under their old names (RENAMED), so cells stored before a rename keep their ids."""
-    old_name = {new: old for old, new in RENAMED.items()}
-    blob = json.dumps({old_name.get(k, k): v for k, v in config.items()}, sort_keys=True, separators=(",", ":"))
+    """sha256 of the canonical JSON of a resolved config, first 16 hex digits (HASHED_AS names)."""
+    blob = json.dumps({HASHED_AS.get(k, k): v for k, v in config.items()}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def expand(study: Study) -> list[Cell]:
     """The study's cells, bases first (config hashed into the id, meta the labels)."""
-    data = study.data.model_dump()
     cells: list[Cell] = []
     bases: dict[str, list[tuple[str | None, dict]]] = {}  # base name -> [(cell id or None, meta)]
+    data: dict[str, dict] = {}  # base name -> the data its finetunes carry (vocab_size of its model)
     for p in study.pretrain:
         name = p.name or p.optimizer
+        data[name] = study.data.resolved(p.model)
         if isinstance(p.tokens, list):  # a shared WSD trunk and a decay branch per budget
-            for cell, budget in branches.wsd_cells(p, name, data, study.diverge_factor, cell_id):
+            for cell, budget in branches.wsd_cells(p, name, data[name], study.eval_diverge_factor, cell_id):
                 cells.append(cell)
                 if budget is not None:
                     for key in (name, f"{name}@{budget}"):
                         bases.setdefault(key, []).append((cell.cell_id, cell.meta))
+                        data[key] = data[name]
             continue
         for seed in p.seeds:
-            config = {"kind": "pretrain", "data": data, "model": p.model, "optimizer": p.optimizer,
+            config = {"kind": "pretrain", "data": data[name], "model": p.model, "optimizer": p.optimizer,
                       "tokens": p.tokens, "lr": p.lr, "seed": seed, "settings": p.settings,
-                      "diverge_factor": study.diverge_factor}
+                      "eval_diverge_factor": study.eval_diverge_factor}
             cid = cell_id(config)
             label = name if len(p.seeds) == 1 else f"{name}/s{seed}"
             meta = {"base": label, "base_optimizer": p.optimizer, "base_seed": seed}
@@ -400,27 +244,30 @@ def expand(study: Study) -> list[Cell]:
     for b in study.bases:
         bases[b.name] = [(None, {"base": b.name, "base_optimizer": b.optimizer, "base_seed": None,
                                  "checkpoint": b.checkpoint})]
+        data[b.name] = study.data.resolved(None)
     for grid in study.finetune:
         for ref in grid.bases or study.base_names():
             name, budget = branches.base_ref(ref)
-            for base_cid, base_meta in bases[name if budget is None else f"{name}@{budget}"]:
+            key = name if budget is None else f"{name}@{budget}"
+            for base_cid, base_meta in bases[key]:
                 for task in grid.tasks:
                     for m in grid.methods:
                         for lr in m.lrs:
                             for seed in grid.seeds:
-                                cells.append(_finetune_cell(study, grid, base_cid, base_meta, task, m, lr, seed))
+                                cells.append(_finetune_cell(study, data[key], grid, base_cid, base_meta, task, m,
+                                                            lr, seed))
     return dedupe(branches.budget_major(cells))
 
 
-def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta: dict,
+def _finetune_cell(study: Study, data: dict, grid: GridSpec, base_cid: str | None, base_meta: dict,
                    task: TaskSpec, m: MethodSpec, lr: float, seed: int) -> Cell:
     base = {"cell": base_cid} if base_cid else {"checkpoint": base_meta["checkpoint"]}
-    config = {"kind": "finetune", "data": study.data.model_dump(), "base": base,
+    config = {"kind": "finetune", "data": data, "base": base,
               "task": task.name, "task_settings": task.settings, "method": m.kind,
               "optimizer": m.optimizer, "lora_rank": m.lora_rank, "lora_alpha": m.lora_alpha, "lr": lr,
               "seed": seed, "steps": grid.steps, "eval_every": grid.eval_every,
               "settings": {**grid.settings, **m.settings},
-              "diverge_factor": study.diverge_factor}
+              "eval_diverge_factor": study.eval_diverge_factor}
     label = f"{base_meta['base']}/{task.name}/{m.label}/lr={lr:g}"
     if len(grid.seeds) > 1:
         label += f"/s{seed}"
@@ -429,8 +276,6 @@ def _finetune_cell(study: Study, grid: GridSpec, base_cid: str | None, base_meta
     reference = {**config["settings"], **task.settings}.get("forget_corpus") or study.data.corpus
     meta = {**base_meta, "task": task.name, "method": m.label, "seed": seed, "reference": str(reference)}
     return Cell(cell_id(config), "finetune", base_cid, label, m.label, lr, config, meta)
-
-
 def dedupe(cells: list[Cell]) -> list[Cell]:
     """Drop repeated cells (two grid entries resolving to the same run), keeping the first."""
     seen: set[str] = set()

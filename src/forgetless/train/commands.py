@@ -65,6 +65,8 @@ def _build(cls, given: dict[str, Any], config_file: Path | None):
         lines = []
         for line in format_validation_error(err, cls).splitlines():
             name, sep, rest = line.partition(": ")
+            if name == "(top level)":  # a rule between fields (config.check_*): its message starts 'field: '
+                name, sep, rest = rest.partition(": ")
             lines.append(f"{flag_of(cls, name)}{sep}{rest}")  # 'out_dir (--out): Field required'
         _fail("invalid configuration\n  " + "\n  ".join(lines))
 

@@ -5,100 +5,42 @@ The command line (`forgetless pretrain/finetune`, see train/options.py), YAML fi
 `settings` of study files all take these field names; nothing else lists them.
 
 Fields left as None are filled by `resolved()` from each class's `DEFAULTS` table, whose entries
-may depend on the model (paper appendix A.1.1 for GPT-2 scale, the CPU pilot of docs/pilot.md for
-the small presets); `--help` prints the same table, so the two cannot drift. The run directory's
+may depend on the model's size class (models/names.py SIZE_CLASSES: the CPU pilot of docs/pilot.md
+for cpu, the gpu-quick preset for gpu, paper appendix A.1.1 for paper and outside models); `--help` prints the same table, so the two cannot drift. The run directory's
 `config.yaml` is the fully resolved config, so a run can be repeated exactly.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from forgetless.counts import parse_count
+from forgetless.counts import parse_count  # noqa: F401  (re-exported by forgetless.train)
 from forgetless.errors import format_validation_error  # noqa: F401  (re-exported: one formatter)
 from forgetless.models.names import PRESET_NAMES as PRESETS  # names only: no torch
 from forgetless.optim.names import OPTIMIZER_NAMES as OPTIMIZERS  # names only: no torch
-from forgetless.untrusted import MAX_STEPS, MAX_TOKENS, MAX_VOCAB, at_most, load_yaml
+from forgetless.train.config_fields import (  # noqa: F401  (ByModel, Same, Rule, show: re-exported)
+    LORA_FIELDS,
+    ByModel,
+    Rule,
+    Same,
+    by_size,
+    check_eval_every,
+    check_lora_fields,
+    check_model,
+    check_optimizer,
+    parse_forgetting_budget,
+    parse_steps,
+    parse_tokens,
+    show,
+)
+from forgetless.untrusted import MAX_VOCAB, load_yaml
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
-SMALL = ("nano", "micro", "small")  # the CPU presets; larger models take the paper's settings
-
-
-@dataclass(frozen=True)
-class ByModel:
-    """A default that depends on the model preset (of the run, or of a finetune's base)."""
-
-    values: dict[str, Any]
-    otherwise: Any
-
-    def pick(self, model: str | None) -> Any:
-        return self.values.get(model, self.otherwise)
-
-    def __str__(self) -> str:
-        groups: dict[Any, list[str]] = {}
-        for model, value in self.values.items():
-            groups.setdefault(value, []).append(model)
-        return "; ".join(f"{show(v)} for {'/'.join(ms)}" for v, ms in groups.items()) + f"; {show(self.otherwise)} otherwise"
-
-
-def show(value: Any) -> str:
-    """A default as a person writes it: 5M, 200k, 8B; anything else as str()."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
-        for suffix, unit in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
-            if value >= unit and (value * 10) % unit == 0:
-                return f"{value / unit:g}{suffix}"
-    return str(value)
-
-
-def by_size(small: Any, large: Any) -> ByModel:
-    return ByModel(dict.fromkeys(SMALL, small), large)
-
-
-@dataclass(frozen=True)
-class Same:
-    """A default copied from another field once that one is resolved."""
-
-    field: str
-
-    def __str__(self) -> str:
-        return f"same as {self.field}"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A default computed in `resolved()`; the text says how (for --help)."""
-
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def parse_forgetting_budget(v: Any) -> float | str | None:
-    """A forgetting budget as typed: 0.1 (nats) stays a number and '5%' a percentage; anything
-    else is refused, naming the field (FinetuneConfig, ForgettingBudgetCallback)."""
-    if v is None:
-        return None
-    text = str(v).strip()
-    relative = text.endswith("%")
-    try:
-        number = float(text[:-1] if relative else text)
-    except ValueError:
-        number = None
-    if isinstance(v, bool) or number is None or not math.isfinite(number):
-        raise ValueError(f"forgetting_budget {v!r} is neither nats (a number such as 0.1) nor a share "
-                         "of the base's forgetting loss (such as 5%)")
-    if number <= 0:
-        raise ValueError(f"forgetting_budget must be above 0 (nats, or a percentage); got {v!r}; "
-                         "leave it unset for no budget")
-    return f"{number:g}%" if relative else number
 
 
 class TrainConfig(BaseModel):
@@ -176,9 +118,7 @@ class TrainConfig(BaseModel):
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, v: str | None) -> str | None:
-        if v is not None and v not in OPTIMIZERS:
-            raise ValueError(f"optimizer {v!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
-        return v
+        return check_optimizer(v)
 
     @field_validator("trackers")
     @classmethod
@@ -191,7 +131,7 @@ class TrainConfig(BaseModel):
     @field_validator("steps", mode="before")
     @classmethod
     def _count_steps(cls, v: Any) -> Any:
-        return None if v is None else at_most(parse_count(v, "steps", whole=True), "steps", MAX_STEPS)
+        return parse_steps(v)
 
     @field_validator("device")
     @classmethod
@@ -241,22 +181,21 @@ class PretrainConfig(TrainConfig):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if v not in PRESETS:
-            raise ValueError(f"model {v!r} is not a preset; allowed: {', '.join(PRESETS)}")
-        return v
+        return check_model(v)
 
     @field_validator("tokens", mode="before")
     @classmethod
     def _count_tokens(cls, v: Any) -> Any:
-        return None if v is None else at_most(parse_count(v, "tokens"), "tokens", MAX_TOKENS)
+        return parse_tokens(v)
 
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.1, "dropout": 0.0,
-        "vocab_size": ByModel({"nano": 4096, "micro": 4096}, 8192),
-        "seq_len": by_size(128, 1024), "batch_size": by_size(32, 240),
-        "tokens": ByModel({"nano": 200_000, "micro": 1_500_000, "small": 5_000_000}, 8_000_000_000),
+        "vocab_size": ByModel({"nano": 4096, "micro": 4096, "small": 8192, "medium": 8192}, 8192),
+        "seq_len": by_size(128, 512, 1024), "batch_size": by_size(32, 64, 240),
+        "tokens": ByModel({"nano": 200_000, "micro": 1_500_000, "small": 5_000_000, "medium": 12_000_000},
+                          8_000_000_000),
         "steps": Rule("tokens / (batch_size x seq_len x grad_accum)"),
-        "eval_every": by_size(100, 1000), "save_every": Same("eval_every"), "eval_batch_size": Same("batch_size"),
+        "eval_every": by_size(100, 100, 1000), "save_every": Same("eval_every"), "eval_batch_size": Same("batch_size"),
     }
 
     def resolved(self) -> PretrainConfig:
@@ -357,17 +296,21 @@ class FinetuneConfig(TrainConfig):
         return parse_columns(v) or None
 
     @model_validator(mode="after")
-    def _lora_fields_need_lora(self) -> FinetuneConfig:
-        if self.method == "full" and self.lora_targets:
-            raise ValueError("lora_targets is set but method is 'full'; allowed: method 'lora'")
+    def _cross_field_rules(self) -> FinetuneConfig:
+        # A LoRA field counts as given when it differs from its default: a full run's resolved
+        # config.yaml records the defaults (lora_rank 16), and resuming it must stay possible.
+        fields = type(self).model_fields
+        check_lora_fields(self.method, {k: getattr(self, k) for k in LORA_FIELDS
+                                        if getattr(self, k) != fields[k].get_default(call_default_factory=True)})
+        check_eval_every(self.steps, self.eval_every)
         return self
 
     # ByModel entries are picked by the base's preset (a forgetless run's model; others are "larger").
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "optimizer": Rule("the optimizer that pretrained the base (run config or registry), else adamw"),
         "lr": Rule("1e-4 for method full, 1e-3 for lora"), "weight_decay": 0.0, "dropout": 0.1,
-        "steps": by_size(300, 800), "batch_size": by_size(32, 128), "seq_len": by_size(128, 1024),
-        "eval_every": by_size(50, 200), "save_every": Same("eval_every"), "eval_batch_size": Same("batch_size"),
+        "steps": by_size(300, 72, 800), "batch_size": by_size(32, 64, 128), "seq_len": by_size(128, 256, 1024),
+        "eval_every": by_size(50, 12, 200), "save_every": Same("eval_every"), "eval_batch_size": Same("batch_size"),
         "lora_alpha": Rule("2 x lora_rank"),
         "forget_corpus": Rule("the base run's corpus; for other models stdlib, half prose, half code"),
         "forget_tokenizer": Rule("the model's own"),
