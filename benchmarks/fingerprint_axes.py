@@ -20,6 +20,11 @@ from forgetless.analysis.fingerprint_eval import ADAM_VS_MUON, by_axis, held_out
 from forgetless.analysis.fingerprint_model import feature_drift, group_of
 
 
+def _value(v) -> str:
+    """A held-out value as the table names it ('' is a conversion: as trained; True/False: tying)."""
+    return {"": "as trained", True: "tied", False: "untied"}.get(v, str(v)) if isinstance(v, (str, bool)) else str(v)
+
+
 def main(path: str | None = None) -> None:
     refs, _ = load_references(path)
     names = FEATURE_SETS["weights"]
@@ -52,10 +57,10 @@ def main(path: str | None = None) -> None:
               f"{a['right_without_prior']} | {a['wrong_without_prior']} | {a['fine_right']} |")
         for f in a["folds"]:
             wrong = f" ({', '.join(f['wrong_names'])})" if f["wrong_names"] else ""
-            print(f"|   {'as trained' if f['held_out'] == '' else f['held_out']} | {f['n']} | {f['right']} | {f['unknown']} | {f['wrong']}{wrong} "
+            print(f"|   {_value(f['held_out'])} | {f['n']} | {f['right']} | {f['unknown']} | {f['wrong']}{wrong} "
                   f"| | | {f['fine_right']} |")
         for f in a.get("skipped", []):
-            print(f"|   {'as trained' if f['held_out'] == '' else f['held_out']}: skipped (calibration side {f['n_calibration']}, test side {f['n']}) "
+            print(f"|   {_value(f['held_out'])}: skipped (calibration side {f['n_calibration']}, test side {f['n']}) "
                   "| | | | | | | |")
     for key in ("preset", "steps"):
         a = held_out(refs, names, key, ADAM_VS_MUON)

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--lrs", default="3e-3,1e-3")
     ap.add_argument("--weight-decays", default="0.1", help="pretraining weight decays, comma-separated")
+    ap.add_argument("--ties", default="tied", help="tied, untied or both (comma-separated): whether the "
+                    "input embedding is shared with the output head")
     ap.add_argument("--conversions", default="", help="also measure each run after these round trips "
                     "(bf16), one reference each; the run as trained is always measured")
     ap.add_argument("--full-product", action="store_true",
@@ -72,13 +74,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     specs = grid(a.presets.split(","), a.optimizers.split(","), [int(s) for s in a.steps.split(",")],
                  [int(s) for s in a.seeds.split(",")], [float(x) for x in a.lrs.split(",")], a.full_product,
-                 [float(x) for x in a.weight_decays.split(",")])
+                 [float(x) for x in a.weight_decays.split(",")], [_tie(t) for t in a.ties.split(",")])
     print(f"{len(specs)} reference runs", flush=True)
     run_calibration(a.out, a.runs_dir, specs, activations=a.activations, device=a.device,
                     train_only=a.train_only, finished_only=a.finished_only,
                     conversions=["", *(c for c in a.conversions.split(",") if c)], log=lambda s: print(s, flush=True))
     if a.add_to is not None and not a.train_only:
         add_references(a.out, a.add_to)
+
+
+def _tie(word: str) -> bool:
+    if word not in ("tied", "untied"):
+        raise SystemExit(f"--ties: {word!r} is neither 'tied' nor 'untied'")
+    return word == "tied"
 
 
 def add_references(new: Path, into: Path) -> None:

@@ -7,17 +7,21 @@ ChatML chat template). The script reads README.md's "For practitioners" section 
 would. Only these substitutions are made, each printed:
 
     path/to/checkpoint           -> the built model
-    --steps 300 --eval-every 50  -> --steps S --eval-every S, plus --batch-size B --eval-tokens T
-                                    --log-every 1 --no-progress (a few small steps on a CPU)
+    --steps 300 --eval-every 50  -> --steps S --eval-every E (E = S unless given), plus --batch-size B
+                                    [--eval-tokens T] --log-every 1 --no-progress (small steps on a CPU;
+                                    without --eval-tokens the finetune's default sample is used)
 
 The Python blocks take the objects the README says are "yours" from a prelude: the model and its
 tokenizer from the checkpoint, `reference_texts` (6 standard-library texts of <= 4000 characters), `ds` (my_chat.jsonl,
 tokenised to fixed-length rows for the plain Trainer; as messages for TRL) and `args` (max_steps
 S, batch B, TensorBoard). Each command is a child process; its peak RSS is that child's
 ru_maxrss (os.wait4). Time per step of the finetune: the median gap between consecutive per-step
-train records that span no evaluation (metrics.jsonl).
+train records that span no evaluation (metrics.jsonl). For each finetune also: the evaluations'
+share of its wall time (status.json eval_time / wall_time), each evaluation's standard errors
+(forgetting_se, and forgetting_delta_se paired with the base) and the console's lines that announce
+an evaluation's cost before training and measure the share at the end.
 
-    python benchmarks/readme_135m.py [--steps 3] [--batch-size 4] [--eval-tokens 8192] [--work DIR]
+    python benchmarks/readme_135m.py [--steps 3] [--eval-every E] [--batch-size 4] [--eval-tokens N] [--work DIR]
 """
 
 from __future__ import annotations
@@ -114,16 +118,28 @@ def step_times(run_dir: Path) -> dict:
     gaps = [b["wall_time"] - a["wall_time"] for a, b in zip(train, train[1:], strict=False)
             if a["step"] not in evals]
     header = next((r for r in records if r["kind"] == "header"), {})
+    status = json.loads((run_dir / "status.json").read_text())
+    points = [{k: r.get(k) for k in ("step", "forgetting", "forgetting_se", "forgetting_delta", "forgetting_delta_se")}
+              for r in records if r["kind"] == "eval"]
     return {"step_s": [round(g, 1) for g in gaps],
             "step_s_median": round(statistics.median(gaps), 1) if gaps else None,
-            "memory_plan": header.get("memory"), "reference": header.get("reference")}
+            "eval_time_s": status.get("eval_time"), "run_wall_s": status.get("wall_time"),
+            "eval_share": round(status["eval_time"] / status["wall_time"], 3) if status.get("eval_time") else None,
+            "points": points, "memory_plan": header.get("memory"), "reference": header.get("reference")}
+
+
+def console_lines(log: Path) -> list[str]:
+    """The console's announcements of an evaluation's cost and error, and the measured share."""
+    keys = ("each evaluation:", "evaluation cost:", "evaluations:", "optimizer:")
+    return [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip().startswith(keys)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--eval-tokens", type=int, default=8192)
+    ap.add_argument("--eval-every", type=int, default=None, help="default: --steps (one interval)")
+    ap.add_argument("--eval-tokens", type=int, default=None, help="default: the finetune's own default")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/forgetless-mem135m"))
     ap.add_argument("--only", default=None, help="run only the blocks/commands containing this text")
@@ -139,10 +155,10 @@ def main() -> None:
             for cmd in commands(block):
                 pasted = cmd
                 cmd = cmd.replace("path/to/checkpoint", str(ckpt))
+                sample = f" --eval-tokens {args.eval_tokens}" if args.eval_tokens else ""
                 cmd = cmd.replace("--steps 300 --eval-every 50",
-                                  f"--steps {args.steps} --eval-every {args.steps} --batch-size "
-                                  f"{args.batch_size} --eval-tokens {args.eval_tokens} --log-every 1 "
-                                  f"--no-progress --threads {args.threads}")
+                                  f"--steps {args.steps} --eval-every {args.eval_every or args.steps} --batch-size "
+                                  f"{args.batch_size}{sample} --log-every 1 --no-progress --threads {args.threads}")
                 if args.only and args.only not in cmd:
                     continue
                 print(f"$ {cmd}", flush=True)
@@ -151,6 +167,7 @@ def main() -> None:
                           **run(argv, here, here / f"cmd-{len(results)}.log")}
                 if " finetune " in cmd and result["rc"] == 0:
                     result.update(step_times(here / cmd.split("--out ")[1].split()[0]))
+                    result["console"] = console_lines(Path(result["log"]))
                 results.append(result)
                 print(json.dumps(result), flush=True)
         else:

@@ -39,23 +39,25 @@ class RunSpec:
     lr: float
     steps: int
     weight_decay: float = 0.1  # the pretraining default; real runs use 0 to 0.1
+    tied: bool = True  # the presets tie the embedding to the output head; Llama, Qwen-7B+ and Mistral do not
 
     @property
     def name(self) -> str:
         wd = "" if self.weight_decay == 0.1 else f"-wd{self.weight_decay:g}"
-        return f"{self.preset}-{self.optimizer}-s{self.seed}-lr{self.lr:g}-{self.steps}{wd}"
+        return f"{self.preset}-{self.optimizer}-s{self.seed}-lr{self.lr:g}-{self.steps}{wd}" + \
+            ("" if self.tied else "-untied")
 
 
 def grid(presets: Sequence[str], optimizers: Sequence[str], steps: Sequence[int], seeds: Sequence[int],
          lrs: Sequence[float], full_product: bool = False,
-         weight_decays: Sequence[float] = (0.1,)) -> list[RunSpec]:
+         weight_decays: Sequence[float] = (0.1,), ties: Sequence[bool] = (True,)) -> list[RunSpec]:
     """Presets × lengths × (seed, lr) × optimizers. Without `full_product` seed i is paired with
     lr i (cycling the shorter list): every seed and every lr still appears, at half the cost."""
     if full_product:
         pairs = list(itertools.product(seeds, lrs))
     else:
         pairs = [(seeds[i % len(seeds)], lrs[i % len(lrs)]) for i in range(max(len(seeds), len(lrs)))]
-    return [RunSpec(p, o, s, lr, n, wd) for wd in weight_decays for p in presets for n in steps
+    return [RunSpec(p, o, s, lr, n, wd, t) for t in ties for wd in weight_decays for p in presets for n in steps
             for s, lr in pairs for o in optimizers]
 
 
@@ -71,8 +73,9 @@ def reference_from_checkpoint(path: str | Path, optimizer: str, windows: torch.T
     elif conversion:
         raise ValueError(f"conversion: {conversion!r} is unknown; allowed: '' or 'bf16'")
     feats = model_features(model.eval(), windows)
+    tied = bool(getattr(model.config, "tie_word_embeddings", True))  # as the checkpoint says, not as asked
     return Reference(name or str(path), optimizer, describe(optimizer).family, feats, preset, seed, lr,
-                     tokens, val_loss, steps, weight_decay, conversion)
+                     tokens, val_loss, steps, weight_decay, conversion, tied)
 
 
 def run_calibration(
@@ -113,6 +116,7 @@ def run_calibration(
             seed=spec.seed, steps=spec.steps, batch_size=batch_size, seq_len=seq_len, corpus=corpus,
             vocab_size=vocab_size, eval_tokens=probe_tokens, eval_every=spec.steps, progress=False,
             device=device, resume=True, weight_decay=spec.weight_decay,
+            model_overrides={} if spec.tied else {"tie_word_embeddings": False},
         )
         result = pretrain(cfg)
         if result.status != "done" or result.final_checkpoint is None:
@@ -136,7 +140,7 @@ def run_calibration(
         return None
     settings = {"corpus": corpus, "vocab_size": vocab_size, "batch_size": batch_size, "seq_len": seq_len,
                 "probe_tokens": probe_tokens, "activations": activations,
-                "grid": sorted({(s.preset, s.steps, s.seed, s.lr, s.weight_decay) for s in measured}),
+                "grid": sorted({(s.preset, s.steps, s.seed, s.lr, s.weight_decay, s.tied) for s in measured}),
                 "conversions": list(conversions),
                 "presets": sorted({s.preset for s in measured}),
                 "optimizers": sorted({s.optimizer for s in measured}),

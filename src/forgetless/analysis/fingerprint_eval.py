@@ -1,6 +1,7 @@
 """How well the fingerprint transfers: leave-one-out along every axis the references vary on.
 
-For each axis (size = preset, training length = steps, lr, seed, weight decay, conversion) and
+For each axis (size = preset, training length = steps, lr, seed, weight decay, conversion, tied or
+untied embeddings) and
 each of its values: calibrate on the references without that value (voting features, temperature
 and unknown limits included) and classify those with it. The headline (Adam-like / Muon-like /
 unknown, with the prior, as a real checkpoint gets it) is scored first; the fine family after it.
@@ -17,7 +18,7 @@ import numpy as np
 from .fingerprint_model import Reference, calibrate, feature_drift, group_of, leave_one_out, matrix
 
 AXES = {"preset": "size", "steps": "training length", "lr": "learning rate", "seed": "seed",
-        "weight_decay": "weight decay", "conversion": "conversion"}
+        "weight_decay": "weight decay", "conversion": "conversion", "tied": "embeddings tied"}
 ADAM_VS_MUON = ("l1->linf", "l2->l2")
 
 

@@ -71,6 +71,7 @@ class Reference:
     steps: int = 0
     weight_decay: float = 0.1  # of pretraining (the shipped references before issue 23 all used 0.1)
     conversion: str = ""  # "" as trained, "bf16" after a bfloat16 round trip
+    tied: bool = True  # input embedding shared with the output head (the presets tie; many real models do not)
 
 
 def matrix(refs: list[Reference], names: list[str]) -> np.ndarray:
@@ -79,14 +80,14 @@ def matrix(refs: list[Reference], names: list[str]) -> np.ndarray:
 
 def feature_drift(refs: list[Reference], names: list[str]) -> dict[str, dict]:
     """Per feature: `drift`, the RMS change of log(feature) per decade of training steps over runs
-    trained to several lengths (same preset, optimizer, seed, lr, weight decay, conversion: the
+    trained to several lengths (same preset, optimizer, seed, lr, weight decay, conversion, tying: the
     shortest against the longest); `separation`, the smallest distance between two groups'
     centroids of log(feature) (a group's centroid: the mean of its families'); `votes` when drift
     < separation. Without two lengths of one run the drift is unknown and every feature votes."""
     T = _t(matrix(refs, names))
     runs: dict[tuple, list[int]] = {}
     for i, r in enumerate(refs):
-        runs.setdefault((r.preset, r.optimizer, r.seed, r.lr, r.weight_decay, r.conversion), []).append(i)
+        runs.setdefault((r.preset, r.optimizer, r.seed, r.lr, r.weight_decay, r.conversion, r.tied), []).append(i)
     slopes = []
     for idx in runs.values():
         lo, hi = min(idx, key=lambda i: refs[i].steps), max(idx, key=lambda i: refs[i].steps)
