@@ -29,7 +29,9 @@ from forgetless.train.trackers import check_trackers
 # Memory settings are among them: after an out-of-memory a run resumes with them lowered.
 _RESUMABLE = {"resume", "progress", "trackers", "device", "threads", "compile", "log_every", "keep_checkpoints",
               "out_dir", "consolidate", "console", "micro_batch", "gradient_checkpointing", "eval_batch_size",
-              "wise"}  # WiSE is evaluated after training: other α change no training number
+              "wise", "diverge_factor"}  # WiSE is evaluated after training: other α change no training number;
+# diverge_factor only says when a run counts as diverged (a sweep's cells took the study's 4 before
+# issue 25, the config's 10 since: their runs resume)
 
 
 class DeviceUnavailable(UserError, ValueError):
