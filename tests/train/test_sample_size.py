@@ -37,3 +37,28 @@ def test_the_announced_evaluation_reads_what_the_evaluation_reads(base_run, tmp_
     assert announced.group(1) == measured.group(1)
     # 512 tokens in windows of the base's 64: 8 windows, and its expected error at 0.1 nats
     assert f"expected ± {expected_delta_se(8, 64):.4f} at 0.1 nats (8 windows of 64, paired" in err
+
+
+def test_cost_line_estimates_training_from_the_padded_batches(base_run, tmp_path, monkeypatch):
+    """SFT records are padded to the longest in their batch, not to seq_len: the share printed
+    before training estimates a step's tokens from the first steps' real batches (arith records of
+    ~60 tokens at seq_len 512 trained on far fewer than batch x seq_len tokens)."""
+    from forgetless.data import SFTCollator, load_task
+    from forgetless.models import load_model
+    from forgetless.train import progress
+    from forgetless.train.evaluate import shift_sft_batch
+    from forgetless.train.finetune import sft_order
+
+    seen = {}
+    real = progress.cost_line
+    monkeypatch.setattr(progress, "cost_line", lambda *a: seen.setdefault("args", a) and real(*a))
+    cfg = FinetuneConfig(base=str(base_run.out_dir), out_dir=tmp_path / "ft", task="arith", steps=4, eval_every=4,
+                         batch_size=4, seq_len=512, eval_n=8, train_n=16, eval_tokens=512, progress=False,
+                         console=True, threads=1)
+    finetune(cfg)
+    # by hand: the records of steps 0..3 in the run's order, collated as a batch each
+    _, tok = load_model(base_run.final_checkpoint)
+    records = load_task("arith", "train", n=16, seed=0)
+    widths = [shift_sft_batch(SFTCollator(tok, 512)([records[j] for j in sft_order(16, 0, 4 * k, 4)]))[0].numel()
+              for k in range(4)]
+    assert seen["args"][5] == sum(widths) // 4 < 4 * 512 / 2

@@ -166,6 +166,7 @@ class Job:
     memory: MemoryPlan | None = None             # how forwards fit in memory (default: plan_memory)
     header: dict[str, Any] | None = None         # what the run measures on (metrics.jsonl "header")
     intro: list[str] | None = None               # first console lines (e.g. the reference text)
+    step_tokens: int | None = None               # tokens a step trains on, for the cost line (None: batch x seq_len)
     after_backward: Callable[[], None] | None = None  # adds a penalty's gradient once per step (L2-SP)
     # called with each eval point once recorded; a text returned stops the run there, saying why
     # (the forgetting budget, forgetless.train.budget)
@@ -266,7 +267,7 @@ def run_job(job: Job) -> RunResult:
         say(eval_line(point, steps))
         if console.evaluations == 1 and k < steps:  # before training: what evaluations will cost
             say(progress.cost_line(watch.tokens, watch.seconds, sum(eval_due(j, steps, cfg) for j in range(k + 1, steps + 1)),
-                                   cfg.eval_every, steps - k, cfg.batch_size * cfg.grad_accum * cfg.seq_len, plan.checkpointing))
+                                   cfg.eval_every, steps - k, job.step_tokens or cfg.batch_size * cfg.grad_accum * cfg.seq_len, plan.checkpointing))
         for tracker in trackers:
             tracker.log(_numbers(point, "eval"), k)
         if job.on_eval is not None:
