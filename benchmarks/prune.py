@@ -39,16 +39,17 @@ from pathlib import Path
 import numpy as np
 
 
-def finetune_cost(store, study: str, kept: dict[str, int] | None = None) -> tuple[int, float, int]:
-    """(steps trained, wall seconds, runs pruned) over the study's finetune cells; `kept` (a
-    simulation): run -> the step it stopped at, and no wall seconds."""
+def finetune_cost(store, study: str, kept: dict[str, int] | None = None,
+                  only: set[str] | None = None) -> tuple[int, float, int]:
+    """(steps trained, wall seconds, runs pruned) over the study's finetune cells (`only`: these);
+    `kept` (a simulation): run -> the step it stopped at, and no wall seconds."""
     steps, wall, pruned = 0, 0.0, 0
     last: dict[str, int] = defaultdict(int)
     for p in store.points(study=study):
         if p["kind"] == "finetune":
             last[p["run_id"]] = max(last[p["run_id"]], int(p["step"]))
     for r in store.runs(study):
-        if r["kind"] != "finetune":
+        if r["kind"] != "finetune" or (only is not None and r["cell_id"] not in only):
             continue
         if kept is not None:
             steps += kept.get(r["cell_id"], last.get(r["cell_id"], 0))
@@ -180,7 +181,7 @@ def simulate(store, study: str, rule) -> tuple[dict[str, int], set[tuple[str, in
 
 
 def verdicts(full_rows: list[dict], pruned_rows: list[dict], full_store, pruned_store, study: str,
-             kept: set | None) -> dict:
+             kept: set | None, only: set | None = None) -> dict:
     """Claims 2, 3, 6 on both sides; the remedies answer per panel when the study has WiSE or
     several remedies per panel (report.compare)."""
     from forgetless.report.verdicts import claim2_same_optimizer, claim3_lora
@@ -193,9 +194,9 @@ def verdicts(full_rows: list[dict], pruned_rows: list[dict], full_store, pruned_
                                "changed": a.status != b.status}
     from forgetless.report.compare import compare, rows_from_store
 
-    crows = rows_from_store(full_store, study)
+    crows = [r for r in rows_from_store(full_store, study) if only is None or r["run_id"] in only]
     prows = [r for r in crows if (r["run_id"], r["step"]) in kept] if kept is not None \
-        else rows_from_store(pruned_store, study)
+        else [r for r in rows_from_store(pruned_store, study) if only is None or r["run_id"] in only]
     if len({r["remedy"] for r in crows}) > 1:
         a = {(pc.base, pc.task): pc for pc in compare(crows)}
         b = {(pc.base, pc.task): pc for pc in compare(prows)}
@@ -210,9 +211,10 @@ def verdicts(full_rows: list[dict], pruned_rows: list[dict], full_store, pruned_
 
 
 def measure(study, full: Path, root: Path, rule, workers: int, simulated: bool = False,
-            executor=None) -> dict:
+            executor=None, run: bool = True) -> dict:
     """The figures of the module docstring for `study`, whose finished full sweep is in `full`
-    (only read); the pruned sweep goes to <root>/pruned. `executor`: a stand-in trainer (tests)."""
+    (only read); the pruned sweep goes to <root>/pruned. `executor`: a stand-in trainer (tests);
+    run=False: the figures of the pruned sweep already there (an interrupted one: so far)."""
     from forgetless.report.tables import finetune_rows
     from forgetless.sweep.runner import run_sweep
     from forgetless.sweep.store import Store
@@ -223,7 +225,7 @@ def measure(study, full: Path, root: Path, rule, workers: int, simulated: bool =
     if simulated:
         with Store(store_path, readonly=True) as st:
             stopped, kept = simulate(st, study.name, rule)
-    else:
+    elif run:
         if pruned.exists():
             shutil.rmtree(pruned)
         seed_pruned_dir(full, store_path, pruned, study.name)
@@ -234,10 +236,17 @@ def measure(study, full: Path, root: Path, rule, workers: int, simulated: bool =
         result["workers"] = workers
 
     rows = {}
+    only = None  # an interrupted pruned sweep: both sides over the finetunes it finished
+    if kept is None:
+        with Store(pruned / "results.sqlite", readonly=True) as pst:
+            ft = [r for r in pst.runs(study.name) if r["kind"] == "finetune"]
+            finished = {r["cell_id"] for r in ft if r["status"] in ("done", "diverged")}
+        if len(finished) < len(ft):
+            only, result["partial"] = finished, f"{len(finished)} of {len(ft)} finetunes finished"
     with Store(store_path, readonly=True) as fst:
-        steps, wall, n = finetune_cost(fst, study.name)
+        steps, wall, n = finetune_cost(fst, study.name, only=only)
         result["full"] = {"finetune_steps": steps, "finetune_wall_s": round(wall, 1), "runs_pruned": n}
-        rows["full"] = finetune_rows(fst, study.name)
+        rows["full"] = [r for r in finetune_rows(fst, study.name) if only is None or r["run_id"] in only]
         if kept is not None:
             steps, _, n = finetune_cost(fst, study.name, stopped)
             result["pruned"] = {"finetune_steps": steps, "runs_pruned": n}
@@ -245,10 +254,10 @@ def measure(study, full: Path, root: Path, rule, workers: int, simulated: bool =
             result["verdicts"] = verdicts(rows["full"], rows["pruned"], fst, None, study.name, kept)
         else:
             with Store(pruned / "results.sqlite", readonly=True) as pst:
-                steps, wall, n = finetune_cost(pst, study.name)
+                steps, wall, n = finetune_cost(pst, study.name, only=only)
                 result["pruned"] = {"finetune_steps": steps, "finetune_wall_s": round(wall, 1), "runs_pruned": n}
-                rows["pruned"] = finetune_rows(pst, study.name)
-                result["verdicts"] = verdicts(rows["full"], rows["pruned"], fst, pst, study.name, None)
+                rows["pruned"] = [r for r in finetune_rows(pst, study.name) if only is None or r["run_id"] in only]
+                result["verdicts"] = verdicts(rows["full"], rows["pruned"], fst, pst, study.name, None, only)
     hv = hypervolume_kept(rows["full"], rows["pruned"])
     result["compute_share_steps"] = result["pruned"]["finetune_steps"] / max(result["full"]["finetune_steps"], 1)
     if "finetune_wall_s" in result["pruned"]:
@@ -275,6 +284,7 @@ def main() -> None:
     ap.add_argument("--simulate", action="store_true", help="train nothing: the rule on the full store's points")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--figures-only", action="store_true", help="run nothing: the figures of <dir>/pruned as it is")
     args = ap.parse_args()
 
     from forgetless.sweep.prune import PRUNE_MARGIN, PRUNE_WARMUP, PruneRule
@@ -289,12 +299,12 @@ def main() -> None:
         full = Path(args.full)
         study = stored_study(snapshot(full, root / "full-store"), args.study)
     else:
-        if args.simulate:
-            raise SystemExit("--simulate reads a finished sweep: give it with --full DIR")
+        if args.simulate or args.figures_only:
+            raise SystemExit("--simulate and --figures-only read a finished sweep: give it with --full DIR")
         study = load_study(args.study or "cpu-full")
         full = root / "full"
         run_sweep(study, workers=workers, out_dir=full, progress=False)
-    result = measure(study, full, root, rule, workers, args.simulate)
+    result = measure(study, full, root, rule, workers, args.simulate, run=not args.figures_only)
     result["command"] = " ".join(sys.argv)
     text = json.dumps(result, indent=2, default=str)
     print(text)
