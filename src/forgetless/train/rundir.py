@@ -45,7 +45,7 @@ class RunResult:
     """What `pretrain` and `finetune` return."""
 
     out_dir: Path
-    status: str  # "done" | "diverged"
+    status: str  # "done" | "diverged" | "pruned" (ended by a train.stop.StopRun from on_eval)
     points: list[dict] = field(default_factory=list)  # the eval points, oldest first
     final_checkpoint: Path | None = None
 
