@@ -14,7 +14,7 @@ from typing import Any
 # se ≈ R128 · |Δ| · √(128 / window) / √windows. R128 = 0.38 is the spread of the per-window
 # change relative to Δ on 128-token windows, measured on real nano finetunes 0.11 and 0.15 nats
 # from their base (benchmarks/paired_eval_noise.py, docs/BENCHMARKS.md: 0.0076 and 0.0099 on 32
-# windows); longer windows average more tokens (√(128/L): the 135M model's 1024-token windows
+# windows); longer windows average more tokens (√(128/L): a 135M model's 1024-token windows (random weights)
 # measured 0.10 against 0.13 by this rule, so the rule errs high).
 PAIRED_R128 = 0.38
 # The change at which the expected error is printed: the README's forgetting budget.
