@@ -180,6 +180,52 @@ def simulate(store, study: str, rule) -> tuple[dict[str, int], set[tuple[str, in
     return stopped, kept
 
 
+def oracle_share(rows: list[dict], by: tuple[str, ...]) -> tuple[float, int]:
+    """The bound no pruning rule can beat without dropping frontier points: (share of the steps
+    trained when every run stops right after its last point on the final Pareto front of its
+    group `by`, runs with no point on it past step 0)."""
+    from forgetless.sweep.prune import pareto
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if np.isfinite(r["forgetting"]) and np.isfinite(r["learning"]):
+            groups[tuple(r[k] for k in by)].append(r)
+    last: dict[str, int] = defaultdict(int)
+    last_on: dict[str, int] = defaultdict(int)
+    for rs in groups.values():
+        front = set(pareto([(r["forgetting"], r["learning"]) for r in rs]))
+        for r in rs:
+            last[r["run_id"]] = max(last[r["run_id"]], r["step"])
+            if r["step"] > 0 and (r["forgetting"], r["learning"]) in front:
+                last_on[r["run_id"]] = max(last_on[r["run_id"]], r["step"])
+    return sum(last_on.values()) / max(sum(last.values()), 1), sum(1 for k in last if not last_on.get(k))
+
+
+def grid(store_path: Path, study: str) -> list[dict]:
+    """--simulate over warm-ups 1-3, margins 0 / 0.01 / 0.02 and windows all / 1 / 2."""
+    from forgetless.report.tables import finetune_rows
+    from forgetless.sweep.prune import PruneRule
+    from forgetless.sweep.store import Store
+
+    out = []
+    with Store(store_path, readonly=True) as st:
+        rows = finetune_rows(st, study)
+        steps, _, _ = finetune_cost(st, study)
+        for window in (None, 1, 2):
+            for warmup in (1, 2, 3):
+                for margin in (0.0, 0.01, 0.02):
+                    stopped, kept = simulate(st, study, PruneRule(warmup=warmup, margin=margin, window=window))
+                    pruned = [r for r in rows if (r["run_id"], r["step"]) in kept]
+                    hv = list(hypervolume_kept(rows, pruned).values())
+                    v = verdicts(rows, pruned, st, None, study, kept)
+                    out.append({"window": window, "warmup": warmup, "margin": margin, "runs_pruned": len(stopped),
+                                "steps_share": round(finetune_cost(st, study, stopped)[0] / max(steps, 1), 3),
+                                "hv_mean": round(float(np.nanmean(hv)), 4), "hv_worst": round(float(np.nanmin(hv)), 4),
+                                "changed": [k for k, x in v.items() if k != "compare" and x["changed"]]
+                                + [f"compare {k}" for k, x in v.get("compare", {}).items() if x["changed"]]})
+    return out
+
+
 def verdicts(full_rows: list[dict], pruned_rows: list[dict], full_store, pruned_store, study: str,
              kept: set | None, only: set | None = None) -> dict:
     """Claims 2, 3, 6 on both sides; the remedies answer per panel when the study has WiSE or
@@ -268,6 +314,9 @@ def measure(study, full: Path, root: Path, rule, workers: int, simulated: bool =
     result["verdicts_changed"] = sorted(
         [k for k, v in result["verdicts"].items() if k != "compare" and v["changed"]]
         + [f"compare {k}" for k, v in result["verdicts"].get("compare", {}).items() if v["changed"]])
+    result["oracle_steps_share"] = {
+        "line": oracle_share(rows["full"], ("base", "task", "method")),
+        "panel": oracle_share(rows["full"], ("base", "task"))}
     result["goal_met"] = bool(hv and result["hypervolume_kept_mean"] >= 0.95 and result["compute_share_steps"] <= 0.60)
     return result
 
@@ -285,6 +334,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--figures-only", action="store_true", help="run nothing: the figures of <dir>/pruned as it is")
+    ap.add_argument("--grid", action="store_true", help="with --full: --simulate over a grid of rules, one line each")
     args = ap.parse_args()
 
     from forgetless.sweep.prune import PRUNE_MARGIN, PRUNE_WARMUP, PruneRule
@@ -299,11 +349,15 @@ def main() -> None:
         full = Path(args.full)
         study = stored_study(snapshot(full, root / "full-store"), args.study)
     else:
-        if args.simulate or args.figures_only:
-            raise SystemExit("--simulate and --figures-only read a finished sweep: give it with --full DIR")
+        if args.simulate or args.figures_only or args.grid:
+            raise SystemExit("--simulate, --grid and --figures-only read a finished sweep: give it with --full DIR")
         study = load_study(args.study or "cpu-full")
         full = root / "full"
         run_sweep(study, workers=workers, out_dir=full, progress=False)
+    if args.grid:
+        for line in grid(snapshot(full, root / "full-store"), study.name):
+            print(json.dumps(line))
+        return
     result = measure(study, full, root, rule, workers, args.simulate, run=not args.figures_only)
     result["command"] = " ".join(sys.argv)
     text = json.dumps(result, indent=2, default=str)

@@ -3,7 +3,8 @@ of test_prune.py: the stand-in trainer's bad learning rate (12 of 36 finetunes) 
 base at every step, so exactly those runs stop at the warm-up's step 4 of 8.
 
 Known answers: finetuning steps 36 x 8 = 288 full, 288 - 12 x 4 = 240 pruned; the hypervolume of
-every panel kept whole (the bad runs' points are dominated); claim 2 unchanged; the full sweep's
+every panel kept whole (the bad runs' points are dominated); claim 2 unchanged; the oracle bound
+(each run stopped after its last point on its line's front) at the 24 good runs' steps; the full sweep's
 directory not modified by a byte; and the offline simulation (--simulate) finds the same stops as
 the pruned sweep that ran.
 """
@@ -90,6 +91,9 @@ def test_a_finished_sweep_as_the_full_side(tmp_path) -> None:
     assert got["hypervolume_kept_worst"] == pytest.approx(1.0)
     assert got["verdicts"]["claim2_same_optimizer"]["full"][0] == "holds"
     assert got["verdicts_changed"] == []
+    # The bound: the good runs end on their line's front (a straight trade-off), the bad ones are never on it.
+    share, never = got["oracle_steps_share"]["line"]
+    assert share == pytest.approx(24 * STEPS / (36 * STEPS)) and never == 12
 
     sim = bench.measure(study, full, tmp_path / "bench", PruneRule(warmup=2), workers=0, simulated=True)
     assert _fingerprint(full) == before
