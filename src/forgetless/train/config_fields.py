@@ -145,9 +145,11 @@ def check_lora_fields(method: str, given: dict[str, Any]) -> None:
 def setting(cls: type[BaseModel], name: str, required: bool = False, **changes: Any) -> Any:
     """The field `name` of the training config `cls` as a study field: its checks (ge, gt, ...),
     description and default, with `changes` (e.g. default=None) or no default (`required`)."""
-    if required:
-        changes["default"] = PydanticUndefined
-    return FieldInfo.merge_field_infos(cls.model_fields[name], **changes)
+    field = FieldInfo.merge_field_infos(cls.model_fields[name], **changes)  # a copy: the config's is unchanged
+    if required:  # merge_field_infos keeps the default it is given PydanticUndefined for
+        field.default = PydanticUndefined
+        field._attributes_set = {k: v for k, v in field._attributes_set.items() if k != "default"}
+    return field
 
 
 def setting_type(cls: type[BaseModel], name: str) -> Any:
