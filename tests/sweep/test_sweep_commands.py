@@ -99,7 +99,7 @@ def test_bad_study_is_refused_with_the_field_named(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     res = runner.invoke(app, ["sweep", str(path), "--workers", "0"])
     assert res.exit_code == 2
-    assert "finetune[0].methods[0].optimizer: unknown optimizer 'adamx'" in res.output
+    assert "finetune[0].methods[0].optimizer: optimizer 'adamx' is unknown; allowed: adamw" in res.output
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
