@@ -53,7 +53,7 @@ MAX_FINETUNE_RATIO = 0.20
 class DataSpec(_Strict):
     corpus: str = setting(PretrainConfig, "corpus")
     tokenizer: str | None = setting(PretrainConfig, "tokenizer")  # None: a BPE trained on the corpus
-    # None: the pretraining config's default for each base's model (resolved_data)
+    # None: the pretraining config's default for each base's model (resolved, below)
     vocab_size: int | None = setting(PretrainConfig, "vocab_size")
 
     def resolved(self, model: str | None) -> dict:

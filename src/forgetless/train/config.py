@@ -1,12 +1,14 @@
 """Typed run configurations: `PretrainConfig` and `FinetuneConfig`, loaded from and saved to YAML.
 
 Each training setting is declared here once: its name, type, default, allowed values and help.
-The command line (`forgetless pretrain/finetune`, see train/options.py), YAML files and the
-`settings` of study files all take these field names; nothing else lists them.
+The command line (`forgetless pretrain/finetune`, see train/options.py), YAML files, study files
+(whose training fields are these fields, sweep/study_fields.py) and their `settings` all take
+these field names; nothing else lists them. Rules between fields are train/config_fields.py's.
 
 Fields left as None are filled by `resolved()` from each class's `DEFAULTS` table, whose entries
-may depend on the model's size class (models/names.py SIZE_CLASSES: the CPU pilot of docs/pilot.md
-for cpu, the gpu-quick preset for gpu, paper appendix A.1.1 for paper and outside models); `--help` prints the same table, so the two cannot drift. The run directory's
+may depend on the model's size class (models/names.py SIZE_CLASSES: the CPU pilot of
+docs/pilot.md for cpu, the gpu-quick preset for gpu, paper appendix A.1.1 for paper and outside
+models); `--help` prints the same table, so the two cannot drift. The run directory's
 `config.yaml` is the fully resolved config, so a run can be repeated exactly.
 """
 
@@ -302,10 +304,13 @@ class FinetuneConfig(TrainConfig):
         fields = type(self).model_fields
         check_lora_fields(self.method, {k: getattr(self, k) for k in LORA_FIELDS
                                         if getattr(self, k) != fields[k].get_default(call_default_factory=True)})
+        # Finetunes only: a pretraining run may evaluate less often than its steps (a WSD trunk
+        # piece shorter than its entry's eval_every evaluates at its end, sweep/branches.py).
         check_eval_every(self.steps, self.eval_every)
         return self
 
-    # ByModel entries are picked by the base's preset (a forgetless run's model; others are "larger").
+    # ByModel entries are picked by the base's preset (a forgetless run's model; other models take
+    # the paper class's value).
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "optimizer": Rule("the optimizer that pretrained the base (run config or registry), else adamw"),
         "lr": Rule("1e-4 for method full, 1e-3 for lora"), "weight_decay": 0.0, "dropout": 0.1,
