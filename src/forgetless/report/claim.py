@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forgetless.metrics import X_DEFAULT
+
 from .statistics import HOLDS, LEVEL, NOT_MEASURED, PARTIAL, Decision, combine
 
 
@@ -90,6 +92,7 @@ def group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return dict(sorted(groups.items(), key=lambda kv: str(kv[0])))
 
 
-def base_forgetting(rows: list[dict]) -> float:
-    base = [r["forgetting"] for r in rows if r.get("step") == 0 and np.isfinite(r["forgetting"])]
+def base_forgetting(rows: list, x: str = X_DEFAULT) -> float:
+    """The base's own value of the forgetting metric x: the first finite step-0 value of the rows."""
+    base = [v for r in rows if r.step == 0 and np.isfinite(v := r.value(x))]
     return float(base[0]) if base else float("nan")

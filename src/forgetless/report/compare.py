@@ -31,77 +31,22 @@ from pathlib import Path
 
 import numpy as np
 
+from forgetless.errors import UserError
+from forgetless.metrics import DELTAS, FORGETTING, LEARNING, X_DEFAULT, Y_DEFAULT, metric
 from forgetless.report.claim import base_forgetting, group
-from forgetless.report.effects import DELTAS, cloud, delta_view, front, frontier_gap
+from forgetless.report.effects import cloud, delta_view, front, frontier_gap
+from forgetless.report.rows import Row, as_rows, rows_from_run, rows_from_store
 from forgetless.report.statistics import FAILS, HOLDS, LEVEL, Decision, decide
 from forgetless.report.verdicts import FRONTIER_MARGIN
 
-
-def rows_from_store(store, study: str | None = None) -> list[dict]:
-    """Finetune eval points as rows: the remedy (method, or method+wise), the unit, the costs."""
-    runs = {r["cell_id"]: r for r in store.runs(study)}
-    out = []
-    for p in store.points(study=study):
-        if p["kind"] != "finetune":
-            continue
-        meta, extra = p.get("meta") or {}, p.get("extra") or {}
-        alpha = extra.get("wise")
-        label = str(meta.get("base"))
-        seed = meta.get("base_seed")
-        base = label.rsplit("/s", 1)[0] if seed is not None and label.endswith(f"/s{seed}") else label
-        config = (runs.get(p["run_id"]) or {}).get("config") or {}
-        out.append({"run_id": p["run_id"], "base": base, "base_optimizer": meta.get("base_optimizer"),
-                    "base_seed": seed, "finetune_seed": meta.get("seed"),
-                    "reference": meta.get("reference") or _reference(config),
-                    "task": meta.get("task"), "method": p["method"],
-                    "remedy": p["method"] + ("+wise" if alpha is not None else ""), "wise": alpha,
-                    "lr": p["lr"], "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],
-                    "tokens": p.get("tokens"), "replay_tokens": extra.get("replay_tokens"),
-                    "wise_evaluations": extra.get("wise_evaluations"),
-                    "optimizer": (runs.get(p["run_id"]) or {}).get("config", {}).get("optimizer")})
-    return out
+__all__ = ["DELTAS", "PanelComparison", "Row", "answer", "compare", "compare_panel", "holm", "markdown", "plot",
+           "rows_from_run", "rows_from_store", "run_compare"]
 
 
-def _reference(config: dict) -> str | None:
-    """The reference text forgetting was measured on, as a run's config names it."""
-    ref = config.get("forget_corpus") or (config.get("settings") or {}).get("forget_corpus")
-    return None if ref is None else str(ref)
-
-
-def rows_from_run(run_dir: str | Path, label: str | None = None) -> list[dict]:
-    """The eval points of one `forgetless finetune` run directory as rows: its trajectory and, when
-    it was run with `wise`, its WiSE curve. Its remedy is `label` (several run directories compared:
-    each its own), else the method and optimizer. The unit of evidence is the finetuning seed: a
-    downloaded checkpoint has no pretraining seeds to repeat."""
-    import json
-
-    import yaml
-
-    path = Path(run_dir)
-    cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    method = label or f"{cfg.get('method', 'full')}-{cfg.get('optimizer')}"
-    out = []
-    for line in (path / "metrics.jsonl").read_text().splitlines():
-        try:
-            p = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(p, dict) or p.get("kind") != "eval" or p.get("learning") is None:
-            continue
-        alpha = p.get("wise")
-        out.append({"run_id": str(path), "base": Path(str(cfg.get("base"))).name, "base_optimizer": None,
-                    "base_seed": None, "finetune_seed": cfg.get("seed", 0), "reference": _reference(cfg),
-                    "task": cfg.get("task"), "method": method,
-                    "remedy": method + ("+wise" if alpha is not None else ""), "wise": alpha, "lr": cfg.get("lr"),
-                    "step": p["step"], "forgetting": p["forgetting"], "learning": p["learning"],
-                    "tokens": p.get("tokens"), "replay_tokens": p.get("replay_tokens"),
-                    "wise_evaluations": p.get("wise_evaluations"), "optimizer": cfg.get("optimizer")})
-    return out
-
-
-def remedy_cloud(rows: list[dict]) -> np.ndarray:
-    """(n, 2) points of a remedy: step 0 and WiSE at α = 0 (both the untouched base) left out."""
-    return cloud([r for r in rows if r.get("wise") != 0])
+def remedy_cloud(rows: list[Row], x: str = X_DEFAULT, y: str = Y_DEFAULT) -> np.ndarray:
+    """(n, 2) points of a remedy on the axes x, y: step 0 and WiSE at α = 0 (both the untouched
+    base) left out."""
+    return cloud([r for r in rows if r.wise != 0], x, y)
 
 
 @dataclass
@@ -124,58 +69,74 @@ class PanelComparison:
     optimizer: dict[str, str] = field(default_factory=dict)  # remedy -> its finetuning optimizer
     unit: str = "pretraining seed"  # what one unit of evidence is: a pretraining or a finetuning seed
     reference: str = "held-out pretraining text"  # what forgetting was measured on
+    x: str = X_DEFAULT  # the metrics of the axes (forgetless.metrics)
+    y: str = Y_DEFAULT
     pairs: list[Pair] = field(default_factory=list)
     units: int = 0
     best: str | None = None
     answer: str = ""
 
 
-def _cost(rows: list[dict]) -> dict[str, float]:
+def _cost(rows: list[Row]) -> dict[str, float]:
     """Per run (mean over runs): finetune tokens, replay tokens, WiSE evaluations."""
     by_run = group(rows, "run_id")
-    tokens = [max((r["tokens"] or 0) for r in rs) for rs in by_run.values()]
-    replay = [max((r["replay_tokens"] or 0) for r in rs) for rs in by_run.values()]
-    wise = [len({r["wise"] for r in rs if r["wise"] is not None}) for rs in by_run.values()]
+    tokens = [max((r.tokens or 0) for r in rs) for rs in by_run.values()]
+    replay = [max((_finite(r.value("replay_tokens")) or 0) for r in rs) for rs in by_run.values()]
+    wise = [len({r.wise for r in rs if r.wise is not None}) for rs in by_run.values()]
     mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
     return {"runs": len(by_run), "tokens": mean(tokens), "replay_tokens": mean(replay), "wise_evaluations": mean(wise)}
 
 
-def compare_panel(base: str, task: str, rows: list[dict], margin: float = FRONTIER_MARGIN) -> PanelComparison:
-    """One (base, task): clouds, Δ-view, pairwise decisions over pretraining seeds, costs, answer."""
-    remedies = sorted({r["remedy"] for r in rows})
-    by_remedy = {m: [r for r in rows if r["remedy"] == m] for m in remedies}
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def compare_panel(base: str, task: str, rows: list[Row], margin: float = FRONTIER_MARGIN,
+                  x: str = X_DEFAULT, y: str = Y_DEFAULT) -> PanelComparison:
+    """One (base, task): clouds, Δ-view, pairwise decisions over pretraining seeds, costs, answer,
+    on the axes x (a forgetting metric) and y (a learning metric) of forgetless.metrics."""
+    rows = as_rows(rows)
+    remedies = sorted({r.remedy for r in rows})
+    by_remedy = {m: [r for r in rows if r.remedy == m] for m in remedies}
     # A study's bases come in pretraining seeds; one downloaded checkpoint has none, and its
     # repeats are finetuning seeds (the only seeds a user can run again).
-    pretrained_here = any(r.get("base_seed") is not None for r in rows)
-    units = group(rows, "base_optimizer", "base_seed") if pretrained_here else group(rows, "finetune_seed")
-    references = sorted({str(r["reference"]) for r in rows if r.get("reference")})
-    steps0 = [r for r in rows if r["step"] == 0]
-    base_point = (float(np.median([r["forgetting"] for r in steps0])), float(np.median([r["learning"] for r in steps0]))) \
+    pretrained_here = any(r.base_seed is not None for r in rows)
+    units = group(rows, "base_optimizer", "base_seed") if pretrained_here else group(rows, "seed")
+    references = sorted({str(r.reference) for r in rows if r.reference})
+    steps0 = [r for r in rows if r.step == 0]
+    base_point = (float(np.median([r.value(x) for r in steps0])), float(np.median([r.value(y) for r in steps0]))) \
         if steps0 else (math.nan, math.nan)
     delta = {}
     for m in remedies:
-        per_unit = [delta_view(remedy_cloud([r for r in urows if r["remedy"] == m]), base_forgetting(urows))
+        per_unit = [delta_view(remedy_cloud([r for r in urows if r.remedy == m], x, y), base_forgetting(urows, x))
                     for urows in units.values()]
         with np.errstate(all="ignore"):
             stacked = np.array(per_unit, dtype=float).reshape(-1, len(DELTAS))
             delta[m] = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in stacked.T])
     pc = PanelComparison(base, task, remedies, {m: remedy_cloud(by_remedy[m]) for m in remedies}, base_point,
                          delta, {m: _cost(by_remedy[m]) for m in remedies}, units=len(units),
-                         optimizer={m: str(by_remedy[m][0].get("optimizer")) for m in remedies},
+                         optimizer={m: str(by_remedy[m][0].optimizer) for m in remedies},
                          unit="pretraining seed" if pretrained_here else "finetuning seed",
-                         reference=" + ".join(references) or "held-out pretraining text")
+                         reference=" + ".join(references) or "held-out pretraining text", x=x, y=y)
     for i, a in enumerate(remedies):
         for b in remedies[i + 1:]:
             effects = []
             for urows in units.values():
-                ca = remedy_cloud([r for r in urows if r["remedy"] == a])
-                cb = remedy_cloud([r for r in urows if r["remedy"] == b])
+                ca = remedy_cloud([r for r in urows if r.remedy == a], x, y)
+                cb = remedy_cloud([r for r in urows if r.remedy == b], x, y)
                 if len(ca) and len(cb):
                     effects.append(frontier_gap(ca, cb))
             pc.pairs.append(Pair(a, b, decide(effects, margin), effects))
     holm(pc.pairs, margin)
     pc.best, pc.answer = _answer(pc)
     return pc
+
+
+def _axis_words(pc: PanelComparison) -> tuple[str, str]:
+    """(learning, forgetting) as the answer and the tables say them: 'task loss', 'forgetting'."""
+    y = metric(pc.y).label.split(": ", 1)[-1]
+    x = "forgetting" if pc.x == X_DEFAULT else metric(pc.x).label.split(": ", 1)[-1].replace(" on {reference}", "")
+    return y, x
 
 
 def holm(pairs: list[Pair], margin: float, level: float = LEVEL) -> None:
@@ -191,42 +152,54 @@ def holm(pairs: list[Pair], margin: float, level: float = LEVEL) -> None:
         p.decision = decide(p.effects, margin, level=stop_level or step_level)
 
 
-def _record(pc: PanelComparison) -> dict[str, dict]:
+@dataclass
+class Record:
+    """One remedy's pairs: decisive wins, decisive losses, undecided, and its gap in each."""
+
+    wins: list[str] = field(default_factory=list)
+    losses: list[str] = field(default_factory=list)
+    open: list[str] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+
+
+def _record(pc: PanelComparison) -> dict[str, Record]:
     """Per remedy: decisive wins, decisive losses, undecided, mean gap over its pairs."""
-    rec = {m: {"wins": [], "losses": [], "open": [], "gaps": []} for m in pc.remedies}
+    rec = {m: Record() for m in pc.remedies}
     for p in pc.pairs:
         if not p.effects:
             continue
         sign = {HOLDS: 1, FAILS: -1}.get(p.decision.status, 0)
         for me, other, s in ((p.a, p.b, sign), (p.b, p.a, -sign)):
-            rec[me]["wins" if s > 0 else "losses" if s < 0 else "open"].append(other)
-            rec[me]["gaps"].append(p.decision.mean * (1 if me == p.a else -1))
+            (rec[me].wins if s > 0 else rec[me].losses if s < 0 else rec[me].open).append(other)
+            rec[me].gaps.append(p.decision.mean * (1 if me == p.a else -1))
     return rec
 
 
 def _answer(pc: PanelComparison) -> tuple[str | None, str]:
     rec = _record(pc)
-    scored = [m for m in pc.remedies if rec[m]["gaps"]]
+    scored = [m for m in pc.remedies if rec[m].gaps]
     where = f"base {pc.base} · {pc.task}"
     if len(scored) < 2:
         return None, f"{where}: fewer than two remedies with points; nothing to compare."
-    best = max(scored, key=lambda m: (len(rec[m]["wins"]) - len(rec[m]["losses"]), float(np.mean(rec[m]["gaps"]))))
+    best = max(scored, key=lambda m: (len(rec[m].wins) - len(rec[m].losses), float(np.mean(rec[m].gaps))))
     r = rec[best]
-    gap = float(np.mean(r["gaps"]))
-    how = (f"the calibrated test over {pc.units} {pc.unit}(s): per seed the frontier gap in nats of task "
-           f"loss at matched forgetting, two-sided t at family level {LEVEL:g} with Holm's correction over the "
+    gap = float(np.mean(r.gaps))
+    learn, forget = _axis_words(pc)
+    unit = metric(pc.y).unit
+    how = (f"the calibrated test over {pc.units} {pc.unit}(s): per seed the frontier gap in {unit} of "
+           f"{learn} at matched {forget}, two-sided t at family level {LEVEL:g} with Holm's correction over the "
            f"{len(pc.pairs)} pairs, margin {FRONTIER_MARGIN:g}")
-    if not any(rec[m]["wins"] for m in scored):
+    if not any(rec[m].wins for m in scored):
         return best, (f"{where}: no remedy's frontier is decisively better than another's by {how}. The largest "
-                      f"mean gap is {best}'s ({gap:+.3f} nats against the others on average), which is not "
+                      f"mean gap is {best}'s ({gap:+.3f} {unit} against the others on average), which is not "
                       f"enough to choose it: more {pc.unit}s would decide.")
     n_other = len(scored) - 1
-    if len(r["wins"]) == n_other:
+    if len(r.wins) == n_other:
         return best, (f"{where}: {best} gives the best frontier, decisively better than each of the other "
-                      f"{n_other} remedies by {how} (mean gap {gap:+.3f} nats).")
-    lost = f"; but {', '.join(r['losses'])} beat(s) it" if r["losses"] else ""
-    return best, (f"{where}: {best} is ahead, decisively better than {len(r['wins'])} of {n_other} remedies "
-                  f"({', '.join(r['wins'])}) by {how}; against {', '.join(r['open']) or 'none'} the test is "
+                      f"{n_other} remedies by {how} (mean gap {gap:+.3f} {unit}).")
+    lost = f"; but {', '.join(r.losses)} beat(s) it" if r.losses else ""
+    return best, (f"{where}: {best} is ahead, decisively better than {len(r.wins)} of {n_other} remedies "
+                  f"({', '.join(r.wins)}) by {how}; against {', '.join(r.open) or 'none'} the test is "
                   f"inconclusive, so those remain as good as far as these seeds tell{lost}.")
 
 
@@ -242,9 +215,19 @@ def answer(results: list[PanelComparison]) -> str:
     return " ".join(pc.answer for pc in results) + " " + tail
 
 
-def compare(rows: list[dict], margin: float = FRONTIER_MARGIN) -> list[PanelComparison]:
-    panels = group(rows, "base", "task")
-    return [compare_panel(str(b), str(t), rs, margin) for (b, t), rs in panels.items()]
+def compare(rows: list[Row], margin: float = FRONTIER_MARGIN, x: str = X_DEFAULT,
+            y: str = Y_DEFAULT) -> list[PanelComparison]:
+    """Every (base, task) panel compared on the axes x, y (metric names, forgetless.metrics); rows
+    without the x metric (a store written before it existed) are left out."""
+    x, y = metric(x, FORGETTING).name, metric(y, LEARNING).name
+    if metric(y).maximize:  # the frontier gaps and the Δ-view take lower as better
+        raise UserError(f"compare: learning metric {y!r} is higher-is-better; compare ranks by a loss "
+                        "(learning); draw accuracy with `forgetless frontier --y accuracy`")
+    rows = [r for r in as_rows(rows) if r.step == 0 or x == X_DEFAULT or math.isfinite(r.value(x))]
+    panels: dict[tuple, list[Row]] = {}
+    for r in rows:
+        panels.setdefault((r.base_model, r.task), []).append(r)
+    return [compare_panel(str(b), str(t), rs, margin, x, y) for (b, t), rs in sorted(panels.items(), key=str)]
 
 
 def _fmt(v: float, spec: str = ".3f") -> str:
@@ -253,11 +236,12 @@ def _fmt(v: float, spec: str = ".3f") -> str:
 
 def _cost_text(c: dict[str, float]) -> str:
     parts = []
-    if c["replay_tokens"]:
-        share = c["replay_tokens"] / c["tokens"] if c["tokens"] else math.nan
-        parts.append(f"{c['replay_tokens']:,.0f} replay tokens/run ({_fmt(100 * share, '.1f')}% of its tokens)")
-    if c["wise_evaluations"]:
-        parts.append(f"{c['wise_evaluations']:g} WiSE evaluations/run")
+    replay, tokens, wise = c.get("replay_tokens"), c.get("tokens"), c.get("wise_evaluations")
+    if replay:
+        share = replay / tokens if tokens else math.nan
+        parts.append(f"{replay:,.0f} replay tokens/run ({_fmt(100 * share, '.1f')}% of its tokens)")
+    if wise:
+        parts.append(f"{wise:g} WiSE evaluations/run")
     return "; ".join(parts) or "none"
 
 
@@ -269,15 +253,18 @@ def markdown(results: list[PanelComparison], figures: dict[tuple[str, str], Path
         out += [f"## base {_md(pc.base)} · {_md(pc.task)}", ""]
         if figures and (pc.base, pc.task) in figures:
             out += [f"![frontiers]({figures[(pc.base, pc.task)].name})", ""]
-        out += [f"Base model: forgetting {_fmt(pc.base_point[0])}, task loss {_fmt(pc.base_point[1])}; "
+        learn, forget = _axis_words(pc)
+        out += [f"Base model: {forget} {_fmt(pc.base_point[0])}, {learn} {_fmt(pc.base_point[1])}; "
                 f"{pc.units} {pc.unit}(s); forgetting measured on {_md(pc.reference)}.", "",
                 "| remedy | runs | " + " | ".join(f"Δ≤{d:g}" for d in DELTAS) + " | extra cost |",
                 "|---|---|" + "---|" * len(DELTAS) + "---|"]
         for m in pc.remedies:
-            out.append(f"| {_md(m)} | {pc.cost[m]['runs']} | " + " | ".join(_fmt(v) for v in pc.delta[m])
+            out.append(f"| {_md(m)} | {pc.cost[m].get('runs')} | " + " | ".join(_fmt(v) for v in pc.delta[m])
                        + f" | {_cost_text(pc.cost[m])} |")
-        out += ["", f"Best task loss with forgetting within Δ nats of the base (mean over {pc.unit}s; "
-                "lower is better).", "", "| A | B | A's frontier gap over B (nats) | verdict |", "|---|---|---|---|"]
+        best = "Highest" if metric(pc.y).maximize else "Best"
+        out += ["", f"{best} {learn} with {forget} within Δ {metric(pc.x).unit} of the base (mean over {pc.unit}s; "
+                f"{metric(pc.y).better} is better).", "",
+                f"| A | B | A's frontier gap over B ({metric(pc.y).unit}) | verdict |", "|---|---|---|---|"]
         for p in pc.pairs:
             verdict = {HOLDS: f"{_md(p.a)} better", FAILS: f"{_md(p.b)} better"}.get(p.decision.status, p.decision.status)
             out.append(f"| {_md(p.a)} | {_md(p.b)} | {p.decision.text()} | {verdict} |")
@@ -325,16 +312,17 @@ def plot(pc: PanelComparison, path: str | Path) -> Path:
         if all(np.isfinite(pc.base_point)):
             ax.plot(*pc.base_point, marker="*", ms=12, color="black", ls="none", label="base")
         ax.set_title(f"base {pc.base} · {pc.task} · finetuned with {opt}", fontsize=9)
-        ax.set_xlabel(f"forgetting: loss on {pc.reference} (lower is better)", fontsize=8)
+        ax.set_xlabel(metric(pc.x).axis_label(pc.reference), fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
-    axes[0][0].set_ylabel("learning: task loss (lower is better)", fontsize=8)
+    axes[0][0].set_ylabel(metric(pc.y).axis_label(), fontsize=8)
     return save_figure(fig, path, dpi=130)
 
 
-def run_compare(rows: list[dict], out_dir: str | Path) -> tuple[list[PanelComparison], Path]:
-    """The comparison of the rows, one figure per panel and compare.md in `out_dir`."""
-    results = compare(rows)
+def run_compare(rows: list[Row], out_dir: str | Path, x: str = X_DEFAULT,
+                y: str = Y_DEFAULT) -> tuple[list[PanelComparison], Path]:
+    """The comparison of the rows on the axes x, y, one figure per panel and compare.md in `out_dir`."""
+    results = compare(rows, x=x, y=y)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {}

@@ -94,14 +94,18 @@ def register(app: typer.Typer) -> None:
                                                  "(each its own remedy on one figure)"),
         sweep_dir: Path = typer.Option(None, "--dir", help="sweep directory of the study (default: its out_dir, else runs/<name>)"),
         out: Path = typer.Option(None, "--out", help="folder for compare.md and the figures (default: <sweep dir>/compare)"),
+        x: str = typer.Option("forgetting", "--x", help="forgetting axis, a forgetting metric of forgetless.metrics "
+                                                        "(forgetting, kl_to_base, forgetting_delta)"),
     ) -> None:
         """Every forgetting remedy (optimizer, LoRA, lr, replay, L2-SP, WiSE-FT) on one frontier per base
         and task: figures, the Δ-view with each remedy's extra cost, pairwise dominance decided over
         pretraining seeds (finetuning seeds for run directories), and which remedy to use.
 
         Example: forgetless compare runs/ft-full runs/ft-lora"""
+        from forgetless.metrics import FORGETTING, metric
         from forgetless.report.compare import rows_from_run, rows_from_store, run_compare
 
+        x = metric(x, FORGETTING).name  # a UserError naming the allowed ones; learning stays the task loss
         target = " ".join(targets)
         if len(targets) > 1:
             rows, root = runs_rows(targets)
@@ -114,7 +118,7 @@ def register(app: typer.Typer) -> None:
                     rows = rows_from_store(store, study)
         from forgetless.errors import writable_dir
 
-        results, md = run_compare(rows, writable_dir(out or root / "compare", "--out"))
+        results, md = run_compare(rows, writable_dir(out or root / "compare", "--out"), x=x)
         if not results:
             raise CompareError(f"{target}: no finetuning points yet; see `forgetless status {target}`")
         for pc in results:

@@ -25,6 +25,7 @@ from pathlib import Path
 from forgetless.report.render import Section, Table
 from forgetless.report.tables import finetune_rows
 from forgetless.report.verdicts import Verdict, claim2_same_optimizer
+from forgetless.sweep.records import EvalPoint
 from forgetless.sweep.store import Store
 
 
@@ -61,12 +62,12 @@ def measure(store_path: Path, study: str, root: Path | None = None) -> Convergen
     with Store(store_path) as st:
         runs = st.runs_by_id(study)
         rows = finetune_rows(st, study)
-        points = st.points(study=study)
+        points = st.eval_points(study=study)
     branches = {cid: r for cid, r in runs.items() if r["kind"] == "pretrain" and r["meta"].get("budget")}
-    last: dict[str, dict] = {}  # a branch's last evaluation: the finished base's validation loss
+    last: dict[str, EvalPoint] = {}  # a branch's last evaluation: the finished base's validation loss
     for p in points:
-        if p["run_id"] in branches and (p["run_id"] not in last or p["step"] > last[p["run_id"]]["step"]):
-            last[p["run_id"]] = p
+        if p.run_id in branches and (p.run_id not in last or p.step > last[p.run_id].step):
+            last[p.run_id] = p
     n = None
     for r in branches.values():
         out = Path(r["out_dir"] or "")
@@ -76,7 +77,7 @@ def measure(store_path: Path, study: str, root: Path | None = None) -> Convergen
         if found:
             n = n_params(found[-1])
             break
-    loss = {(r["meta"]["base_optimizer"], r["meta"]["base_seed"], r["meta"]["base_tokens"]): last[cid]["forgetting"]
+    loss = {(r["meta"]["base_optimizer"], r["meta"]["base_seed"], r["meta"]["base_tokens"]): last[cid].forgetting
             for cid, r in branches.items() if r["status"] == "done" and cid in last}
     budget_of_run = {cid: r["meta"].get("base_tokens") for cid, r in runs.items() if r["kind"] == "finetune"}
     result = Convergence(n)
@@ -88,7 +89,7 @@ def measure(store_path: Path, study: str, root: Path | None = None) -> Convergen
             seeds = sorted(s for (f, s, t) in loss if f == fam and t == b)
             val[fam] = [loss[(fam, s, b)] for s in seeds]
             dist[fam] = [loss[(fam, s, b)] - loss[(fam, s, top)] for s in seeds if (fam, s, top) in loss]
-        mine = [r for r in rows if budget_of_run.get(r["run_id"]) == b]
+        mine = [r for r in rows if budget_of_run.get(r.run_id) == b]
         fts = [r for r in runs.values() if r["kind"] == "finetune" and r["meta"].get("base_tokens") == b]
         done = sum(r["status"] in ("done", "diverged") for r in fts)
         result.budgets.append(Budget(b, b / n if n else float("nan"), val, dist, done, len(fts),

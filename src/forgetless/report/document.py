@@ -7,12 +7,14 @@ from pathlib import Path
 
 from forgetless.analysis import frontier as fr
 from forgetless.analysis.plots import activation_bars
+from forgetless.metrics import metric
 from forgetless.report.effects import FORGETTING_WINDOW
 from forgetless.report.figures import forgetting_sources, points_by_lr
 from forgetless.report.regime import RegimeCheck
 from forgetless.report.render import Section, Table, write_report
+from forgetless.report.rows import Row
 from forgetless.report.tables import forgetting_by_source
-from forgetless.report.verdicts import FRONTIER_MARGIN, Verdict
+from forgetless.report.verdicts import FRONTIER_MARGIN, Verdict, claim2_same_optimizer
 from forgetless.sweep.runner import store_path
 from forgetless.sweep.store import Store
 
@@ -90,7 +92,7 @@ def pretrain_section(pretrain: list[dict]) -> Section:
                                  + [f"{t} loss" for t in tasks], rows)])
 
 
-def frontier_sections(points: list[dict], store_points: list, fig_dir: Path) -> list[Section]:
+def frontier_sections(points: list[Row], store_points: list, fig_dir: Path) -> list[Section]:
     panels = fr.panels(store_points)
     if not panels:
         return [Section("Frontiers", paragraphs=["No finetuning points were recorded."])]
@@ -119,6 +121,7 @@ def frontier_sections(points: list[dict], store_points: list, fig_dir: Path) -> 
                         tables=tables,
                         figures=[(figure, "Frontiers per base model and task"),
                                  (best, "Only each method's best learning rate (paper appendix B.1)")])]
+    sections += kl_sections(points, store_points, fig_dir)
     sections.append(Section("Points by learning rate (paper Figure 9)",
                             figures=[(points_by_lr(points, fig_dir / "points_by_lr.png"),
                                       "Every checkpoint of every method, coloured by learning rate")]))
@@ -134,6 +137,27 @@ def frontier_sections(points: list[dict], store_points: list, fig_dir: Path) -> 
             figures=[(forgetting_sources(by_source, fig_dir / "forgetting_by_source.png"),
                       "Forgetting per held-out source")]))
     return sections
+
+
+def kl_sections(points: list[Row], store_points: list, fig_dir: Path, x: str = "kl_to_base") -> list[Section]:
+    """Claim 2 on a second measure of forgetting (issue 25 §3): the frontiers with x =
+    KL(base ‖ model) on the reference sample, and claim 2's test on it, shown beside the verdict
+    (the loss-based one decides). Nothing when the store's points carry no such measurement."""
+    if not any(math.isfinite(r.value(x)) for r in points if r.step != 0):
+        return []
+    panels = fr.panels(store_points, x=x)
+    if not panels:
+        return []
+    summaries = [fr.summarize(pn) for pn in panels]
+    figure = fr.plot(panels, summaries, fig_dir / f"frontiers_{x}.png")
+    v = claim2_same_optimizer(points, x=x)
+    label = metric(x).label.split(": ", 1)[-1].replace(" on {reference}", "")
+    return [Section(f"Claim 2 on {label} (shown, not deciding)",
+                    paragraphs=[f"{metric(x).how}. Where the loss-based measure averages the change of "
+                                f"−log p over the reference's own next tokens, this one sees every change of "
+                                f"the predicted distribution, including on tokens the base already predicted "
+                                f"well. Claim 2's test on it: {v.status}; {v.ours}."],
+                    figures=[(figure, f"Frontiers per base model and task, forgetting as {label}")])]
 
 
 def analysis_sections(pretrain: list[dict], probes: dict[str, dict], fig_dir: Path) -> list[Section]:

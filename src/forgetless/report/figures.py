@@ -13,28 +13,31 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from forgetless.analysis.plots import save_figure  # noqa: E402
+from forgetless.metrics import X_DEFAULT, Y_DEFAULT, metric  # noqa: E402
+from forgetless.report.rows import Row  # noqa: E402
 
 
-def points_by_lr(rows: list[dict], path: Path) -> Path:
-    """One panel per (base, task, method): every checkpoint, coloured by its learning rate."""
-    groups: dict[tuple, list[dict]] = {}
+def points_by_lr(rows: list[Row], path: Path, x: str = X_DEFAULT, y: str = Y_DEFAULT) -> Path:
+    """One panel per (base, task, method): every checkpoint on the axes x, y (metric names of
+    forgetless.metrics), coloured by its learning rate."""
+    groups: dict[tuple, list[Row]] = {}
     for r in rows:
-        if np.isfinite(r["forgetting"]) and np.isfinite(r["learning"]):
-            groups.setdefault((r["base"], r["task"], r["method"]), []).append(r)
+        if np.isfinite(r.value(x)) and np.isfinite(r.value(y)):
+            groups.setdefault((r.base, r.task, r.method), []).append(r)
     keys = sorted(groups, key=str)
     cols = min(4, max(1, len(keys)))
     nrows = max(1, -(-len(keys) // cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.4 * nrows), squeeze=False)
-    lrs = [r["lr"] for r in rows if r["lr"]]
+    lrs = [r.lr for r in rows if r.lr]
     norm = LogNorm(vmin=min(lrs), vmax=max(lrs)) if lrs and min(lrs) < max(lrs) else None
     scatter = None
     for ax, key in zip(axes.flat, keys, strict=False):
         pts = groups[key]
-        scatter = ax.scatter([p["forgetting"] for p in pts], [p["learning"] for p in pts],
-                             c=[p["lr"] for p in pts], cmap="viridis", norm=norm, s=18)
+        scatter = ax.scatter([p.value(x) for p in pts], [p.value(y) for p in pts],
+                             c=[p.lr for p in pts], cmap="viridis", norm=norm, s=18)
         ax.set_title(f"{key[0]} · {key[1]} · {key[2]}", fontsize=9)
-        ax.set_xlabel("forgetting (held-out pretraining loss)", fontsize=8)
-        ax.set_ylabel("learning (task loss)", fontsize=8)
+        ax.set_xlabel(metric(x).axis_label(), fontsize=8)
+        ax.set_ylabel(metric(y).axis_label(), fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if scatter is not None:

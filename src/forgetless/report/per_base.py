@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from forgetless.analysis.pareto import dominated_share
+from forgetless.metrics import X_DEFAULT
 from forgetless.optim import describe
 
 from .claim import group
@@ -44,6 +45,7 @@ from .effects import (
     path_gap,
     paths,
 )
+from .rows import Row
 from .statistics import FAILS, NOT_MEASURED, Decision, decide, every_part
 
 REQUIRED_BASES = ("adamw", "muon")  # the paper's claim 2 names both; a missing one is a missing part
@@ -80,36 +82,38 @@ class PerBase:
         return min(failing or measured, key=lambda d: d.mean)
 
 
-def _labels(rows: list[dict], key: str) -> dict[str, str]:
-    """family -> the optimizer names of that family found in `rows[key]`, joined by '/'."""
+def _labels(rows: list[Row]) -> dict[str, str]:
+    """family -> the base optimizer names of that family found in the rows, joined by '/'."""
     names: dict[str, set] = defaultdict(set)
     for r in rows:
-        if r.get(key):
-            names[family(r[key])].add(r[key])
+        if r.base_optimizer:
+            names[family(r.base_optimizer)].add(r.base_optimizer)
     return {fam: "/".join(sorted(n)) for fam, n in names.items()}
 
 
-def unit_gaps(points: list[dict], same: Callable[[dict, str], bool],
-              others: Callable[[list[dict], str], dict[str, list[dict]]],
-              window: float = FORGETTING_WINDOW) -> tuple[dict[tuple[str, str], dict[tuple, float]], list[str]]:
-    """{(base family, other label): {(base optimizer, base seed): path gap, mean over tasks}}."""
+def unit_gaps(points: list[Row], same: Callable[[Row, str], bool],
+              others: Callable[[list[Row], str], dict[str, list[Row]]],
+              window: float = FORGETTING_WINDOW,
+              x: str = X_DEFAULT) -> tuple[dict[tuple[str, str], dict[tuple, float]], list[str]]:
+    """{(base family, other label): {(base optimizer, base seed): path gap, mean over tasks}}, on
+    the forgetting metric x (forgetless.metrics) against the task loss."""
     gaps: dict[tuple[str, str], dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
     details = []
     for (base, seed), rows in group(points, "base_optimizer", "base_seed").items():
         for (task,), task_rows in group(rows, "task").items():
-            start = [r for r in task_rows if r.get("step") == 0
-                     and np.isfinite(r["forgetting"]) and np.isfinite(r["learning"])]
-            f0, l0 = (start[0]["forgetting"], start[0]["learning"]) if start else (np.nan, np.nan)
+            start = [(r.value(x), r.learning) for r in task_rows if r.step == 0]
+            start = [s for s in start if np.isfinite(s).all()]
+            f0, l0 = start[0] if start else (np.nan, np.nan)
             mine = [r for r in task_rows if same(r, base)]
-            a = paths(mine, (f0, l0))
+            a = paths(mine, (f0, l0), x=x)
             for name, b_rows in others(task_rows, base).items():
-                b = paths(b_rows, (f0, l0))
+                b = paths(b_rows, (f0, l0), x=x)
                 e = path_gap(a, b, f0, window)
                 cell = gaps[(family(base), name)]  # the part exists even when no unit has both methods
                 if not np.isfinite(e):
                     continue
                 cell[(base, seed)].append(e)
-                ca, cb = cloud(mine), cloud(b_rows)
+                ca, cb = cloud(mine, x), cloud(b_rows, x)
                 top = max(min(f0 + window, common_reach(a, b)), f0 + MIN_WINDOW)
                 guess = measured_start(a, b, f0) - f0
                 details.append(f"base {base} seed {seed}, {task}: learns {e:+.3f} nats more than {name} "
@@ -125,13 +129,13 @@ def unit_gaps(points: list[dict], same: Callable[[dict, str], bool],
     return out, details
 
 
-def decide_per_base(points: list[dict], same: Callable[[dict, str], bool],
-                    others: Callable[[list[dict], str], dict[str, list[dict]]], margin: float,
+def decide_per_base(points: list[Row], same: Callable[[Row, str], bool],
+                    others: Callable[[list[Row], str], dict[str, list[Row]]], margin: float,
                     method_label: str, required: tuple[str, ...] = (),
-                    window: float = FORGETTING_WINDOW) -> PerBase:
+                    window: float = FORGETTING_WINDOW, x: str = X_DEFAULT) -> PerBase:
     """Required parts per (base family, other method), plus consistency and main effects."""
-    gaps, details = unit_gaps(points, same, others, window)
-    result = decide_gaps(gaps, _labels(points, "base_optimizer"), margin, method_label, required)
+    gaps, details = unit_gaps(points, same, others, window, x)
+    result = decide_gaps(gaps, _labels(points), margin, method_label, required)
     result.details = details
     return result
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forgetless.report.rows import Row, rows_from_store
 from forgetless.sweep.store import Store
 
 
@@ -45,22 +46,10 @@ def pretrain_rows(store: Store, study: str) -> list[dict]:
     return list(rows.values())
 
 
-def finetune_rows(store: Store, study: str) -> list[dict]:
-    """Every finetuning eval point, in the verdicts' row format."""
-    configs = {cid: r["config"] for cid, r in store.runs_by_id(study).items()}
-    out = []
-    for p in store.eval_points(study=study):
-        if p.kind != "finetune" or p.wise:  # WiSE points: forgetless compare
-            continue
-        meta, config = p.meta, configs.get(p.run_id, {})
-        out.append({
-            "run_id": p.run_id, "base": meta.get("base"), "base_optimizer": meta.get("base_optimizer"),
-            "base_seed": meta.get("base_seed"), "task": meta.get("task"), "method": p.method,
-            "kind": config.get("method"), "optimizer": config.get("optimizer"), "rank": config.get("lora_rank"),
-            "lr": p.lr, "seed": meta.get("seed"), "step": p.step, "forgetting": p.forgetting,
-            "learning": p.learning, "accuracy": p.accuracy, "sources": p.sources,
-        })
-    return out
+def finetune_rows(store: Store, study: str) -> list[Row]:
+    """Every finetuning eval point but WiSE-FT's (those are `forgetless compare`'s), as the
+    verdicts' rows (forgetless.report.rows, the one adapter from the store)."""
+    return rows_from_store(store, study, wise=False)
 
 
 def probe_checkpoint(checkpoint: str, corpus: str, cache: Path, n_tokens: int = 16384,
@@ -148,18 +137,18 @@ def memorization_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
-def forgetting_by_source(rows: list[dict]) -> dict[str, dict[str, float]]:
+def forgetting_by_source(rows: list[Row]) -> dict[str, dict[str, float]]:
     """Mean forgetting increase over the base, per held-out source (code, prose), per method."""
     out: dict[str, dict[str, list[float]]] = {}
     base: dict[tuple, dict] = {}
     for r in rows:
-        if r["step"] == 0 and r.get("sources"):
-            base[(r["base"], r["task"])] = r["sources"]
+        if r.step == 0 and r.sources:
+            base[(r.base, r.task)] = r.sources
     for r in rows:
-        src, ref = r.get("sources"), base.get((r["base"], r["task"]))
-        if r["step"] == 0 or not src or not ref:
+        src, ref = r.sources, base.get((r.base, r.task))
+        if r.step == 0 or not src or not ref:
             continue
         for name, value in src.items():
             if name in ref and math.isfinite(value):
-                out.setdefault(r["method"], {}).setdefault(name, []).append(value - ref[name])
+                out.setdefault(r.method, {}).setdefault(name, []).append(value - ref[name])
     return {m: {s: float(np.mean(v)) for s, v in by.items()} for m, by in out.items()}

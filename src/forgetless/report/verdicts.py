@@ -26,10 +26,11 @@ claim tests, as the paper states it:
    each pair at the training loss both reach, read off the training curves (row key `curve`).
 Why these statistics: forgetless.report.verdicts_more.
 
-Tables are lists of plain dicts (rows), as the report builder reads them from the results store:
+Tables, as the report builder reads them from the results store:
 - pretrain rows: optimizer, seed, val_loss, task_losses {task: loss of the base model}
-- point rows: base_optimizer, base_seed, task, method, kind ("full" | "lora"), optimizer, rank,
-  lr, seed, step, forgetting, learning
+- point rows: forgetless.report.rows.Row (base_optimizer, base_seed, task, method, finetuning
+  "full" | "lora", optimizer, rank, lr, seed, step, forgetting, learning, other metrics by name);
+  dicts with those keys (`kind` for finetuning) are taken too
 - spectrum rows: optimizer, seed, stable_rank (mean over the model's hidden matrices)
 - activation rows: optimizer, seed, kind (module kind), input_sparsity, output_sparsity, and
   optionally input_l1_l2, output_l1_l2
@@ -44,11 +45,13 @@ from collections import defaultdict
 import numpy as np
 
 from forgetless.analysis.pareto import dominated_share
+from forgetless.metrics import DELTAS, X_DEFAULT, metric
 from forgetless.optim import same_family
 
 from .claim import Verdict, base_forgetting, group, make_verdict, parts_line
-from .effects import DELTAS, FORGETTING_WINDOW, cloud, delta_view, frontier_effect
+from .effects import FORGETTING_WINDOW, cloud, delta_view, frontier_effect
 from .per_base import REQUIRED_BASES, PerBase, decide_per_base, family
+from .rows import Row, as_rows
 from .statistics import FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, PARTIAL, decide
 from .verdicts_more import (
     INSTRUCTION_TASKS,
@@ -101,30 +104,30 @@ def claim1_pretraining(pretrain: list[dict], margin: float = 0.01) -> Verdict:
 FRONTIER_MARGIN = 0.02
 
 
-def _cross_groups(rows: list[dict], base: str) -> dict[str, list[dict]]:
+def _cross_groups(rows: list[Row], base: str) -> dict[str, list[Row]]:
     """Full finetunes of each family other than the base's, one group per family."""
-    fams: dict[str, list[dict]] = defaultdict(list)
+    fams: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
-        if r["kind"] == "full" and not same_family(r["optimizer"], base):
-            fams[family(r["optimizer"])].append(r)
-    return {"full " + "/".join(sorted({r["optimizer"] for r in v})): v for v in fams.values()}
+        if r.finetuning == "full" and not same_family(r.optimizer, base):
+            fams[family(r.optimizer)].append(r)
+    return {"full " + "/".join(sorted({r.optimizer for r in v})): v for v in fams.values()}
 
 
-def _delta_lines(points: list[dict], same, other) -> list[str]:
+def _delta_lines(points: list[Row], same, other, x: str = X_DEFAULT) -> list[str]:
     """The Δ-view beside the frontier test (shown, never deciding): cross − same best learning."""
     gaps = defaultdict(list)
     for (base, _seed, _task), rows in group(points, "base_optimizer", "base_seed", "task").items():
-        f0 = base_forgetting(rows)
-        a = delta_view(cloud([r for r in rows if same(r, base)]), f0)
+        f0 = base_forgetting(rows, x)
+        a = delta_view(cloud([r for r in rows if same(r, base)], x), f0)
         for b_rows in other(rows, base).values():
-            gaps[base].append(delta_view(cloud(b_rows), f0) - a)
+            gaps[base].append(delta_view(cloud(b_rows, x), f0) - a)
     lines = []
     for base, g in gaps.items():
         g = np.array(g)
         m = [float(np.mean(c[np.isfinite(c)])) if np.isfinite(c).any() else float("nan") for c in g.T]
         cells = ", ".join(f"Δ={d:g}: {v:+.3f}" for d, v in zip(DELTAS, m, strict=True))
         lines.append(f"(Δ-view, shown, not deciding) base {base}: other − same best learning loss "
-                     f"within Δ of the base's forgetting (positive = same family learns more): {cells}")
+                     f"within Δ of the base's {_word(x)} (positive = same family learns more): {cells}")
     return lines
 
 
@@ -144,64 +147,75 @@ def _per_base_verdict(claim: int, title: str, paper: str, test: str, pb: PerBase
     return v
 
 
-def _same(r: dict, base: str) -> bool:
-    return r["kind"] == "full" and same_family(r["optimizer"], base)
+def _word(x: str) -> str:
+    """The forgetting metric x in a sentence: 'forgetting', 'KL(base ‖ model)'."""
+    return "forgetting" if x == X_DEFAULT else metric(x).label.split(": ", 1)[-1].replace(" on {reference}", "")
 
 
-def claim2_same_optimizer(points: list[dict], margin: float = FRONTIER_MARGIN) -> Verdict:
+def _same(r: Row, base: str) -> bool:
+    return r.finetuning == "full" and same_family(r.optimizer, base)
+
+
+def claim2_same_optimizer(points: list, margin: float = FRONTIER_MARGIN, x: str = X_DEFAULT) -> Verdict:
+    """Claim 2 on the forgetting metric x (forgetless.metrics): `forgetting` decides the report's
+    verdict; another (kl_to_base) gives the same test on a second measure of forgetting."""
     paper = "Figure 2: each base's own optimizer has the best frontier on Alpaca, MetaMathQA, Magicoder"
     title = "Full finetuning with the pretraining optimizer's family has the best frontier, on every base"
+    word = _word(x)
     test = (f"per base family and cross family, per (base, seed): how much more the same-family "
-            f"frontier learns at matched forgetting (nats; envelopes over interpolated run paths, "
-            f"forgetting window [F0, F0 + {FORGETTING_WINDOW:g}]), mean over tasks; holds when every "
+            f"frontier learns at matched {word} (nats; envelopes over interpolated run paths, "
+            f"{word} window [F0, F0 + {FORGETTING_WINDOW:g}]), mean over tasks; holds when every "
             f"part holds, does not hold when any part is reversed")
-    full = [r for r in points if r["kind"] == "full"]
-    pb = decide_per_base(full, _same, _cross_groups, margin, "same family", REQUIRED_BASES)
+    full = [r for r in as_rows(points) if r.finetuning == "full"]
+    if x != X_DEFAULT:  # points measured before the metric existed carry none: left out
+        full = [r for r in full if np.isfinite(r.value(x))]
+    pb = decide_per_base(full, _same, _cross_groups, margin, "same family", REQUIRED_BASES, x=x)
     return _per_base_verdict(2, title, paper, test, pb,
                              "needs full finetunes with two optimizer families on a base",
-                             _delta_lines(full, _same, _cross_groups) + pb.details)
+                             _delta_lines(full, _same, _cross_groups, x) + pb.details)
 
 
-def claim3_lora(points: list[dict], margin: float = FRONTIER_MARGIN) -> Verdict:
+def claim3_lora(points: list, margin: float = FRONTIER_MARGIN) -> Verdict:
     paper = ("Figure 3: for every LoRA checkpoint some same-optimizer full-finetuning checkpoint is "
              "better; larger ranks do better; Remark 1 / Fig. 8: at the best lr LoRA forgets less")
     title = "Same-optimizer full finetuning dominates LoRA, on every base LoRA was run on"
     test = (f"per base family, per (base, seed): how much more the same-family full-finetuning "
             f"frontier learns than LoRA's at matched forgetting (nats; path envelopes, forgetting "
             f"window [F0, F0 + {FORGETTING_WINDOW:g}]), mean over tasks")
-    lora_units = {(r["base_optimizer"], r["base_seed"]) for r in points if r["kind"] == "lora"}
-    rows = [r for r in points if (r["base_optimizer"], r["base_seed"]) in lora_units]
+    points = as_rows(points)
+    lora_units = {(r.base_optimizer, r.base_seed) for r in points if r.finetuning == "lora"}
+    rows = [r for r in points if (r.base_optimizer, r.base_seed) in lora_units]
 
     def lora(task_rows, base):
-        return {"LoRA": [r for r in task_rows if r["kind"] == "lora"]}
+        return {"LoRA": [r for r in task_rows if r.finetuning == "lora"]}
 
     pb = decide_per_base(rows, _same, lora, margin, "same-family full")
     findings = []
     for (base, task), panel in group(rows, "base_optimizer", "task").items():
-        full, lo = cloud([r for r in panel if _same(r, base)]), cloud([r for r in panel if r["kind"] == "lora"])
+        full, lo = cloud([r for r in panel if _same(r, base)]), cloud([r for r in panel if r.finetuning == "lora"])
         findings.append(f"(finding) base {base}, {task}: {dominated_share(full, lo):.2f} of all "
                         f"{len(lo)} LoRA points dominated by full finetuning")
-        ranks = sorted({r["rank"] for r in panel if r["kind"] == "lora"})
+        ranks = sorted({r.rank for r in panel if r.finetuning == "lora"})
         if len(ranks) >= 2:
-            hi_r = cloud([r for r in panel if r["kind"] == "lora" and r["rank"] == ranks[-1]])
-            lo_r = cloud([r for r in panel if r["kind"] == "lora" and r["rank"] == ranks[0]])
+            hi_r = cloud([r for r in panel if r.finetuning == "lora" and r.rank == ranks[-1]])
+            lo_r = cloud([r for r in panel if r.finetuning == "lora" and r.rank == ranks[0]])
             e = frontier_effect(hi_r, lo_r)[0]
             findings.append(f"(finding) base {base}, {task}: rank {ranks[-1]} against rank {ranks[0]} "
                             f"frontier gap {e:+.3f} nats (positive = larger rank better)")
-        fb, lb = _best_lr(panel, _same, base), _best_lr(panel, lambda r, b: r["kind"] == "lora", base)
+        fb, lb = _best_lr(panel, _same, base), _best_lr(panel, lambda r, b: r.finetuning == "lora", base)
         if fb and lb:
             findings.append(
-                f"(finding) base {base}, {task}, each method at its best lr: LoRA (lr {lb['lr']:g}) "
-                f"learning {lb['learning']:.3f} forgetting {lb['forgetting']:.3f}; full (lr {fb['lr']:g}) "
-                f"learning {fb['learning']:.3f} forgetting {fb['forgetting']:.3f}")
+                f"(finding) base {base}, {task}, each method at its best lr: LoRA (lr {lb.lr:g}) "
+                f"learning {lb.learning:.3f} forgetting {lb.forgetting:.3f}; full (lr {fb.lr:g}) "
+                f"learning {fb.learning:.3f} forgetting {fb.forgetting:.3f}")
     return _per_base_verdict(3, title, paper, test, pb,
                              "needs LoRA and same-family full finetunes on one base", findings + pb.details)
 
 
-def _best_lr(rows: list[dict], pick, base) -> dict | None:
+def _best_lr(rows: list[Row], pick, base) -> Row | None:
     """The best-learning point of a method (paper Remark 1: each method at its best lr)."""
-    own = [r for r in rows if pick(r, base) and r.get("step") != 0 and np.isfinite(r["learning"])]
-    return min(own, key=lambda r: r["learning"]) if own else None
+    own = [r for r in rows if pick(r, base) and r.step != 0 and np.isfinite(r.learning)]
+    return min(own, key=lambda r: r.learning) if own else None
 
 
 def claim4_stable_rank(spectra: list[dict], rel_margin: float = 0.05) -> Verdict:
@@ -221,8 +235,8 @@ def claim4_stable_rank(spectra: list[dict], rel_margin: float = 0.05) -> Verdict
 
 
 
-def all_verdicts(tables: dict[str, list[dict]]) -> list[Verdict]:
-    points = tables.get("points", [])
+def all_verdicts(tables: dict[str, list]) -> list[Verdict]:
+    points = as_rows(tables.get("points", []))
     return [
         claim1_pretraining(tables.get("pretrain", [])),
         claim2_same_optimizer(points),

@@ -42,6 +42,7 @@ from forgetless.optim import describe
 
 from .claim import Verdict, base_forgetting, group, make_verdict, parts_line
 from .effects import cloud, delta_view
+from .rows import Row, as_rows
 from .statistics import INCONCLUSIVE, NOT_MEASURED, Decision, decide
 
 INSTRUCTION_TASKS = {"instruct", "alpaca"}
@@ -106,7 +107,7 @@ def claim5_sparsity(activations: list[dict], margin: float = 0.005) -> Verdict:
     return make_verdict(5, title, paper, test, decisions, parts_line(decisions), details, "; ".join(notes))
 
 
-def _throughout_gap(rows: list[dict]) -> tuple[float, float] | None:
+def _throughout_gap(rows: list[Row]) -> tuple[float, float] | None:
     """(base gap, finetuned gap) of AdamW − Muon learning loss on one task and seed, or None.
 
     The base gap is at step 0; the finetuned gap is the Δ-view gap (best learning within Δ of each
@@ -115,8 +116,8 @@ def _throughout_gap(rows: list[dict]) -> tuple[float, float] | None:
     """
     sides = {}
     for opt in ("adamw", "muon"):
-        own = [r for r in rows if r["kind"] == "full" and r["base_optimizer"] == opt and r["optimizer"] == opt]
-        base = [r["learning"] for r in own if r.get("step") == 0]
+        own = [r for r in rows if r.finetuning == "full" and r.base_optimizer == opt and r.optimizer == opt]
+        base = [r.learning for r in own if r.step == 0]
         if not own or not base:
             return None
         sides[opt] = (base[0], delta_view(cloud(own), base_forgetting(own)))
@@ -127,14 +128,14 @@ def _throughout_gap(rows: list[dict]) -> tuple[float, float] | None:
     return sides["adamw"][0] - sides["muon"][0], ft
 
 
-def claim6_throughout(points: list[dict], margin: float = 0.01) -> Verdict:
+def claim6_throughout(points: list, margin: float = 0.01) -> Verdict:
     paper = ("Figure 6: Muon throughout is clearly better on Alpaca, close on Magicoder, slightly worse "
              "on MetaMathQA, though its bases were better on all (Table 1)")
     title = "Muon's pretraining lead survives instruction finetuning and erodes on reasoning"
     test = ("per pretraining seed: how much more the AdamW − Muon learning gap shrinks from base to "
             "finetuned frontier (Δ-view) on reasoning than on instruction (positive = erodes on reasoning)")
     erosion, reasoning, lead, details = [], [], [], []
-    for (seed,), rows in group(points, "base_seed").items():
+    for (seed,), rows in group(as_rows(points), "base_seed").items():
         gaps = {}
         for (task,), task_rows in group(rows, "task").items():
             g = _throughout_gap(task_rows)
