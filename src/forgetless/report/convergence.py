@@ -25,7 +25,7 @@ from pathlib import Path
 from forgetless.report.render import Section, Table
 from forgetless.report.tables import finetune_rows
 from forgetless.report.verdicts import Verdict, claim2_same_optimizer
-from forgetless.sweep.records import EvalPoint
+from forgetless.sweep.records import EvalPoint, Run
 from forgetless.sweep.store import Store
 
 
@@ -53,35 +53,41 @@ def n_params(checkpoint: Path) -> int:
     return v * d + layers * (4 * d * d + 3 * d * f) + (2 * layers + 1) * d
 
 
-def has_budgets(runs: dict[str, dict]) -> bool:
-    return any(r["kind"] == "pretrain" and (r["meta"] or {}).get("budget") for r in runs.values())
+def has_budgets(runs: dict[str, dict] | dict[str, Run]) -> bool:
+    runs = {cid: r if isinstance(r, Run) else Run.from_row(r) for cid, r in runs.items()}
+    return any(r.kind == "pretrain" and r.meta.get("budget") for r in runs.values())
+
+
+def _unit(branch: Run) -> tuple:
+    """(family, seed, budget) of a decay branch, from its labels."""
+    m = branch.meta
+    return m.get("base_optimizer"), m.get("base_seed"), m.get("base_tokens")
 
 
 def measure(store_path: Path, study: str, root: Path | None = None) -> Convergence:
     """Per budget: the bases' losses and claim 2, from a store of a budgeted study."""
     with Store(store_path) as st:
-        runs = st.runs_by_id(study)
+        runs = st.run_records(study)
         rows = finetune_rows(st, study)
         points = st.eval_points(study=study)
-    branches = {cid: r for cid, r in runs.items() if r["kind"] == "pretrain" and r["meta"].get("budget")}
+    branches = {cid: r for cid, r in runs.items() if r.kind == "pretrain" and r.meta.get("budget")}
     last: dict[str, EvalPoint] = {}  # a branch's last evaluation: the finished base's validation loss
     for p in points:
         if p.run_id in branches and (p.run_id not in last or p.step > last[p.run_id].step):
             last[p.run_id] = p
     n = None
     for r in branches.values():
-        out = Path(r["out_dir"] or "")
+        out = Path(r.out_dir or "")
         if root is not None and not out.is_absolute():
             out = root / out
         found = sorted((out / "checkpoints").glob("step-*"))
         if found:
             n = n_params(found[-1])
             break
-    loss = {(r["meta"]["base_optimizer"], r["meta"]["base_seed"], r["meta"]["base_tokens"]): last[cid].forgetting
-            for cid, r in branches.items() if r["status"] == "done" and cid in last}
-    budget_of_run = {cid: r["meta"].get("base_tokens") for cid, r in runs.items() if r["kind"] == "finetune"}
+    loss = {_unit(r): last[cid].forgetting for cid, r in branches.items() if r.status == "done" and cid in last}
+    budget_of_run = {cid: r.meta.get("base_tokens") for cid, r in runs.items() if r.kind == "finetune"}
     result = Convergence(n)
-    budgets = sorted({r["meta"]["base_tokens"] for r in branches.values()})
+    budgets = sorted({_unit(r)[2] for r in branches.values()})
     for b in budgets:
         top = budgets[-1]
         val, dist = {}, {}
@@ -90,8 +96,8 @@ def measure(store_path: Path, study: str, root: Path | None = None) -> Convergen
             val[fam] = [loss[(fam, s, b)] for s in seeds]
             dist[fam] = [loss[(fam, s, b)] - loss[(fam, s, top)] for s in seeds if (fam, s, top) in loss]
         mine = [r for r in rows if budget_of_run.get(r.run_id) == b]
-        fts = [r for r in runs.values() if r["kind"] == "finetune" and r["meta"].get("base_tokens") == b]
-        done = sum(r["status"] in ("done", "diverged") for r in fts)
+        fts = [r for r in runs.values() if r.kind == "finetune" and r.meta.get("base_tokens") == b]
+        done = sum(r.status in ("done", "diverged") for r in fts)
         result.budgets.append(Budget(b, b / n if n else float("nan"), val, dist, done, len(fts),
                                      claim2_same_optimizer(mine) if mine else None))
     return result

@@ -12,7 +12,7 @@ from forgetless.report.effects import FORGETTING_WINDOW
 from forgetless.report.figures import forgetting_sources, points_by_lr
 from forgetless.report.regime import RegimeCheck
 from forgetless.report.render import Section, Table, write_report
-from forgetless.report.rows import Row
+from forgetless.report.rows import PretrainRow, Row
 from forgetless.report.tables import forgetting_by_source
 from forgetless.report.verdicts import FRONTIER_MARGIN, Verdict, claim2_same_optimizer
 from forgetless.sweep.runner import store_path
@@ -80,10 +80,10 @@ def verdict_sections(verdicts: list[Verdict], regime: RegimeCheck | None = None)
             Section("How each verdict was reached", paragraphs=details)]
 
 
-def pretrain_section(pretrain: list[dict]) -> Section:
-    tasks = sorted({t for r in pretrain for t in r["task_losses"]})
-    rows = [[r["label"], r["optimizer"], r["seed"], _num(r["val_loss"])]
-            + [_num(r["task_losses"].get(t)) for t in tasks] for r in pretrain]
+def pretrain_section(pretrain: list[PretrainRow]) -> Section:
+    tasks = sorted({t for r in pretrain for t in r.task_losses})
+    rows = [[r.label, r.optimizer, r.seed, _num(r.val_loss)] + [_num(r.task_losses.get(t)) for t in tasks]
+            for r in pretrain]
     return Section("Pretraining (claim 1; paper Table 1)",
                    paragraphs=["Validation loss on held-out pretraining data at the end of "
                                "pretraining, and each base model's loss on the tasks' held-out "
@@ -160,10 +160,10 @@ def kl_sections(points: list[Row], store_points: list, fig_dir: Path, x: str = "
                     figures=[(figure, f"Frontiers per base model and task, forgetting as {label}")])]
 
 
-def analysis_sections(pretrain: list[dict], probes: dict[str, dict], fig_dir: Path) -> list[Section]:
+def analysis_sections(pretrain: list[PretrainRow], probes: dict[str, dict], fig_dir: Path) -> list[Section]:
     if not probes:
         return []
-    labels = {r["cell_id"]: r["label"] for r in pretrain}
+    labels = {r.cell_id: r.label for r in pretrain}
     spec_rows = []
     for cid, probe in probes.items():
         for kind, stats in sorted(probe["spectrum"].items()):

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from forgetless import metrics
 
@@ -104,6 +104,76 @@ class Row:
 
 
 _FIELDS = {f.name for f in fields(Row)}
+
+
+class _Keyed:
+    """Records that also read as the older dict rows (`r["seed"]`, `r.get("stable_rank")`), and are
+    made from them by `of` (keys renamed by OLD; others dropped)."""
+
+    OLD: ClassVar[dict[str, str]] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        name = self.OLD.get(key, key)
+        if name not in {f.name for f in fields(self)}:
+            raise KeyError(key)
+        return getattr(self, name)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    @classmethod
+    def of(cls, row):
+        if isinstance(row, cls):
+            return row
+        names = {f.name for f in fields(cls)}
+        return cls(**{cls.OLD.get(k, k): v for k, v in row.items() if cls.OLD.get(k, k) in names})
+
+    @classmethod
+    def many(cls, rows) -> list:
+        return [cls.of(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class PretrainRow(_Keyed):
+    """A finished pretraining run: its validation loss (last eval point) and its base task losses
+    (the learning loss at step 0 of its finetunes, per task)."""
+
+    optimizer: str | None = None
+    seed: Any = None
+    val_loss: float = float("nan")
+    task_losses: dict[str, float] = field(default_factory=dict)
+    cell_id: str | None = None
+    label: str = ""
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class SpectrumRow(_Keyed):
+    """The weight spectra of one base: means over its hidden matrices (claim 4)."""
+
+    optimizer: str | None = None
+    seed: Any = None
+    stable_rank: float = float("nan")
+    effective_rank: float = float("nan")
+    density: float = float("nan")
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ActivationRow(_Keyed):
+    """Activation sparsity of one base at one module kind (claim 5); `module` was the rows' `kind`."""
+
+    OLD: ClassVar[dict[str, str]] = {"kind": "module"}
+    optimizer: str | None = None
+    seed: Any = None
+    module: str | None = None  # q, k, v, o, gate, up, down, head, ...
+    input_sparsity: float = float("nan")
+    output_sparsity: float = float("nan")
+    input_l1_l2: float = float("nan")
+    output_l1_l2: float = float("nan")
 
 
 def as_rows(rows: Iterable[Row | Mapping[str, Any]]) -> list[Row]:

@@ -14,35 +14,34 @@ from pathlib import Path
 
 import numpy as np
 
-from forgetless.report.rows import Row, rows_from_store
+from forgetless.report.rows import ActivationRow, PretrainRow, Row, SpectrumRow, rows_from_store
 from forgetless.sweep.store import Store
 
 
-def pretrain_rows(store: Store, study: str) -> list[dict]:
+def pretrain_rows(store: Store, study: str) -> list[PretrainRow]:
     """One row per finished pretraining run: its validation loss and its base task losses.
 
     The validation loss is the run's last eval point (loss on held-out pretraining data); a
     base's task loss is the learning loss at step 0 of its finetunes (the untouched base model,
     the same for every finetune of that base and task).
     """
-    runs = store.runs_by_id(study)
+    runs = store.run_records(study)
     points = store.eval_points(study=study)
-    rows: dict[str, dict] = {}
+    rows: dict[str, PretrainRow] = {}
     for cid, run in runs.items():
-        if run["kind"] != "pretrain" or run["status"] != "done":
+        if run.kind != "pretrain" or run.status != "done":
             continue
         own = [p for p in points if p.run_id == cid and math.isfinite(p.forgetting)]
         if not own:
             continue
-        meta = run.get("meta") or {}
-        rows[cid] = {"cell_id": cid, "label": run["label"], "optimizer": meta.get("base_optimizer"),
-                     "seed": meta.get("base_seed"), "val_loss": own[-1].forgetting,
-                     "checkpoint": run.get("checkpoint") or run.get("out_dir"), "task_losses": {}}
+        rows[cid] = PretrainRow(optimizer=run.meta.get("base_optimizer"), seed=run.meta.get("base_seed"),
+                                val_loss=own[-1].forgetting, task_losses={}, cell_id=cid, label=run.label,
+                                checkpoint=run.checkpoint or run.out_dir)
     for p in points:
         if p.kind == "finetune" and p.step == 0 and p.base_id in rows:
             task = p.meta.get("task")
             if task and math.isfinite(p.learning):
-                rows[p.base_id]["task_losses"].setdefault(task, p.learning)
+                rows[p.base_id].task_losses.setdefault(task, p.learning)
     return list(rows.values())
 
 
@@ -79,26 +78,20 @@ def probe_checkpoint(checkpoint: str, corpus: str, cache: Path, n_tokens: int = 
     return result
 
 
-def analysis_rows(pretrain: list[dict], probes: dict[str, dict]) -> tuple[list[dict], list[dict]]:
-    """(spectrum rows, activation rows) for the verdicts, from each base's probe results."""
+def analysis_rows(pretrain: list[PretrainRow], probes: dict[str, dict]) -> tuple[list[SpectrumRow], list[ActivationRow]]:
+    """(spectrum rows, activation rows) for the verdicts, from each base's probe results (the
+    cached JSON of `probe_checkpoint`: its keys are the records' field names)."""
     spectra, activations = [], []
-    for row in pretrain:
-        probe = probes.get(row["cell_id"])
+    for row in PretrainRow.many(pretrain):
+        probe = probes.get(row.cell_id)
         if probe is None:
             continue
         hidden = probe["spectrum"].get("hidden", {})
-        spectra.append({"optimizer": row["optimizer"], "seed": row["seed"], "label": row["label"],
-                        "stable_rank": hidden.get("stable_rank", float("nan")),
-                        "effective_rank": hidden.get("effective_rank", float("nan")),
-                        "density": hidden.get("density", float("nan"))})
-        for kind, stats in probe["activations"].items():
-            if kind == "hidden":
-                continue
-            activations.append({"optimizer": row["optimizer"], "seed": row["seed"], "kind": kind,
-                                "input_sparsity": stats.get("input_sparsity", float("nan")),
-                                "output_sparsity": stats.get("output_sparsity", float("nan")),
-                                "input_l1_l2": stats.get("input_l1_l2", float("nan")),
-                                "output_l1_l2": stats.get("output_l1_l2", float("nan"))})
+        spectra.append(SpectrumRow.of({**hidden, "optimizer": row.optimizer, "seed": row.seed, "label": row.label}))
+        for module, stats in probe["activations"].items():
+            if module != "hidden":
+                activations.append(ActivationRow.of({**stats, "optimizer": row.optimizer, "seed": row.seed,
+                                                     "module": module}))
     return spectra, activations
 
 

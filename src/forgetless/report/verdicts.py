@@ -51,7 +51,7 @@ from forgetless.optim import same_family
 from .claim import Verdict, base_forgetting, group, make_verdict, parts_line
 from .effects import FORGETTING_WINDOW, cloud, delta_view, frontier_effect
 from .per_base import REQUIRED_BASES, PerBase, decide_per_base, family
-from .rows import Row, as_rows
+from .rows import PretrainRow, Row, SpectrumRow, as_rows
 from .statistics import FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, PARTIAL, decide
 from .verdicts_more import (
     INSTRUCTION_TASKS,
@@ -66,23 +66,24 @@ __all__ = ["INSTRUCTION_TASKS", "REASONING_TASKS", "FAILS", "HOLDS", "INCONCLUSI
            "claim6_throughout", "claim7_memorization"]
 
 
-def claim1_pretraining(pretrain: list[dict], margin: float = 0.01) -> Verdict:
+def claim1_pretraining(pretrain: list, margin: float = 0.01) -> Verdict:
     paper = "Table 1: validation loss AdamW 3.010 vs Muon 2.974; Alpaca/MetaMathQA/Magicoder lower for Muon"
     title = "Muon pretrains to lower losses than AdamW"
     test = "AdamW − Muon validation loss, paired per pretraining seed"
-    adam = {r["seed"]: r for r in pretrain if r["optimizer"] == "adamw"}
-    muon = {r["seed"]: r for r in pretrain if r["optimizer"] == "muon"}
+    pretrain = PretrainRow.many(pretrain)
+    adam = {r.seed: r for r in pretrain if r.optimizer == "adamw"}
+    muon = {r.seed: r for r in pretrain if r.optimizer == "muon"}
     seeds = sorted(set(adam) & set(muon), key=str)
     if not seeds:
         return make_verdict(1, title, paper, test, {"validation loss": decide([])},
                         "needs pretraining runs with both adamw and muon", [])
-    d = decide([adam[s]["val_loss"] - muon[s]["val_loss"] for s in seeds], margin)
-    ours = (f"val loss AdamW {np.mean([adam[s]['val_loss'] for s in seeds]):.3f} vs Muon "
-            f"{np.mean([muon[s]['val_loss'] for s in seeds]):.3f} over {len(seeds)} seed(s)")
+    d = decide([adam[s].val_loss - muon[s].val_loss for s in seeds], margin)
+    ours = (f"val loss AdamW {np.mean([adam[s].val_loss for s in seeds]):.3f} vs Muon "
+            f"{np.mean([muon[s].val_loss for s in seeds]):.3f} over {len(seeds)} seed(s)")
     details = []
-    for task in sorted({t for r in pretrain for t in (r.get("task_losses") or {})}):
-        diffs = [adam[s]["task_losses"][task] - muon[s]["task_losses"][task] for s in seeds
-                 if task in (adam[s].get("task_losses") or {}) and task in (muon[s].get("task_losses") or {})]
+    for task in sorted({t for r in pretrain for t in (r.task_losses or {})}):
+        diffs = [adam[s].task_losses[task] - muon[s].task_losses[task] for s in seeds
+                 if task in (adam[s].task_losses or {}) and task in (muon[s].task_losses or {})]
         details.append(f"(reported, not required) {task} loss of the bases, AdamW − Muon: "
                        + decide(diffs, margin).text())
     return make_verdict(1, title, paper, test, {"validation loss": d}, ours, details)
@@ -218,11 +219,11 @@ def _best_lr(rows: list[Row], pick, base) -> Row | None:
     return min(own, key=lambda r: r.learning) if own else None
 
 
-def claim4_stable_rank(spectra: list[dict], rel_margin: float = 0.05) -> Verdict:
+def claim4_stable_rank(spectra: list, rel_margin: float = 0.05) -> Verdict:
     paper = "Table 2: Muon-pretrained weights have higher stable rank and singular-value density"
     title = "Muon-pretrained weights have higher stable rank than AdamW-pretrained"
     test = "Muon − AdamW mean stable rank of the hidden matrices, paired per pretraining seed"
-    by = {(r["optimizer"], r["seed"]): r["stable_rank"] for r in spectra}
+    by = {(r.optimizer, r.seed): r.stable_rank for r in SpectrumRow.many(spectra)}
     seeds = sorted({s for (o, s) in by if o == "adamw"} & {s for (o, s) in by if o == "muon"}, key=str)
     if not seeds:
         return make_verdict(4, title, paper, test, {"stable rank": decide([])},

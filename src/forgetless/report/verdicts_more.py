@@ -42,7 +42,7 @@ from forgetless.optim import describe
 
 from .claim import Verdict, base_forgetting, group, make_verdict, parts_line
 from .effects import cloud, delta_view
-from .rows import Row, as_rows
+from .rows import ActivationRow, Row, as_rows
 from .statistics import INCONCLUSIVE, NOT_MEASURED, Decision, decide
 
 INSTRUCTION_TASKS = {"instruct", "alpaca"}
@@ -67,33 +67,34 @@ def _norm(optimizer: str) -> dict[str, str] | None:
     return {"p": str(info.p), "q": str(info.q)}
 
 
-def claim5_sparsity(activations: list[dict], margin: float = 0.005) -> Verdict:
+def claim5_sparsity(activations: list, margin: float = 0.005) -> Verdict:
     paper = ("Figures 4, 5: inputs are sparser when p = 1 (SignSGD, AdamW, column top-1), "
              "outputs when q = 1 (column top-1)")
     title = "Optimizers with p = 1 give sparser input activations, q = 1 sparser outputs"
     test = ("per pretraining seed, mean over module kinds (head left out) of the sparsity of the "
             "side probed, one axis of the norm varied and the other held fixed")
-    rows = [r for r in activations if r.get("kind") not in NOT_PROBED]
+    rows = [r for r in ActivationRow.many(activations) if r.module not in NOT_PROBED]
     if not rows:
         return make_verdict(5, title, paper, test, {"activations": decide([])}, "needs activation probes", [])
     decisions, details, notes = {}, [], []
     for name, side, axis, (fixed, value), needs in SPARSITY_CONTRASTS:
         effects, per_kind, ratio = [], defaultdict(list), defaultdict(list)
         for (_seed,), seed_rows in group(rows, "seed").items():
-            norms = {r["optimizer"]: _norm(r["optimizer"]) for r in seed_rows}
-            kept = [r for r in seed_rows if norms[r["optimizer"]] and norms[r["optimizer"]][fixed] == value]
+            norms = {r.optimizer: _norm(r.optimizer) for r in seed_rows}
+            kept = [r for r in seed_rows if norms[r.optimizer] and norms[r.optimizer][fixed] == value]
             kinds = []
-            for (kind,), kind_rows in group(kept, "kind").items():
-                one = [r for r in kind_rows if norms[r["optimizer"]][axis] == "1"]
-                rest = [r for r in kind_rows if norms[r["optimizer"]][axis] != "1"]
+            for (kind,), kind_rows in group(kept, "module").items():
+                one = [r for r in kind_rows if norms[r.optimizer][axis] == "1"]
+                rest = [r for r in kind_rows if norms[r.optimizer][axis] != "1"]
                 if not one or not rest:
                     continue
-                e = float(np.mean([r[f"{side}_sparsity"] for r in one]) - np.mean([r[f"{side}_sparsity"] for r in rest]))
+                sparsity, l1_l2 = f"{side}_sparsity", f"{side}_l1_l2"  # lower ℓ1/ℓ2 = sparser; shown, not deciding
+                e = float(np.mean([getattr(r, sparsity) for r in one]) - np.mean([getattr(r, sparsity) for r in rest]))
                 kinds.append(e)
                 per_kind[kind].append(e)
-                key = f"{side}_l1_l2"  # lower ℓ1/ℓ2 = sparser; shown, not deciding
-                if all(np.isfinite(r.get(key, float("nan"))) for r in one + rest):
-                    ratio[kind].append(float(np.mean([r[key] for r in rest]) - np.mean([r[key] for r in one])))
+                if all(np.isfinite(getattr(r, l1_l2)) for r in one + rest):
+                    ratio[kind].append(float(np.mean([getattr(r, l1_l2) for r in rest])
+                                             - np.mean([getattr(r, l1_l2) for r in one])))
             if kinds:
                 effects.append(float(np.mean(kinds)))
         decisions[name] = decide(effects, margin)

@@ -2,6 +2,7 @@
 
     Cell       one training run of a study, as `study.expand` resolves it (what the runner claims
                and a backend runs; the store keeps it as a row of `runs`)
+    Run        a row of `runs` as the store gives it back: the cell's labels, config and state
     EvalPoint  one evaluation of a run, as the store gives it back (a row of `points` with its
                run's labels); the report's tables are built from these
     Outcome    what a finished cell reports to the store
@@ -39,6 +40,35 @@ class Cell:
     @property
     def is_finetune(self) -> bool:
         return self.kind == "finetune"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the store (a row of `runs`) with its config and labels decoded, as the readers
+    take it beside its `EvalPoint`s. `meta`: base, base_optimizer, base_seed, task, method, seed,
+    and for budgeted bases budget / base_tokens; pruned (why --prune stopped a done run)."""
+
+    cell_id: str
+    kind: Kind
+    label: str
+    status: str  # pending | running | done | diverged | failed
+    base_id: str | None = None
+    method: str | None = None
+    lr: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    out_dir: str | None = None
+    checkpoint: str | None = None
+    attempts: int = 0
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Run:
+        """From a row of `Store.runs()`."""
+        return cls(cell_id=row["cell_id"], kind=row["kind"], label=row["label"], status=row["status"],
+                   base_id=row.get("base_id"), method=row.get("method"), lr=row.get("lr"),
+                   config=row.get("config") or {}, meta=row.get("meta") or {}, error=row.get("error"),
+                   out_dir=row.get("out_dir"), checkpoint=row.get("checkpoint"), attempts=row.get("attempts") or 0)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from forgetless import __version__, metrics
-from forgetless.sweep.records import Cell, EvalPoint
+from forgetless.sweep.records import Cell, EvalPoint, Run
 from forgetless.sweep.rows import (
     StoreError,
     StoreVersionError,
@@ -271,6 +271,10 @@ class Store:
                 "SELECT r.* FROM runs r JOIN study_cells s ON s.cell_id = r.cell_id "
                 "WHERE s.study = ? ORDER BY r.rowid", (study,)).fetchall()
         return [self._row(r) for r in rows]
+
+    def run_records(self, study: str | None = None) -> dict[str, Run]:
+        """`runs` as typed records, keyed by cell id (in insertion order)."""
+        return {r["cell_id"]: Run.from_row(r) for r in self.runs(study)}
 
     def runs_by_id(self, study: str | None = None) -> dict[str, dict]:
         """`runs`, keyed by cell id (in insertion order)."""
