@@ -70,9 +70,9 @@ def test_kl_to_base_matches_the_brute_force(tmp_path, monkeypatch, plain, max_to
         monkeypatch.setattr(evaluate, "head_split", lambda model: None)
     base, tuned = _models()
     batches = _batches()
-    ref = BaseReference(tmp_path / "base_reference.pt")
+    ref = BaseReference(tmp_path / "base_reference.safetensors")
     first = forgetting_stats(base, batches, torch.device("cpu"), max_tokens=max_tokens, base=ref)
-    assert first["kl_to_base"] == 0.0 and (tmp_path / "base_reference.pt").is_file()
+    assert first["kl_to_base"] == 0.0 and (tmp_path / "base_reference.safetensors").is_file()
     want = _brute_kl(base, tuned, batches)
     assert want > 1e-4  # the perturbation is visible
     got = loss_stats(tuned, batches, torch.device("cpu"), max_tokens=max_tokens, base=ref).kl
@@ -80,7 +80,7 @@ def test_kl_to_base_matches_the_brute_force(tmp_path, monkeypatch, plain, max_to
     # the base against itself, measured rather than recorded, is 0 up to float rounding
     assert abs(loss_stats(base, batches, torch.device("cpu"), max_tokens=max_tokens, base=ref).kl) < 1e-6
     # a resumed run reads the base's distributions back from the file
-    resumed = BaseReference(tmp_path / "base_reference.pt", fresh=False)
+    resumed = BaseReference(tmp_path / "base_reference.safetensors", fresh=False)
     assert loss_stats(tuned, batches, torch.device("cpu"), max_tokens=max_tokens, base=resumed).kl \
         == pytest.approx(want, rel=1e-5)
 
@@ -112,7 +112,7 @@ def test_chunks_of_positions_line_up_with_the_kept_base():
 def test_no_kl_without_the_base_and_the_store_keeps_it(tmp_path):
     base, tuned = _models()
     batches = _batches()
-    lost = BaseReference(tmp_path / "missing.pt", fresh=False)  # resumed, its base file gone
+    lost = BaseReference(tmp_path / "missing.safetensors", fresh=False)  # resumed, its base file gone
     point = forgetting_stats(tuned, batches, torch.device("cpu"), base=lost)
     assert "kl_to_base" not in point and math.isfinite(point["forgetting"])
     with Store(tmp_path / "results.sqlite") as store:  # a sweep's store records it by its name
@@ -145,4 +145,4 @@ def test_a_finetune_records_kl_to_base_against_its_base_checkpoint(base_run, cor
     assert first["kl_to_base"] == 0.0
     assert last["kl_to_base"] == pytest.approx(want, rel=1e-4) and want > 0
     assert want <= _brute_kl(base, tuned, [(x, y)])  # here within 0.4% of the full KL
-    assert not (tmp_path / "ft" / "base_reference.pt").exists()
+    assert not (tmp_path / "ft" / "base_reference.safetensors").exists()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from forgetless.data import sample_batch
 from forgetless.data.sft import IGNORE_INDEX as IGNORE
@@ -261,13 +262,16 @@ def _base_terms(logits: torch.Tensor, start: int, rows: torch.Tensor, record: li
         kl.index_add_(0, rows, terms.double())
 
 
+PARTS = ("logp", "idx", "rest")  # of each piece: kept log-probabilities, their tokens, log rest mass
+
+
 class BaseReference:
     """The base model's next-token distributions on the forgetting sample, for kl_to_base.
 
     A fresh run (`fresh`) has the base as its first evaluated model (step 0): that evaluation
     keeps, in the forward that measures forgetting, each scored position's KL_TOP_K most likely
     tokens with their log-probabilities and the log of the remaining mass, and saves them to
-    `path` (one file per rank under torchrun) so that a resumed run compares with the same base.
+    `path` (safetensors; one file per rank under torchrun) so that a resumed run compares with the same base.
     Every later evaluation computes per position, from its own logits q,
         Σ_{v kept} p(v) (log p(v) − log q(v)) + p(rest) (log p(rest) − log q(rest)),
     the KL divergence of the base's distribution from the model's (see KL_TOP_K). A resumed run
@@ -286,8 +290,8 @@ class BaseReference:
         """"record" (this evaluation is the base's), "compare", or None (no KL this time)."""
         file = self._file(d)
         if self.pieces is None and not self.fresh and file is not None and file.is_file():
-            self.pieces = [tuple(t.to(device) for t in piece)
-                           for piece in torch.load(file, map_location="cpu", weights_only=True)]
+            saved = load_file(file)  # safetensors: nothing is unpickled (docs/guarantees.md)
+            self.pieces = [tuple(saved[f"{k}.{part}"].to(device) for part in PARTS) for k in range(len(saved) // 3)]
         if self.pieces is None:
             return "record" if self.fresh else None
         return "compare"
@@ -301,7 +305,8 @@ class BaseReference:
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
             tmp = file.with_suffix(".tmp")
-            torch.save([tuple(t.cpu() for t in piece) for piece in self.pieces], tmp)
+            save_file({f"{k}.{part}": t.cpu().contiguous() for k, piece in enumerate(self.pieces)
+                       for part, t in zip(PARTS, piece, strict=True)}, tmp)
             tmp.replace(file)
 
     def close(self, d) -> None:

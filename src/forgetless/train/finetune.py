@@ -244,7 +244,7 @@ def _finetune(cfg: FinetuneConfig, on_eval: Callable[[dict[str, Any]], None] | N
         return {"replay_sequences": remedies.replay_total(cfg.replay, cfg.batch_size, done * cfg.grad_accum),
                 "replay_tokens": tokens}
 
-    base_ref = BaseReference(run.path / "base_reference.pt", fresh=resume_from is None)  # kl_to_base
+    base_ref = BaseReference(run.path / "base_reference.safetensors", fresh=resume_from is None)  # kl_to_base
 
     def evaluate() -> dict[str, Any]:
         point = {**forgetting_stats(model, forget_batches, device, autocast, d, plan.eval_tokens, base_ref),
