@@ -67,3 +67,24 @@ def test_claim2_on_kl_sees_what_the_loss_measure_does_not():
     assert on_kl.status == HOLDS and on_kl.effect > 0.1
     assert on_loss.status != HOLDS and abs(on_loss.effect) < 0.02
     assert "matched KL(base ‖ model)" in on_kl.test
+
+
+def test_the_report_shows_claim_2_on_kl_when_the_points_carry_it(tmp_path):
+    from forgetless.report.document import kl_sections
+    from forgetless.sweep.records import EvalPoint
+
+    rows = []
+    for base in ("adamw", "muon"):
+        for seed in range(3):
+            for opt in ("adamw", "muon"):
+                rows += _run(f"full-{opt}", seed, 0.2, (0.1 if opt == base else 0.4) + 0.01 * seed, base=base,
+                             optimizer=opt, noise=0.001)
+    typed = as_rows(rows)
+    points = [EvalPoint(run_id=r.run_id, step=r.step, tokens=None, forgetting=r.forgetting, learning=r.learning,
+                        extra={"kl_to_base": r.value("kl_to_base")}, method=r.method, lr=r.lr,
+                        meta={"base": r.base, "base_optimizer": r.base_optimizer, "task": r.task}) for r in typed]
+    (section,) = kl_sections(typed, points, tmp_path)
+    assert section.title.startswith("Claim 2 on KL(base ‖ model)") and "Claim 2's test on it: holds" in section.paragraphs[0]
+    assert all(path.is_file() for path, _ in section.figures)
+    no_kl = [Row.of({**r, "kl_to_base": None}) for r in rows]  # a store from before the metric: no section
+    assert kl_sections(no_kl, points, tmp_path) == []

@@ -27,7 +27,7 @@ from forgetless.metrics import (
     value,
 )
 
-__all__ = ["DELTAS", "MethodCloud", "Panel", "panels", "summarize", "print_tables", "plot"]
+__all__ = ["DELTAS", "MethodCloud", "MethodSummary", "Panel", "Summary", "panels", "summarize", "print_tables", "plot"]
 
 
 @dataclass
@@ -125,7 +125,38 @@ def learning_levels(panel: Panel, n: int = 4) -> list[float]:
     return [float(f"{start + (end - start) * k / n:.3g}") for k in range(1, n + 1)]
 
 
-def summarize(panel: Panel, eps=0.01, reference=None) -> dict:
+@dataclass
+class MethodSummary:
+    """One method's frontier figures in a panel."""
+
+    runs: int
+    points: int
+    pareto: int  # size of its Pareto set
+    robust: np.ndarray  # indices of its robust frontier (paper A.1), ordered along it
+    hypervolume: float
+    best_lr: float  # the lr that learns most (Biderman et al. view), its best point and its points
+    best_lr_point: np.ndarray
+    best_lr_mask: np.ndarray
+    within_delta: np.ndarray  # best learning within each Δ of DELTAS of the base's forgetting
+    at_levels: np.ndarray  # least forgetting reaching each learning level
+
+
+@dataclass
+class Summary:
+    """A panel's per-method figures, the pairwise dominance shares and what the tables need."""
+
+    methods: dict[str, MethodSummary]
+    dominance: dict[str, dict[str, float]]  # dominance[a][b]: share of b's points a dominates
+    reference: np.ndarray  # of the hypervolume
+    levels: list[float]
+    deltas: tuple[float, ...]
+    eps: object
+
+    def __getitem__(self, key: str):  # read as the dict it used to be (summary["dominance"])
+        return getattr(self, key)
+
+
+def summarize(panel: Panel, eps=0.01, reference=None) -> Summary:
     """Per-method frontier figures, pairwise dominance shares and the two readable tables."""
     mx = panel.maximize
     clouds = {name: m.points for name, m in panel.methods.items()}
@@ -141,22 +172,19 @@ def summarize(panel: Panel, eps=0.01, reference=None) -> dict:
             best_lr, best_point = float(m.lrs[i]), m.points[i]
         else:
             best_lr, best_point = float("nan"), np.array([np.nan, np.nan])
-        rows[name] = {
-            "runs": len(set(m.runs)), "points": len(m.points),
-            "pareto": len(pareto.pareto_set(m.points, maximize=mx)),
-            "robust": pareto.robust_frontier(m.points, eps, maximize=mx),
-            "hypervolume": pareto.hypervolume(m.points, ref, maximize=mx),
-            "best_lr": best_lr, "best_lr_point": best_point, "best_lr_mask": best,
-            "within_delta": pareto.learning_within_forgetting(m.points, panel.base_point[0], DELTAS, maximize=mx),
-            "at_levels": pareto.forgetting_at_learning(m.points, levels, maximize=mx),
-        }
+        rows[name] = MethodSummary(
+            runs=len(set(m.runs)), points=len(m.points), pareto=len(pareto.pareto_set(m.points, maximize=mx)),
+            robust=pareto.robust_frontier(m.points, eps, maximize=mx),
+            hypervolume=pareto.hypervolume(m.points, ref, maximize=mx),
+            best_lr=best_lr, best_lr_point=best_point, best_lr_mask=best,
+            within_delta=pareto.learning_within_forgetting(m.points, panel.base_point[0], DELTAS, maximize=mx),
+            at_levels=pareto.forgetting_at_learning(m.points, levels, maximize=mx))
     shares = {a: {b: pareto.dominated_share(clouds[a], clouds[b], maximize=mx) for b in clouds if b != a}
               for a in clouds}
-    return {"methods": rows, "dominance": shares, "reference": ref, "levels": levels,
-            "deltas": DELTAS, "eps": eps}
+    return Summary(rows, shares, ref, levels, DELTAS, eps)
 
 
-def print_tables(panel: Panel, summary: dict, console=None) -> None:
+def print_tables(panel: Panel, summary: Summary, console=None) -> None:
     from rich.console import Console
     from rich.markup import escape  # method and base names are the user's text, not markup
     from rich.table import Table
@@ -164,34 +192,33 @@ def print_tables(panel: Panel, summary: dict, console=None) -> None:
     console = console or Console()
     acc = panel.maximize[1]
     learn, forget = _short(panel.y), _short(panel.x)
-    ref = summary["reference"]
+    ref = summary.reference
     console.rule(f"[bold]{escape(panel.title)}")
     console.print(f"base model: {forget} {panel.base_point[0]:.4f}, {learn} {panel.base_point[1]:.4f}; "
-                  f"hypervolume reference ({ref[0]:.4f}, {ref[1]:.4f}); robust frontier eps {summary['eps']}")
+                  f"hypervolume reference ({ref[0]:.4f}, {ref[1]:.4f}); robust frontier eps {summary.eps}")
     t = Table("method", "runs", "points", "Pareto", "robust", "hypervolume", "best lr",
               f"its best {learn}", f"its {forget}", title="frontiers (best lr: Biderman et al. view)")
-    for name, r in summary["methods"].items():
-        t.add_row(escape(name), str(r["runs"]), str(r["points"]), str(r["pareto"]), str(len(r["robust"])),
-                  f"{r['hypervolume']:.4f}", f"{r['best_lr']:g}", f"{r['best_lr_point'][1]:.4f}",
-                  f"{r['best_lr_point'][0]:.4f}")
+    for name, r in summary.methods.items():
+        t.add_row(escape(name), str(r.runs), str(r.points), str(r.pareto), str(len(r.robust)),
+                  f"{r.hypervolume:.4f}", f"{r.best_lr:g}", f"{r.best_lr_point[1]:.4f}", f"{r.best_lr_point[0]:.4f}")
     console.print(t)
-    names = list(summary["methods"])
+    names = list(summary.methods)
     t = Table("A \\ B", *map(escape, names), title="share of B's points dominated by some point of A")
     for a in names:
-        t.add_row(escape(a), *("—" if a == b else f"{summary['dominance'][a][b]:.2f}" for b in names))
+        t.add_row(escape(a), *("—" if a == b else f"{summary.dominance[a][b]:.2f}" for b in names))
     console.print(t)
     word = "highest" if acc else "lowest"
-    t = Table("method", *(f"Δ≤{d:g}" for d in summary["deltas"]),
+    t = Table("method", *(f"Δ≤{d:g}" for d in summary.deltas),
               title=f"{word} {learn} with {forget} within Δ of the base")
-    for name, r in summary["methods"].items():
-        t.add_row(escape(name), *_cells(r["within_delta"]))
+    for name, r in summary.methods.items():
+        t.add_row(escape(name), *_cells(r.within_delta))
     console.print(t)
-    if summary["levels"]:
+    if summary.levels:
         op = "≥" if acc else "≤"
-        t = Table("method", *(f"{learn} {op} {v:g}" for v in summary["levels"]),
+        t = Table("method", *(f"{learn} {op} {v:g}" for v in summary.levels),
                   title=f"lowest {forget} reaching each learning level")
-        for name, r in summary["methods"].items():
-            t.add_row(escape(name), *_cells(r["at_levels"]))
+        for name, r in summary.methods.items():
+            t.add_row(escape(name), *_cells(r.at_levels))
         console.print(t)
 
 
@@ -204,7 +231,7 @@ def _cells(values) -> list[str]:
     return ["—" if not np.isfinite(v) else f"{v:.4f}" for v in values]
 
 
-def plot(panel_list: list[Panel], summaries: list[dict], out: str | Path, best_lr_only: bool = False) -> Path:
+def plot(panel_list: list[Panel], summaries: list[Summary], out: str | Path, best_lr_only: bool = False) -> Path:
     """One subplot per panel: each method's points faint, its robust frontier as a line."""
     import matplotlib
 
@@ -219,10 +246,10 @@ def plot(panel_list: list[Panel], summaries: list[dict], out: str | Path, best_l
     colour = {m: plt.cm.tab10(i % 10) for i, m in enumerate(names)}
     for ax, pn, s in zip(axes.flat, panel_list, summaries, strict=False):
         for name, m in pn.methods.items():
-            r = s["methods"][name]
-            pts = m.points[r["best_lr_mask"]] if best_lr_only else m.points
+            r = s.methods[name]
+            pts = m.points[r.best_lr_mask] if best_lr_only else m.points
             ax.scatter(pts[:, 0], pts[:, 1], s=12, alpha=0.25, color=colour[name], linewidths=0)
-            idx = (pareto.robust_frontier(pts, s["eps"], maximize=pn.maximize) if best_lr_only else r["robust"])
+            idx = (pareto.robust_frontier(pts, s.eps, maximize=pn.maximize) if best_lr_only else r.robust)
             front = pts[idx]
             ax.plot(front[:, 0], front[:, 1], "-o", ms=3.5, lw=1.6, color=colour[name], label=name)
         if np.isfinite(pn.base_point).all():

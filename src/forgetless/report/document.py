@@ -15,6 +15,7 @@ from forgetless.report.render import Section, Table, write_report
 from forgetless.report.rows import PretrainRow, Row
 from forgetless.report.tables import forgetting_by_source
 from forgetless.report.verdicts import FRONTIER_MARGIN, Verdict, claim2_same_optimizer
+from forgetless.sweep.records import Run
 from forgetless.sweep.runner import store_path
 from forgetless.sweep.store import Store
 
@@ -101,16 +102,16 @@ def frontier_sections(points: list[Row], store_points: list, fig_dir: Path) -> l
     best = fr.plot(panels, summaries, fig_dir / "frontiers_best_lr.png", best_lr_only=True)
     tables = []
     for panel, s in zip(panels, summaries, strict=True):
-        names = list(s["methods"])
-        rows = [[n, r["runs"], r["points"], len(r["robust"]), _num(r["hypervolume"], ".4f"),
-                 f"{r['best_lr']:g}", _num(r["best_lr_point"][1]), _num(r["best_lr_point"][0])]
-                + [_num(v) for v in r["within_delta"]] for n, r in s["methods"].items()]
+        names = list(s.methods)
+        rows = [[n, r.runs, r.points, len(r.robust), _num(r.hypervolume, ".4f"),
+                 f"{r.best_lr:g}", _num(r.best_lr_point[1]), _num(r.best_lr_point[0])]
+                + [_num(v) for v in r.within_delta] for n, r in s.methods.items()]
         tables.append(Table(["method", "runs", "points", "robust frontier", "hypervolume", "best lr",
                              "best lr: learning", "best lr: forgetting"]
-                            + [f"learning, forgetting ≤ base+{d:g}" for d in s["deltas"]], rows,
+                            + [f"learning, forgetting ≤ base+{d:g}" for d in s.deltas], rows,
                             caption=f"{panel.title}: base forgetting {panel.base_point[0]:.3f}, "
                                     f"task loss {panel.base_point[1]:.3f}"))
-        dom = [[a] + ["—" if a == b else f"{s['dominance'][a][b]:.2f}" for b in names] for a in names]
+        dom = [[a] + ["—" if a == b else f"{s.dominance[a][b]:.2f}" for b in names] for a in names]
         tables.append(Table(["A \\ B"] + names, dom,
                             caption=f"{panel.title}: share of B's points dominated by a point of A"))
     sections = [Section("Learning–forgetting frontiers (claims 2, 3, 6; paper Figures 2, 3, 6)",
@@ -212,11 +213,12 @@ def build_report(study, root: Path, tables: dict, verdicts: list[Verdict], probe
     fig_dir = root / "figures"
     with Store(store_path(study, root), readonly=True) as store:
         store_points = store.eval_points(study=study.name)
+    runs = [r if isinstance(r, Run) else Run.from_row(r) for r in runs]
     counts: dict[str, int] = {}
     for r in runs:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    problems = [[r["label"], r["status"], (r.get("error") or "").splitlines()[0] if r.get("error") else ""]
-                for r in runs if r["status"] in ("diverged", "failed")]
+        counts[r.status] = counts.get(r.status, 0) + 1
+    problems = [[r.label, r.status, r.error.splitlines()[0] if r.error else ""]
+                for r in runs if r.status in ("diverged", "failed")]
     overview = Section("Run", paragraphs=[
         f"Study '{study.name}': {study.description}",
         f"Cells: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}. "
