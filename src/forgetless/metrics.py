@@ -41,6 +41,11 @@ class Metric:
     label: str
     how: str  # how the evaluation computes it (one sentence, for docs and --help)
     column: bool = False
+    word: str = ""  # the metric in a sentence ("at matched {word}"); default: its name
+
+    @property
+    def phrase(self) -> str:
+        return self.word or self.name.replace("_", " ")
 
     @property
     def maximize(self) -> bool:
@@ -54,20 +59,22 @@ class Metric:
 _DECLARED = (
     Metric("forgetting", "nats", LOWER, FORGETTING, "forgetting: loss on {reference}",
            "mean token loss −log p(x_t+1 | x_≤t) over a fixed held-out sample of the pretraining text "
-           "(the reference), the same windows in every run", column=True),
+           "(the reference), the same windows in every run", column=True, word="forgetting"),
     Metric("kl_to_base", "nats", LOWER, FORGETTING, "forgetting: KL(base ‖ model) on {reference}",
            "mean per-token KL divergence of the finetuned model's next-token distribution from the "
            "base's on the reference sample, in the forward that measures `forgetting`; the base's "
            "distribution is kept from the step-0 evaluation as its KL_TOP_K most likely tokens and "
-           "one bucket for the rest (exact when the vocabulary is no larger)"),
+           "one bucket for the rest (exact when the vocabulary is no larger)", word="KL(base ‖ model)"),
     Metric("learning", "nats", LOWER, LEARNING, "learning: task loss",
-           "mean token loss over the response tokens of the task's held-out records", column=True),
+           "mean token loss over the response tokens of the task's held-out records", column=True, word="task loss"),
     Metric("accuracy", "share", HIGHER, LEARNING, "learning: task accuracy",
-           "exact-match share of greedy answers to the task's held-out records", column=True),
+           "exact-match share of greedy answers to the task's held-out records", column=True,
+           word="task accuracy"),
     Metric("forgetting_se", "nats", LOWER, ERROR, "standard error of forgetting",
            "standard error over the reference's windows of `forgetting` (a ratio estimator)"),
     Metric("forgetting_delta", "nats", LOWER, FORGETTING, "forgetting: change from the base on {reference}",
-           "`forgetting` minus the same run's step-0 value (comparable across references)"),
+           "`forgetting` minus the same run's step-0 value (comparable across references)",
+           word="forgetting change"),
     Metric("forgetting_delta_se", "nats", LOWER, ERROR, "paired standard error of the change",
            "standard error of `forgetting_delta` over the windows, paired with the base's"),
     Metric("replay_tokens", "tokens", LOWER, COST, "replay tokens",

@@ -223,8 +223,8 @@ def print_tables(panel: Panel, summary: Summary, console=None) -> None:
 
 
 def _short(name: str) -> str:
-    """A metric's label without its role: 'task loss', 'KL(base ‖ model) on {reference}'."""
-    return metric(name).label.split(": ", 1)[-1].replace(" on {reference}", "")
+    """A metric in a sentence: 'task loss', 'forgetting', 'KL(base ‖ model)'."""
+    return metric(name).phrase
 
 
 def _cells(values) -> list[str]:

@@ -134,9 +134,7 @@ def compare_panel(base: str, task: str, rows: list[Row], margin: float = FRONTIE
 
 def _axis_words(pc: PanelComparison) -> tuple[str, str]:
     """(learning, forgetting) as the answer and the tables say them: 'task loss', 'forgetting'."""
-    y = metric(pc.y).label.split(": ", 1)[-1]
-    x = "forgetting" if pc.x == X_DEFAULT else metric(pc.x).label.split(": ", 1)[-1].replace(" on {reference}", "")
-    return y, x
+    return metric(pc.y).phrase, metric(pc.x).phrase
 
 
 def holm(pairs: list[Pair], margin: float, level: float = LEVEL) -> None:

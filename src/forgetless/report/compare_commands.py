@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from forgetless.errors import UserError
+from forgetless.metrics import X_DEFAULT
 
 
 class CompareError(UserError, ValueError):
@@ -94,7 +95,7 @@ def register(app: typer.Typer) -> None:
                                                  "(each its own remedy on one figure)"),
         sweep_dir: Path = typer.Option(None, "--dir", help="sweep directory of the study (default: its out_dir, else runs/<name>)"),
         out: Path = typer.Option(None, "--out", help="folder for compare.md and the figures (default: <sweep dir>/compare)"),
-        x: str = typer.Option("forgetting", "--x", help="forgetting axis, a forgetting metric of forgetless.metrics "
+        x: str = typer.Option(X_DEFAULT, "--x", help="forgetting axis, a forgetting metric of forgetless.metrics "
                                                         "(forgetting, kl_to_base, forgetting_delta)"),
     ) -> None:
         """Every forgetting remedy (optimizer, LoRA, lr, replay, L2-SP, WiSE-FT) on one frontier per base

@@ -152,7 +152,7 @@ def kl_sections(points: list[Row], store_points: list, fig_dir: Path, x: str = "
     summaries = [fr.summarize(pn) for pn in panels]
     figure = fr.plot(panels, summaries, fig_dir / f"frontiers_{x}.png")
     v = claim2_same_optimizer(points, x=x)
-    label = metric(x).label.split(": ", 1)[-1].replace(" on {reference}", "")
+    label = metric(x).phrase
     return [Section(f"Claim 2 on {label} (shown, not deciding)",
                     paragraphs=[f"{metric(x).how}. Where the loss-based measure averages the change of "
                                 f"−log p over the reference's own next tokens, this one sees every change of "

@@ -228,7 +228,7 @@ def rows_from_run(run_dir: str | Path, label: str | None = None) -> list[Row]:
         out.append(Row(run_id=str(path), base=Path(str(cfg.get("base"))).name, task=cfg.get("task"), method=method,
                        finetuning=cfg.get("method", "full"), optimizer=cfg.get("optimizer"),
                        rank=cfg.get("lora_rank"), lr=cfg.get("lr"), seed=cfg.get("seed", 0), step=p["step"],
-                       forgetting=p["forgetting"], learning=p["learning"], accuracy=p.get("accuracy"),
+                       **{name: metrics.value(p, name) for name in metrics.columns()},  # forgetting, learning, accuracy
                        tokens=p.get("tokens"), sources=p.get(metrics.SOURCES_KEY), extra=extra,
                        reference=_reference(cfg)))
     return out

@@ -150,7 +150,7 @@ def _per_base_verdict(claim: int, title: str, paper: str, test: str, pb: PerBase
 
 def _word(x: str) -> str:
     """The forgetting metric x in a sentence: 'forgetting', 'KL(base ‖ model)'."""
-    return "forgetting" if x == X_DEFAULT else metric(x).label.split(": ", 1)[-1].replace(" on {reference}", "")
+    return metric(x).phrase
 
 
 def _same(r: Row, base: str) -> bool:
