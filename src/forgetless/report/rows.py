@@ -176,6 +176,27 @@ class ActivationRow(_Keyed):
     output_l1_l2: float = float("nan")
 
 
+@dataclass(frozen=True)
+class MemorizationRow(_Keyed):
+    """One memorisation run (claim 7) at its selected lr: final exact match on clean and corrupted
+    blocks, and its training curve at the shortest (prompt, gen) pair. `curve`: one dict per eval
+    point, {step, train_loss, clean_exact, corrupted_exact, clean_token, corrupted_token}, as the
+    run recorded them."""
+
+    optimizer: str | None = None
+    seed: Any = None
+    clean: float = float("nan")
+    corrupted: float = float("nan")
+    lr: float | None = None
+    train_loss: float = float("nan")
+    n_eval: int | None = None
+    onset: int | None = None  # first step with any corrupted block reproduced
+    pair: tuple[int, int] | None = None
+    curve: list[dict[str, float]] | None = None
+    matched_clean: float | None = None  # both rates at the train loss every optimizer reached
+    matched_corrupted: float | None = None
+
+
 def as_rows(rows: Iterable[Row | Mapping[str, Any]]) -> list[Row]:
     """Rows, whatever their form (typed, or dicts of the older format)."""
     return [Row.of(r) for r in rows]

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from forgetless.report.rows import ActivationRow, PretrainRow, Row, SpectrumRow, rows_from_store
+from forgetless.report.rows import (
+    ActivationRow,
+    MemorizationRow,
+    PretrainRow,
+    Row,
+    SpectrumRow,
+    rows_from_store,
+)
 from forgetless.sweep.store import Store
 
 
@@ -95,7 +102,7 @@ def analysis_rows(pretrain: list[PretrainRow], probes: dict[str, dict]) -> tuple
     return spectra, activations
 
 
-def memorization_rows(results: list[dict]) -> list[dict]:
+def memorization_rows(results: list[dict]) -> list[MemorizationRow]:
     """Per optimizer and seed, at the lr with the best clean exact match (paper A.2): the training
     curve at the shortest (prompt, gen) pair (the one with most signal at small scale; the report
     shows every pair), from which claim 7 is decided at matched training loss, and beside it the
@@ -121,12 +128,11 @@ def memorization_rows(results: list[dict]) -> list[dict]:
                       **{f"{split}_{m}": p[f"{split}_{m}_{prompt}_{gen}"]
                          for split in ("clean", "corrupted") for m in ("exact", "token")}}
                      for p in history]
-            rows.append({"optimizer": opt, "seed": result["config"].get("seed", 0), "lr": last["lr"],
-                         "clean": last[clean], "corrupted": last[bad], "train_loss": last["train_loss"],
-                         "n_eval": result["config"].get("n_eval"), "onset": onset,
-                         "pair": (prompt, gen), "curve": curve,
-                         "matched_clean": matched.get(opt, {}).get(clean),
-                         "matched_corrupted": matched.get(opt, {}).get(bad)})
+            rows.append(MemorizationRow(
+                optimizer=opt, seed=result["config"].get("seed", 0), clean=last[clean], corrupted=last[bad],
+                lr=last["lr"], train_loss=last["train_loss"], n_eval=result["config"].get("n_eval"), onset=onset,
+                pair=(prompt, gen), curve=curve, matched_clean=matched.get(opt, {}).get(clean),
+                matched_corrupted=matched.get(opt, {}).get(bad)))
     return rows
 
 

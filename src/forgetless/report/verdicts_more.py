@@ -42,7 +42,7 @@ from forgetless.optim import describe
 
 from .claim import Verdict, base_forgetting, group, make_verdict, parts_line
 from .effects import cloud, delta_view
-from .rows import ActivationRow, Row, as_rows
+from .rows import ActivationRow, MemorizationRow, Row, as_rows
 from .statistics import INCONCLUSIVE, NOT_MEASURED, Decision, decide
 
 INSTRUCTION_TASKS = {"instruct", "alpaca"}
@@ -170,9 +170,9 @@ def claim6_throughout(points: list, margin: float = 0.01) -> Verdict:
 EXACT_FLOOR, SATURATED = 0.05, 0.02
 
 
-def _rate_margin(rows: list[dict], values: list[float]) -> float:
+def _rate_margin(rows: list[MemorizationRow], values: list[float]) -> float:
     """Resolution of a difference of two rates over n eval blocks: 1/n and the binomial error."""
-    ns = [r.get("n_eval") for r in rows if r.get("n_eval")]
+    ns = [r.n_eval for r in rows if r.n_eval]
     if not ns:
         return 0.01
     n = min(ns)
@@ -220,27 +220,28 @@ def _lowest_loss(curve: list[dict]) -> float:
     return min(losses) if losses else float("nan")
 
 
-def _pair_values(hi: dict, lo: dict, split: str) -> tuple[float, dict[str, tuple[float, float]]]:
+def _pair_values(hi: MemorizationRow, lo: MemorizationRow, split: str) -> tuple[float, dict[str, tuple[float, float]]]:
     """(matched training loss, {metric: (hi value, lo value)}) of one unit; loss NaN without curves."""
-    if hi.get("curve") and lo.get("curve"):
-        target = max(_lowest_loss(hi["curve"]), _lowest_loss(lo["curve"]))
-        n = min(hi.get("n_eval") or 500, lo.get("n_eval") or 500)
-        return target, {m: tuple(_at_loss(r["curve"], target, f"{split}_{m}", 0.5 / n) for r in (hi, lo))
+    if hi.curve and lo.curve:
+        target = max(_lowest_loss(hi.curve), _lowest_loss(lo.curve))
+        n = min(hi.n_eval or 500, lo.n_eval or 500)
+        return target, {m: tuple(_at_loss(r.curve, target, f"{split}_{m}", 0.5 / n) for r in (hi, lo))
                         for m in ("exact", "token")}
-    return float("nan"), {"exact": (float(hi[split]), float(lo[split]))}
+    return float("nan"), {"exact": (float(getattr(hi, split)), float(getattr(lo, split)))}
 
 
 def _saturated(a: float, b: float, edge: float = SATURATED) -> bool:
     return (a <= edge and b <= edge) or (a >= 1 - edge and b >= 1 - edge)
 
 
-def _memorisation_part(rows: list[dict], by: dict, hi: str, lo: str, split: str, sign: float) -> tuple[Decision, list[str], str]:
+def _memorisation_part(rows: list[MemorizationRow], by: dict, hi: str, lo: str, split: str, sign: float) -> tuple[Decision, list[str], str]:
     """One ordering, decided per seed at matched training loss; (decision, detail lines, note)."""
     seeds = sorted({s for o, s in by if o == hi} & {s for o, s in by if o == lo}, key=str)
     units = {s: _pair_values(by[(hi, s)], by[(lo, s)], split) for s in seeds}
     on_curve = bool(units) and all(math.isfinite(t) for t, _ in units.values())
     if not on_curve:  # some unit has no curve: every unit on its final rates, as one measure
-        units = {s: (float("nan"), {"exact": (float(by[(hi, s)][split]), float(by[(lo, s)][split]))}) for s in seeds}
+        units = {s: (float("nan"), {"exact": (float(getattr(by[(hi, s)], split)), float(getattr(by[(lo, s)], split)))})
+                 for s in seeds}
     units = {s: u for s, u in units.items() if all(math.isfinite(x) for x in u[1]["exact"])}
     metric = "exact"
     if on_curve and any(_saturated(*v["exact"], EXACT_FLOOR) for _, v in units.values()):
@@ -267,7 +268,7 @@ def _first_step(curve: list[dict], key: str, level: float) -> float | None:
     return next((p["step"] for p in curve if math.isfinite(p["train_loss"]) and p[key] >= level), None)
 
 
-def claim7_memorization(memorization: list[dict]) -> Verdict:
+def claim7_memorization(memorization: list) -> Verdict:
     paper = ("Table 3, Figure 7: corrupted exact match Muon 65.0/12.2/5.2% > AdamW 55.8/7.0/2.3% > SGD "
              "32.9/1.3/0.0%; clean Muon 88.9/44.8/25.4% < AdamW 90.1/49.8/29.7% < SGD 93.4/60.3/40.8%; "
              "Muon's corrupted accuracy rises earliest and its train loss is lowest")
@@ -276,7 +277,8 @@ def claim7_memorization(memorization: list[dict]) -> Verdict:
             "curves, logit scale between eval points): difference of exact match at the shortest "
             "(prompt, gen) pair, or of teacher-forced token accuracy where exact match is within 5 "
             "points of 0% or 100%")
-    by = {(r["optimizer"], r["seed"]): r for r in memorization}
+    memorization = MemorizationRow.many(memorization)
+    by = {(r.optimizer, r.seed): r for r in memorization}
     opts = {o for o, _ in by}
     if not {"muon", "adamw"} <= opts:
         return make_verdict(7, title, paper, test, {"memorisation": decide([])},
@@ -294,16 +296,16 @@ def claim7_memorization(memorization: list[dict]) -> Verdict:
         notes.append("the SGD part needs memorisation runs of sgd")
     for o in sorted(opts):
         rows = [r for k, r in by.items() if k[0] == o]
-        line = (f"{o}: final clean {np.mean([r['clean'] for r in rows]):.3f} corrupted "
-                f"{np.mean([r['corrupted'] for r in rows]):.3f} exact match over {len(rows)} seed(s)")
-        if all(r.get("curve") for r in rows):
-            curves = [r["curve"] for r in rows]
+        line = (f"{o}: final clean {np.mean([r.clean for r in rows]):.3f} corrupted "
+                f"{np.mean([r.corrupted for r in rows]):.3f} exact match over {len(rows)} seed(s)")
+        if all(r.curve for r in rows):
+            curves = [r.curve for r in rows]
             line += (f", token accuracy clean {np.mean([c[-1]['clean_token'] for c in curves]):.3f} corrupted "
                      f"{np.mean([c[-1]['corrupted_token'] for c in curves]):.3f}, final train loss "
                      f"{np.mean([c[-1]['train_loss'] for c in curves]):.3f}")
             half = [_first_step(c, "corrupted_exact", 0.5) for c in curves]
             line += (", corrupted exact match first ≥ 50% at step " + "/".join("never" if h is None else f"{h:g}" for h in half))
-        if all(r.get("onset") is not None for r in rows):
-            line += f", first corrupted block reproduced at step {np.mean([r['onset'] for r in rows]):.0f}"
+        if all(r.onset is not None for r in rows):
+            line += f", first corrupted block reproduced at step {np.mean([r.onset for r in rows]):.0f}"
         details.append(line)
     return make_verdict(7, title, paper, test, decisions, parts_line(decisions), details, "; ".join(notes))
