@@ -116,6 +116,21 @@ def stored_study(store_path: Path, name: str | None):
     return study
 
 
+def seed_bases(src: Path, full: Path, study) -> int:
+    """A new <full>: a copy of the store of another sweep directory `src` and the run directories
+    of its finished pretraining cells that `study` also has (same cell ids: the remedies preset
+    declares quick's bases), so the full sweep trains only finetunes. Returns how many."""
+    from forgetless.sweep.store import Store
+    from forgetless.sweep.study import expand
+
+    ids = {c.cell_id for c in expand(study) if not c.is_finetune}
+    with Store(snapshot(src, full), readonly=True) as st:
+        done = [r["cell_id"] for r in st.runs() if r["cell_id"] in ids and r["status"] == "done"]
+    for cid in done:
+        shutil.copytree(src / "cells" / cid, full / "cells" / cid)
+    return len(done)
+
+
 def seed_pruned_dir(full: Path, store_path: Path, pruned: Path, study: str) -> None:
     """<pruned>: a copy of the full sweep's store (`store_path`, its snapshot) with every finetune
     reset, and copies of the full sweep's pretraining run directories."""
@@ -334,6 +349,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--figures-only", action="store_true", help="run nothing: the figures of <dir>/pruned as it is")
+    ap.add_argument("--bases", default=None, help="without --full: take the study's finished pretraining cells "
+                                                  "from this sweep directory (copied) before the full sweep")
     ap.add_argument("--grid", action="store_true", help="with --full: --simulate over a grid of rules, one line each")
     args = ap.parse_args()
 
@@ -353,6 +370,8 @@ def main() -> None:
             raise SystemExit("--simulate, --grid and --figures-only read a finished sweep: give it with --full DIR")
         study = load_study(args.study or "cpu-full")
         full = root / "full"
+        if args.bases and not full.exists():
+            print(f"{seed_bases(Path(args.bases), full, study)} finished bases copied from {args.bases}", flush=True)
         run_sweep(study, workers=workers, out_dir=full, progress=False)
     if args.grid:
         for line in grid(snapshot(full, root / "full-store"), study.name):

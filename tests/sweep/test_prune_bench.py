@@ -102,6 +102,24 @@ def test_a_finished_sweep_as_the_full_side(tmp_path) -> None:
     assert sim["verdicts_changed"] == []
 
 
+def test_bases_from_another_sweep_are_not_trained_again(tmp_path) -> None:
+    bench = _bench()
+    src = tmp_path / "src"  # the same bases, other finetunes (as quick's bases under the remedies preset)
+    other = _study(src)
+    other["finetune"]["methods"] = [{"kind": "full", "optimizer": "adamw", "lrs": [5e-4]}]
+    run_sweep(load_study(other), workers=0, executor=executor, progress=False)
+    study = load_study(_study(tmp_path / "full"))
+    assert bench.seed_bases(src, tmp_path / "full", study) == 6
+    kinds: list[str] = []
+
+    def counting(cell, out_dir, base_dir, on_eval):
+        kinds.append(cell.kind)
+        return executor(cell, out_dir, base_dir, on_eval)
+
+    counts = run_sweep(study, workers=0, executor=counting, progress=False)
+    assert counts == {"done": 42} and kinds == ["finetune"] * 36  # the 6 bases were already done
+
+
 def test_prune_on_ray_names_what_to_use_instead() -> None:
     from forgetless.errors import UserError
     from forgetless.sweep.runner import make_backend
