@@ -403,16 +403,19 @@ def loss_stats(model: torch.nn.Module, batches: Sequence[Batch], device: torch.d
                 watcher.done(width)
     finally:
         model.train(was_training)
-    both = distributed.all_sum(torch.cat(rows, 1), d).cpu().numpy() if rows else np.zeros((3, 0))
-    sums, counts = both[0], both[1]
+    # one more column: how many ranks compared with the base (all must, or the KL is not measured)
+    agreed = torch.zeros(3, 1, dtype=torch.float64, device=device)
+    agreed[2, 0] = float(mode == "compare")
+    both = distributed.all_sum(torch.cat([*rows, agreed], 1), d).cpu().numpy()
+    sums, counts, comparing = both[0, :-1], both[1, :-1], both[2, -1]
     total = counts.sum()
     loss = float(sums.sum() / total) if total > 0 else float("nan")
     kl = float("nan")
     if mode == "record":  # the base against itself
         base.keep(kept, d)
         kl = 0.0
-    elif mode == "compare" and total > 0:
-        kl = float(both[2].sum() / total)
+    elif mode == "compare" and total > 0 and comparing == d.world:
+        kl = float(both[2, :-1].sum() / total)
     return LossStats(loss, ratio_se(sums, counts), int(total), int((counts > 0).sum()), sums, counts, kl)
 
 
