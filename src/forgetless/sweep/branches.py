@@ -26,6 +26,10 @@ from typing import Any
 
 from forgetless.counts import parse_count
 from forgetless.sweep.records import Cell
+from forgetless.train.config import TrainConfig
+
+# the training config's defaults, for settings an entry leaves out
+_DEFAULT = {name: TrainConfig.model_fields[name].default for name in ("grad_accum", "warmup")}
 
 
 def tokens_label(n: int) -> str:
@@ -37,7 +41,7 @@ def tokens_label(n: int) -> str:
 
 
 def per_step(settings: dict[str, Any]) -> int:
-    return int(settings["batch_size"]) * int(settings["seq_len"]) * int(settings.get("grad_accum", 1))
+    return int(settings["batch_size"]) * int(settings["seq_len"]) * int(settings.get("grad_accum", _DEFAULT["grad_accum"]))
 
 
 def decay_start(steps: int, decay: float) -> int:
@@ -50,7 +54,7 @@ def plan(budgets: list[int], settings: dict[str, Any], decay: float) -> tuple[in
     unit = per_step(settings)
     steps = [max(2, round(b / unit)) for b in budgets]
     points = [(decay_start(s, decay), s) for s in steps]
-    warm = round(float(settings.get("warmup", 0.1)) * steps[0])
+    warm = round(float(settings.get("warmup", _DEFAULT["warmup"])) * steps[0])
     return warm, points
 
 

@@ -132,7 +132,7 @@ class Study(BaseModel):
             st = grid.settings
             if not st.get("batch_size") or not st.get("seq_len"):
                 continue
-            tokens = grid.steps * st["batch_size"] * st["seq_len"] * st.get("grad_accum", 1)
+            tokens = grid.steps * branches.per_step(st)
             refs = [branches.base_ref(r) for r in grid.bases or []]
             for p in self.pretrain:
                 name = p.name or p.optimizer
