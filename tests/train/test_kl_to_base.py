@@ -146,3 +146,36 @@ def test_a_finetune_records_kl_to_base_against_its_base_checkpoint(base_run, cor
     assert last["kl_to_base"] == pytest.approx(want, rel=1e-4) and want > 0
     assert want <= _brute_kl(base, tuned, [(x, y)])  # here within 0.4% of the full KL
     assert not (tmp_path / "ft" / "base_reference.safetensors").exists()
+    # every measurement the training box wrote is declared in the registry (forgetless.metrics)
+    from forgetless import metrics
+
+    bookkeeping = {"kind", "step", "tokens", "lr", "wall_time", metrics.SOURCES_KEY}
+    assert set(last) - bookkeeping <= set(metrics.METRICS), set(last) - bookkeeping - set(metrics.METRICS)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_kl_to_base_under_torchrun_equals_one_process(base_run, tmp_path, parallel):
+    """Two ranks each keep the base's distributions of their own rows: the KL summed over ranks is
+    the one-process KL (FSDP takes the full-logits path)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from forgetless.train import FinetuneConfig, finetune
+
+    settings = dict(base=str(base_run.out_dir), task="arith", optimizer="adamw", lr=1e-3, steps=4, eval_every=2,
+                    batch_size=4, seq_len=64, dropout=0.0, eval_n=8, eval_tokens=512, progress=False, threads=1)
+    single = finetune(FinetuneConfig(**settings, out_dir=tmp_path / "single"))
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(yaml.safe_dump({**settings, "out_dir": str(tmp_path / "multi"), "parallel": parallel}))
+    proc = subprocess.run([sys.executable, "-m", "forgetless", "finetune", "--config", str(cfg), "--nproc", "2"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = (tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()
+    evals = [p for p in map(json.loads, lines) if p["kind"] == "eval"]
+    assert [p["kl_to_base"] for p in evals] == pytest.approx([p["kl_to_base"] for p in single.points], rel=1e-4)
+    assert evals[0]["kl_to_base"] == 0.0 and evals[-1]["kl_to_base"] > 0
