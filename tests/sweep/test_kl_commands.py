@@ -73,3 +73,16 @@ def test_compare_and_frontier_refuse_an_undeclared_axis_and_compare_on_kl(filled
     md = (tmp / "cmp" / "compare.md").read_text()
     assert "Base model: KL(base ‖ model) 0.000, task loss 3.000" in md
     assert "with KL(base ‖ model) within Δ nats of the base" in md
+
+
+def test_export_has_a_column_per_declared_metric(filled):
+    import csv
+
+    tmp, path = filled
+    out = tmp / "points.csv"
+    assert runner.invoke(app, ["export", str(path), "--csv", str(out)]).exit_code == 0
+    rows = [r for r in csv.DictReader(open(out)) if r["kind"] == "finetune"]
+    for r in rows:
+        scale = 0.5 if r["method"].startswith("full") else 2.0
+        assert float(r["kl_to_base"]) == pytest.approx(scale * (float(r["forgetting"]) - 4.0))
+    assert {r["forgetting_se"] for r in rows} == {"nan"}  # declared, not measured by the stand-in

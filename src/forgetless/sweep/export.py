@@ -6,8 +6,12 @@ import csv
 import json
 from pathlib import Path
 
+from forgetless import metrics
 from forgetless.errors import BadFile, one_line
 from forgetless.sweep.store import POINT_COLUMNS, Store
+
+# every other declared measurement (kl_to_base, forgetting_se, ...) as a column, NaN where unmeasured
+EXTRA = tuple(name for name in metrics.METRICS if name not in POINT_COLUMNS)
 
 
 def export_rows(store: Store, study: str | None = None) -> list[dict]:
@@ -20,6 +24,7 @@ def export_rows(store: Store, study: str | None = None) -> list[dict]:
         row.update(base=meta.get("base"), base_optimizer=meta.get("base_optimizer"),
                    task=meta.get("task"), seed=meta.get("seed", meta.get("base_seed")))
         row["sources"] = json.dumps(p["sources"], sort_keys=True) if p["sources"] else ""
+        row.update({name: metrics.value(p, name) for name in EXTRA})
         rows.append(row)
     return rows
 
@@ -28,7 +33,7 @@ def export_csv(store: Store, out: str | Path, study: str | None = None) -> int:
     """Write the rows to `out`; returns their number. NaN losses are written as "nan"."""
     rows = export_rows(store, study)
     fields = ["run_id", "kind", "label", "method", "lr", "base_id", "status", *POINT_COLUMNS,
-              "sources", "base", "base_optimizer", "task", "seed"]
+              "sources", "base", "base_optimizer", "task", "seed", *EXTRA]
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
