@@ -88,3 +88,27 @@ def test_the_report_shows_claim_2_on_kl_when_the_points_carry_it(tmp_path):
     assert all(path.is_file() for path, _ in section.figures)
     no_kl = [Row.of({**r, "kl_to_base": None}) for r in rows]  # a store from before the metric: no section
     assert kl_sections(no_kl, points, tmp_path) == []
+
+
+def test_the_report_reads_a_study_once(tmp_path):
+    """tables.read: one query of the runs and one of the points give the same rows as the readers
+    that each query the store themselves (the old-store fixture: a real study's store)."""
+    import shutil
+    from pathlib import Path
+
+    from forgetless.report import tables
+    from forgetless.sweep.store import Store
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "old_store" / "results.sqlite"
+    shutil.copy(fixture, tmp_path / "results.sqlite")
+    with Store(tmp_path / "results.sqlite", readonly=True) as store:
+        calls = []
+        for name in ("run_records", "eval_points", "runs", "points", "runs_by_id"):
+            method = getattr(store, name)
+            setattr(store, name, lambda *a, _m=method, _n=name, **k: calls.append(_n) or _m(*a, **k))
+        once = tables.read(store, "old-store")
+        assert sorted(calls) == ["eval_points", "points", "run_records", "runs"]  # one query of each table
+        calls.clear()
+        assert once.pretrain == tables.pretrain_rows(store, "old-store")
+        assert [r.run_id for r in once.finetune] == [r.run_id for r in tables.finetune_rows(store, "old-store")]
+    assert len(once.pretrain) == 6 and len({r.run_id for r in once.finetune}) > 10

@@ -209,10 +209,14 @@ def memorization_section(mem_dir: Path | None) -> list[Section]:
 
 def build_report(study, root: Path, tables: dict, verdicts: list[Verdict], probes: dict,
                  pretrain: list[dict], runs: list[dict], mem_dir: Path | None, elapsed: float,
-                 machine: str, regime: RegimeCheck | None = None) -> tuple[Path, Path]:
+                 machine: str, regime: RegimeCheck | None = None,
+                 store_points: list | None = None) -> tuple[Path, Path]:
+    """The report; `store_points`: the study's typed eval points when already read (tables.read),
+    else read here."""
     fig_dir = root / "figures"
-    with Store(store_path(study, root), readonly=True) as store:
-        store_points = store.eval_points(study=study.name)
+    if store_points is None:
+        with Store(store_path(study, root), readonly=True) as store:
+            store_points = store.eval_points(study=study.name)
     runs = [r if isinstance(r, Run) else Run.from_row(r) for r in runs]
     counts: dict[str, int] = {}
     for r in runs:

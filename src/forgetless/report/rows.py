@@ -211,9 +211,15 @@ def _reference(config: Mapping[str, Any]) -> str | None:
 def rows_from_store(store, study: str | None = None, wise: bool = True) -> list[Row]:
     """Every finetuning eval point of the store (of one study when named) as a row, WiSE-FT points
     included unless `wise` is False. The one adapter from the store to the report."""
-    configs = {cid: run.get("config") or {} for cid, run in store.runs_by_id(study).items()}
+    return rows_from_points(store.eval_points(study=study), store.run_records(study), wise)
+
+
+def rows_from_points(points: Iterable, runs: Mapping[str, Any], wise: bool = True) -> list[Row]:
+    """`rows_from_store` from the store's typed points and runs (`Store.eval_points`,
+    `Store.run_records`) already read, so that a report reads the store once."""
+    configs = {cid: run.config for cid, run in runs.items()}
     out = []
-    for p in store.eval_points(study=study):
+    for p in points:
         if p.kind != "finetune" or (p.wise and not wise):
             continue
         meta, config = p.meta, configs.get(p.run_id, {})

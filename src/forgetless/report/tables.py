@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,28 @@ from forgetless.report.rows import (
     PretrainRow,
     Row,
     SpectrumRow,
+    rows_from_points,
     rows_from_store,
 )
+from forgetless.sweep.records import EvalPoint, Run
 from forgetless.sweep.store import Store
+
+
+@dataclass
+class StudyTables:
+    """What the report reads of a study's store, read once: its runs and eval points (typed), and
+    the rows built from them."""
+
+    runs: dict[str, Run]
+    points: list[EvalPoint]
+    pretrain: list[PretrainRow]
+    finetune: list[Row]  # WiSE-FT points left out (forgetless compare's)
+
+
+def read(store: Store, study: str) -> StudyTables:
+    """The study's runs and points in one read each, and the verdicts' rows built from them."""
+    runs, points = store.run_records(study), store.eval_points(study=study)
+    return StudyTables(runs, points, pretrain_from(runs, points), rows_from_points(points, runs, wise=False))
 
 
 def pretrain_rows(store: Store, study: str) -> list[PretrainRow]:
@@ -32,8 +52,11 @@ def pretrain_rows(store: Store, study: str) -> list[PretrainRow]:
     base's task loss is the learning loss at step 0 of its finetunes (the untouched base model,
     the same for every finetune of that base and task).
     """
-    runs = store.run_records(study)
-    points = store.eval_points(study=study)
+    return pretrain_from(store.run_records(study), store.eval_points(study=study))
+
+
+def pretrain_from(runs: dict[str, Run], points: list[EvalPoint]) -> list[PretrainRow]:
+    """`pretrain_rows` from runs and points already read."""
     rows: dict[str, PretrainRow] = {}
     for cid, run in runs.items():
         if run.kind != "pretrain" or run.status != "done":
