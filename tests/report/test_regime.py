@@ -89,6 +89,16 @@ def test_budget_in_tokens_per_parameter_against_the_built_model():
                             f"{200_704 / n:.2g} tokens per parameter (adamw: 3 bases")
     # Far below the paper's 65 tokens per parameter: the line that names the convergence study.
     assert "convergence study" in regime.lines()[1] and "docs/BENCHMARKS.md" in regime.lines()[1]
+    assert "far from the pretraining minimum" in regime.lines()[1]
+
+
+def test_budget_past_the_convergence_studys_turn_is_not_called_far_from_a_minimum():
+    """cpu-full's 16 tokens per parameter: short of the paper's 65, past where the study turns."""
+    n = count_parameters(build_model("micro", 2048))
+    runs, points = _study_runs(tokens=16 * n)
+    line = check(runs, points, []).lines()[1]
+    assert "far from" not in line and "short of the paper's about 65" in line
+    assert "convergence study" in line
 
 
 def test_parameters_from_the_checkpoint_config_win_over_the_preset(tmp_path):
