@@ -149,7 +149,8 @@ def seed_pruned_dir(full: Path, store_path: Path, pruned: Path, study: str) -> N
                 shutil.copytree(full / "cells" / r["cell_id"], pruned / "cells" / r["cell_id"])
     for extra in full.iterdir():  # tokenizer and token caches beside the store, if any
         if extra.name not in ("cells", "results.sqlite", "results.sqlite-wal", "results.sqlite-shm") \
-                and extra.suffix not in (".md", ".html") and extra.name != "figures" \
+                and extra.suffix not in (".md", ".html", ".json") \
+                and extra.name not in ("figures", "probes", "memorization") \
                 and not (pruned / extra.name).exists():
             (shutil.copytree if extra.is_dir() else shutil.copy)(extra, pruned / extra.name)
 
@@ -214,6 +215,24 @@ def oracle_share(rows: list[dict], by: tuple[str, ...]) -> tuple[float, int]:
             if r["step"] > 0 and (r["forgetting"], r["learning"]) in front:
                 last_on[r["run_id"]] = max(last_on[r["run_id"]], r["step"])
     return sum(last_on.values()) / max(sum(last.values()), 1), sum(1 for k in last if not last_on.get(k))
+
+
+def first_rise(rows: list[dict]) -> dict:
+    """Forgetting's rise from step 0 at each run's first evaluation past it: the median, and the
+    share of runs within `margin` of the base there (such a point no peer can dominate by the
+    margin, since no finetune forgets less than the base)."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by[r["run_id"]].append(r)
+    rises = []
+    for rs in by.values():
+        rs = sorted(rs, key=lambda r: r["step"])
+        if len(rs) > 1 and rs[0]["step"] == 0:
+            rises.append(rs[1]["forgetting"] - rs[0]["forgetting"])
+    from forgetless.sweep.prune import PRUNE_MARGIN
+
+    return {"median": float(np.median(rises)) if rises else None,
+            "share_within_margin": float(np.mean(np.asarray(rises) < PRUNE_MARGIN)) if rises else None}
 
 
 def grid(store_path: Path, study: str) -> list[dict]:
@@ -332,6 +351,7 @@ def measure(study, full: Path, root: Path, rule, workers: int, simulated: bool =
     result["oracle_steps_share"] = {
         "line": oracle_share(rows["full"], ("base", "task", "method")),
         "panel": oracle_share(rows["full"], ("base", "task"))}
+    result["first_point_forgetting_rise"] = first_rise(rows["full"])
     result["goal_met"] = bool(hv and result["hypervolume_kept_mean"] >= 0.95 and result["compute_share_steps"] <= 0.60)
     return result
 
