@@ -235,6 +235,21 @@ def first_rise(rows: list[dict]) -> dict:
             "share_within_margin": float(np.mean(np.asarray(rises) < PRUNE_MARGIN)) if rises else None}
 
 
+def judged(study) -> dict:
+    """How many of the study's finetunes have a peer before them in cell order (same base, task
+    and method): only those can ever be stopped, whatever the rule (a line's first run has none)."""
+    from forgetless.sweep.study import expand
+
+    seen: dict[tuple, int] = defaultdict(int)
+    n = with_peer = 0
+    for c in expand(study):
+        if c.is_finetune:
+            key = (c.base_id, c.method, c.meta.get("task"))
+            n, with_peer = n + 1, with_peer + (seen[key] > 0)
+            seen[key] += 1
+    return {"finetunes": n, "with_a_peer_before": with_peer, "lines": len(seen)}
+
+
 def grid(store_path: Path, study: str) -> list[dict]:
     """--simulate over warm-ups 1-3, margins 0 / 0.01 / 0.02 and windows all / 1 / 2."""
     from forgetless.report.tables import finetune_rows
@@ -371,6 +386,8 @@ def main() -> None:
     ap.add_argument("--figures-only", action="store_true", help="run nothing: the figures of <dir>/pruned as it is")
     ap.add_argument("--bases", default=None, help="without --full: take the study's finished pretraining cells "
                                                   "from this sweep directory (copied) before the full sweep")
+    ap.add_argument("--judged", action="store_true", help="run nothing: how many of the study's finetunes "
+                                                          "pruning could ever judge (a peer before them)")
     ap.add_argument("--grid", action="store_true", help="with --full: --simulate over a grid of rules, one line each")
     args = ap.parse_args()
 
@@ -381,6 +398,10 @@ def main() -> None:
     rule = PruneRule(warmup=args.warmup or PRUNE_WARMUP,
                      margin=PRUNE_MARGIN if args.margin is None else args.margin, window=args.window)
     root = Path(args.dir)
+    if args.judged:
+        print(json.dumps(judged(stored_study(snapshot(Path(args.full), root / "full-store"), args.study)
+                                if args.full else load_study(args.study or "cpu-full"))))
+        return
     workers = default_workers() if args.workers is None else args.workers
     if args.full:
         full = Path(args.full)

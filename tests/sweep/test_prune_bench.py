@@ -80,6 +80,8 @@ def test_a_finished_sweep_as_the_full_side(tmp_path) -> None:
     before = _fingerprint(full)
 
     study = bench.stored_study(bench.snapshot(full, tmp_path / "snap"), None)  # the study its store recorded
+    # 6 bases x 2 methods = 12 lines of 3 learning rates: the first of each has no peer to be judged by
+    assert bench.judged(study) == {"finetunes": 36, "with_a_peer_before": 24, "lines": 12}
     got = bench.measure(study, full, tmp_path / "bench", PruneRule(warmup=2), workers=0, executor=executor)
     assert _fingerprint(full) == before  # read, never written
     assert got["pruned_counts"] == {"done": 6 + 36 - 12, "pruned": 12}
