@@ -70,14 +70,13 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
         workers = default_workers()
     log(f"[1/4] sweep '{study.name}' -> {root} ({workers} worker(s))")
     counts = run_sweep(study, workers=workers, out_dir=root, progress=progress)
-    store = Store(store_path(study, root))
-    try:
-        budgeted = convergence.has_budgets(store.runs_by_id(study.name))
-        pretrain = tables.pretrain_rows(store, study.name)
-        points = tables.finetune_rows(store, study.name)
-        runs = store.runs(study.name)
-    finally:
-        store.close()
+    # The store is read once for the report: runs and points (typed, tables.read, and the rows
+    # the regime check takes); the stages below work on what was read.
+    with Store(store_path(study, root), readonly=True) as store:
+        read = tables.read(store, study.name)
+        runs, store_points = store.runs(study.name), store.points(study=study.name)
+    budgeted = convergence.has_budgets(read.runs)
+    pretrain, points = read.pretrain, read.finetune
 
     if budgeted:  # bases at several budgets: claim 2 per budget, never pooled across budgets
         log("[2/2] claim 2 per pretraining budget")
@@ -114,8 +113,7 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
                  "activations": activations,
                  "memorization": tables.memorization_rows(mem_results)}
     verdicts = all_verdicts(table_set)
-    with Store(store_path(study, root)) as store:
-        regime = check_regime(runs, store.points(study=study.name), points)
+    regime = check_regime(runs, store_points, points)
     for line in regime.lines():
         log(f"      regime: {line}")
     (root / "verdicts.json").write_text(json.dumps(
@@ -123,5 +121,6 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
     md, html = build_report(study, root, table_set, verdicts, probes, pretrain, runs,
                             (mem_dir if len(mem_results) <= 1 else mem_dir / f"seed-{mem_results[0]['config']['seed']}")
                             if mem_results else None, elapsed=time.time() - start, regime=regime,
-                            machine=f"{platform.machine()} {platform.system()}, python {platform.python_version()}")
+                            machine=f"{platform.machine()} {platform.system()}, python {platform.python_version()}",
+                            store_points=read.points)
     return ReproduceResult(root, md, html, verdicts, counts, time.time() - start)
