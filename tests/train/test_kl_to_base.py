@@ -179,3 +179,28 @@ def test_kl_to_base_under_torchrun_equals_one_process(base_run, tmp_path, parall
     evals = [p for p in map(json.loads, lines) if p["kind"] == "eval"]
     assert [p["kl_to_base"] for p in evals] == pytest.approx([p["kl_to_base"] for p in single.points], rel=1e-4)
     assert evals[0]["kl_to_base"] == 0.0 and evals[-1]["kl_to_base"] > 0
+
+
+def test_the_rest_bucket_is_exact_for_confident_and_spread_models(monkeypatch):
+    """Positions where the model keeps almost all its mass on the base's kept tokens (its rest below
+    TAIL_EXACT) and positions where it does not: each position's coarsened KL against a float64
+    brute force."""
+    monkeypatch.setattr(evaluate, "KL_TOP_K", 4)
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 50, generator=g) * 3
+    model = base + torch.randn(6, 50, generator=g)
+    for r in range(3):  # rows 0-2: the model sure of the base's top tokens
+        model[r, base[r].topk(4).indices] += 25.0
+    lp, lq = base.log_softmax(-1), model.log_softmax(-1)
+    kept: list = []
+    evaluate._base_terms(lp, 0, torch.arange(6), kept, None, None)
+    kl = torch.zeros(6, dtype=torch.float64)
+    evaluate._base_terms(lq, 0, torch.arange(6), None, tuple(kept[0]), kl)
+    p, q = base.double().log_softmax(-1), model.double().log_softmax(-1)  # in float64 from the logits
+    idx = p.topk(4).indices
+    rest = lambda x: x.scatter(1, idx, -math.inf).logsumexp(1, keepdim=True)  # noqa: E731  the tail's own sum
+    cp, cq = torch.cat([p.gather(1, idx), rest(p)], 1), torch.cat([q.gather(1, idx), rest(q)], 1)
+    want = (cp.exp() * (cp - cq)).sum(1)
+    assert (1 - q[:3].gather(1, idx[:3]).exp().sum(1) < evaluate.TAIL_EXACT).all()  # both cases are here
+    assert (1 - q[3:].gather(1, idx[3:]).exp().sum(1) > evaluate.TAIL_EXACT).all()
+    assert kl.tolist() == pytest.approx(want.tolist(), rel=1e-4)

@@ -219,7 +219,7 @@ def row_loss_sums(model: torch.nn.Module, input_ids: torch.Tensor, targets: torc
             flat = logits[keep]
             step = max(1, chunk_bytes // (4 * flat.shape[-1]))
             for i in range(0, len(flat), step):
-                _base_terms(flat[i:i + step].float(), i, rows[i:i + step], record, ref, kl)
+                _base_terms(flat[i:i + step].float().log_softmax(-1), i, rows[i:i + step], record, ref, kl)
         return losses.double().sum(1), keep.sum(1), kl
     base, head = split
     hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -228,9 +228,13 @@ def row_loss_sums(model: torch.nn.Module, input_ids: torch.Tensor, targets: torc
     sums = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device)
     for i in range(0, len(y), chunk):
         logits = head(h[i:i + chunk]).float()
-        losses = F.cross_entropy(logits, y[i:i + chunk], reduction="none")
+        if record is None and ref is None:
+            losses = F.cross_entropy(logits, y[i:i + chunk], reduction="none")
+        else:  # one log-softmax for the loss and the KL (cross_entropy is nll_loss of it, bit for bit)
+            logp = logits.log_softmax(-1)
+            losses = F.nll_loss(logp, y[i:i + chunk], reduction="none")
+            _base_terms(logp, i, rows[i:i + chunk], record, ref, kl)
         sums.index_add_(0, rows[i:i + chunk], losses.double())
-        _base_terms(logits, i, rows[i:i + chunk], record, ref, kl)
     return sums, keep.sum(1), kl
 
 
@@ -241,25 +245,31 @@ def row_loss_sums(model: torch.nn.Module, input_ids: torch.Tensor, targets: torc
 KL_TOP_K = 256
 
 
-def _base_terms(logits: torch.Tensor, start: int, rows: torch.Tensor, record: list | None,
+TAIL_EXACT = 1e-3  # below this mass outside the kept tokens, 1 − Σ kept loses precision: sum the tail
+
+
+def _base_terms(logp: torch.Tensor, start: int, rows: torch.Tensor, record: list | None,
                 ref: tuple[torch.Tensor, ...] | None, kl: torch.Tensor | None) -> None:
-    """For fp32 logits of positions start.. of a piece: keep the base's distribution (`record`),
-    or add each position's KL(base ‖ model) to its row of `kl` (`ref`)."""
-    if record is None and ref is None:
-        return
-    lse = logits.logsumexp(-1)
+    """For fp32 log-probabilities of positions start.. of a piece: keep the base's distribution
+    (`record`), or add each position's KL(base ‖ model) to its row of `kl` (`ref`)."""
     if record is not None:
-        values, idx = logits.topk(min(KL_TOP_K, logits.shape[-1]), dim=-1)
-        rest = logits.scatter(1, idx, -math.inf).logsumexp(-1) - lse
-        record.append((values - lse[:, None], idx.int(), rest))
+        values, idx = logp.topk(min(KL_TOP_K, logp.shape[-1]), dim=-1)
+        record.append((values, idx.int(), logp.scatter(1, idx, -math.inf).logsumexp(-1)))
     if ref is not None:
-        logp, idx, rest = (t[start:start + len(logits)] for t in ref)
+        logp_base, idx, rest = (t[start:start + len(logp)] for t in ref)
         idx = idx.long()
-        logq = logits.gather(1, idx) - lse[:, None]
-        logq_rest = logits.scatter(1, idx, -math.inf).logsumexp(-1) - lse
-        p_rest = rest.exp()  # 0 when the kept tokens are the whole vocabulary
-        terms = (logp.exp() * (logp - logq)).sum(1) + torch.where(p_rest > 0, p_rest * (rest - logq_rest), 0.0)
-        kl.index_add_(0, rows, terms.double())
+        logq = logp.gather(1, idx)
+        # the model's mass outside the base's kept tokens: 1 − Σ kept (no pass over the vocabulary),
+        # or where that is tiny the sum of the tail itself
+        tail = 1.0 - logq.double().exp().sum(1)
+        logq_rest = tail.clamp_min(1e-300).log()
+        exact = tail < TAIL_EXACT
+        if exact.any():
+            logq_rest[exact] = logp[exact].scatter(1, idx[exact], -math.inf).logsumexp(-1).double()
+        p_rest = rest.double().exp()  # 0 when the kept tokens are the whole vocabulary
+        terms = (logp_base.exp() * (logp_base - logq)).sum(1).double() \
+            + torch.where(p_rest > 0, p_rest * (rest.double() - logq_rest), 0.0)
+        kl.index_add_(0, rows, terms)
 
 
 PARTS = ("logp", "idx", "rest")  # of each piece: kept log-probabilities, their tokens, log rest mass
