@@ -354,6 +354,10 @@ def measure(study, full: Path, root: Path, rule, workers: int, simulated: bool =
                 rows["pruned"] = [r for r in finetune_rows(pst, study.name) if only is None or r["run_id"] in only]
                 result["verdicts"] = verdicts(rows["full"], rows["pruned"], fst, pst, study.name, None, only)
     hv = hypervolume_kept(rows["full"], rows["pruned"])
+    if kept is None:  # training repeats itself on CPU: a pruned run's points are the full run's (what --simulate assumes)
+        full_at = {(r["run_id"], r["step"]): (r["forgetting"], r["learning"]) for r in rows["full"]}
+        same = [full_at.get((r["run_id"], r["step"])) == (r["forgetting"], r["learning"]) for r in rows["pruned"]]
+        result["points_equal_to_full"] = f"{sum(same)} of {len(same)}"
     result["compute_share_steps"] = result["pruned"]["finetune_steps"] / max(result["full"]["finetune_steps"], 1)
     if "finetune_wall_s" in result["pruned"]:
         result["compute_share_wall"] = result["pruned"]["finetune_wall_s"] / max(result["full"]["finetune_wall_s"], 1e-9)

@@ -93,6 +93,7 @@ def test_a_finished_sweep_as_the_full_side(tmp_path) -> None:
     assert got["hypervolume_kept_worst"] == pytest.approx(1.0)
     assert got["verdicts"]["claim2_same_optimizer"]["full"][0] == "holds"
     assert got["verdicts_changed"] == []
+    assert got["points_equal_to_full"] == f"{24 * 5 + 12 * 3} of {24 * 5 + 12 * 3}"  # steps 0-8, pruned: 0-4
     # The bound: the good runs end on their line's front (a straight trade-off), the bad ones are never on it.
     share, never = got["oracle_steps_share"]["line"]
     assert share == pytest.approx(24 * STEPS / (36 * STEPS)) and never == 12
