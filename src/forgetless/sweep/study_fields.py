@@ -148,7 +148,9 @@ def renamed(data: Any, where: str, names: tuple[str, ...]) -> Any:
         if old in data:
             if new in data:
                 raise ValueError(f"{old}: give {new} only ({old} is its old name)")
-            warnings.warn(f"{where}: '{old}' is now '{new}'; rename it in the study file", DeprecatedName,
+            why = (" (the sweep's check on the evaluated loss; the training loss's check is the setting "
+                   "diverge_factor, default 10)" if new == "eval_diverge_factor" else "")
+            warnings.warn(f"{where}: '{old}' is now '{new}'{why}; rename it in the study file", DeprecatedName,
                           stacklevel=2)
             data[new] = data.pop(old)
     return data
