@@ -89,8 +89,8 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
     budget = probe_tokens or extra.probe_tokens
     probes = {}
     for row in pretrain:
-        if row["checkpoint"]:
-            probes[row["cell_id"]] = tables.probe_checkpoint(row["checkpoint"], study.data.corpus,
+        if row.checkpoint:
+            probes[row.cell_id] = tables.probe_checkpoint(row.checkpoint, study.data.corpus,
                                                              root / "probes", n_tokens=budget)
     spectra, activations = tables.analysis_rows(pretrain, probes)
 
@@ -119,7 +119,7 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
     (root / "verdicts.json").write_text(json.dumps(
         {"verdicts": [asdict(v) for v in verdicts], "regime": asdict(regime)}, indent=1))
     md, html = build_report(study, root, table_set, verdicts, probes, pretrain, runs,
-                            (mem_dir if len(mem_results) <= 1 else mem_dir / f"seed-{mem_results[0]['config']['seed']}")
+                            (mem_dir if len(configs) <= 1 else mem_dir / f"seed-{configs[0].seed}")
                             if mem_results else None, elapsed=time.time() - start, regime=regime,
                             machine=f"{platform.machine()} {platform.system()}, python {platform.python_version()}",
                             store_points=read.points)
