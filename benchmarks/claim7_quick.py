@@ -1,6 +1,6 @@
 """Claim 7 on the quick preset's memorisation test, three seeds, judged on the training curves.
 
-Runs `forgetless.analysis.memorization_run` with the quick preset's settings (its study file's
+Runs `forgetless.experiments.memorization` with the quick preset's settings (its study file's
 `reproduce.memorization`) for seeds 0, 1, 2 (each about 90 s on a 2-core CPU; a seed whose
 results.json exists is read back), then prints claim 7's verdict as the report decides it (each
 pair at the lowest training loss both reach) and, for comparison, on the final-step rates alone.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from forgetless.analysis.memorization_run import run_memorization
+from forgetless.experiments.memorization import run_memorization
 from forgetless.report.tables import memorization_rows
 from forgetless.report.verdicts_more import claim7_memorization
 from forgetless.sweep.study import load_study

@@ -5,15 +5,26 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "forgetless"
-ORDER = ["counts", "errors", "metrics", "untrusted", "lazy", "optim", "data", "models", "train", "analysis", "sweep", "report", "recommend",
-         "integrations", "cli", "__main__"]
+ORDER = ["counts", "errors", "metrics", "untrusted", "lazy", "optim", "data", "models", "train", "analysis", "sweep",
+         "experiments", "report", "recommend", "integrations", "cli", "__main__"]
 # Boxes a box may import besides those above it: none. Siblings at one level share nothing but these.
 ALLOWED_EXTRA: dict[str, set[str]] = {"data": set(), "models": set(), "optim": set()}
 # Single upward edges, each function-local and listed in docs/ARCHITECTURE.md:
 # `finetune` (Python and command line) without an optimizer asks the one optimizer resolver (issue 23 §3);
-# `forgetless finetune --harness TASK` measures lm_eval tasks through the integrations (issue 23 §6).
+# `forgetless finetune --harness TASK` measures lm_eval tasks through the integrations (issue 23 §6);
+# `forgetless memorization` runs the memorisation test, an experiment runner above the sweep (issue 25 §2).
 ALLOWED_EDGES = {("forgetless.train.finetune", "forgetless.recommend.resolve"),
-                 ("forgetless.train.commands", "forgetless.integrations.harness")}
+                 ("forgetless.train.commands", "forgetless.integrations.harness"),
+                 ("forgetless.analysis.commands", "forgetless.experiments.memorization")}
+
+
+def test_experiment_runners_sit_above_the_sweep():
+    """What trains models for an experiment that a study describes (reproduce, the memorisation
+    test) is in a box below the sweep in ORDER, so it may read a study and the store."""
+    for runner in ("forgetless.report.reproduce", "forgetless.experiments.memorization"):
+        assert ORDER.index(_box(runner)) > ORDER.index("sweep"), runner
+    edges = _edges(_modules())
+    assert "forgetless.experiments.memorization" in edges["forgetless.report.reproduce"]
 
 
 def _modules() -> dict[str, Path]:

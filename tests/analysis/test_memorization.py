@@ -118,8 +118,9 @@ def test_config_names_bad_fields():
 
 
 def test_training_loop_tracks_the_corpus(tmp_path):
-    from forgetless.analysis.memorization_run import MemorizationConfig, train_one
+    from forgetless.analysis.memorization_config import MemorizationConfig
     from forgetless.data import corrupt_blocks
+    from forgetless.experiments.memorization import train_one
 
     rng = np.random.default_rng(0)
     raw = np.tile(rng.integers(0, 32, 16), 64)  # a 16-token phrase repeated: quickly learnable

@@ -8,7 +8,7 @@ imported by name where they are used:
     forgetless.analysis.spectrum        weight_spectra, summarize_spectra, MatrixSpectrum
     forgetless.analysis.fingerprint     model_features, Prediction, Reference
     forgetless.analysis.memorization    evaluate_blocks, greedy_generate
-    forgetless.analysis.memorization_run  MemorizationConfig, run_memorization
+    forgetless.analysis.memorization_run  matched_loss_points, table3 (the runner: forgetless.experiments)
 """
 
 from forgetless.lazy import lazy_package

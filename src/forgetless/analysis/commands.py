@@ -169,11 +169,13 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("memorization"), help="Output directory."),
     ) -> None:
         """The memorisation test (paper §4.2): exact match on clean vs corrupted blocks over training."""
+        # the runner sits above the sweep (tests/test_imports.py ALLOWED_EDGES)
+        from forgetless.experiments.memorization import run_memorization
         from forgetless.models import PRESETS
         from forgetless.optim import OPTIMIZERS
         from forgetless.train.runtime import pick_device
 
-        from .memorization_run import MemorizationConfig, run_memorization
+        from .memorization_config import MemorizationConfig
 
         unknown = [o for o in optimizers.split(",") if o not in OPTIMIZERS]
         if unknown:

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from forgetless.analysis.memorization_run import run_memorization
+from forgetless.experiments.memorization import run_memorization
 from forgetless.report import convergence, tables
 from forgetless.report.document import build_report
 from forgetless.report.regime import check as check_regime
