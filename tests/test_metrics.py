@@ -32,6 +32,7 @@ def test_declarations_name_their_direction_and_role():
     assert metrics.metric("accuracy").maximize and not metrics.metric("kl_to_base").maximize
     assert metrics.names(metrics.FORGETTING) == ["forgetting", "kl_to_base", "forgetting_delta"]
     assert metrics.columns() == ("forgetting", "learning", "accuracy")
+    assert metrics.second_views() == ["kl_to_base"]  # the report shows claim 2 on it beside the verdict
     # one Δ-view for the frontier tables, compare and the verdicts
     assert frontier.DELTAS is effects.DELTAS is metrics.DELTAS
 

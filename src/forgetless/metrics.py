@@ -42,6 +42,7 @@ class Metric:
     how: str  # how the evaluation computes it (one sentence, for docs and --help)
     column: bool = False
     word: str = ""  # the metric in a sentence ("at matched {word}"); default: its name
+    second_view: bool = False  # a forgetting metric the report shows claim 2 on, beside the deciding one
 
     @property
     def phrase(self) -> str:
@@ -64,7 +65,8 @@ _DECLARED = (
            "mean per-token KL divergence of the finetuned model's next-token distribution from the "
            "base's on the reference sample, in the forward that measures `forgetting`; the base's "
            "distribution is kept from the step-0 evaluation as its KL_TOP_K most likely tokens and "
-           "one bucket for the rest (exact when the vocabulary is no larger)", word="KL(base ‖ model)"),
+           "one bucket for the rest (exact when the vocabulary is no larger)", word="KL(base ‖ model)",
+           second_view=True),
     Metric("learning", "nats", LOWER, LEARNING, "learning: task loss",
            "mean token loss over the response tokens of the task's held-out records", column=True, word="task loss"),
     Metric("accuracy", "share", HIGHER, LEARNING, "learning: task accuracy",
@@ -114,6 +116,11 @@ def metric(name: str, role: str | None = None) -> Metric:
 def names(role: str) -> list[str]:
     """The declared metrics of one role, in declaration order."""
     return [m.name for m in _DECLARED if m.role == role]
+
+
+def second_views() -> list[str]:
+    """The forgetting metrics the report shows claim 2 on beside `forgetting`, which decides it."""
+    return [m.name for m in _DECLARED if m.second_view]
 
 
 def columns() -> tuple[str, ...]:
