@@ -17,6 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forgetless.analysis.memorization_config import MemorizationConfig
+
+# `forgetless memorization`'s defaults are the memorisation test's (one declaration; torch-free)
+_MEMO = MemorizationConfig().model_dump()
+
 console = Console()
 
 
@@ -152,19 +157,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("memorization")
     def memorization_cmd(
-        optimizers: str = typer.Option("adamw,muon,sgd", help="Comma-separated optimizer names."),
-        lrs: str = typer.Option("3e-3", help="Comma-separated lr grid; per optimizer the best clean accuracy is kept."),
-        preset: str = typer.Option("nano", help="Model preset."),
-        corpus: str = typer.Option("stdlib", help="Corpus whose first --tokens training tokens are used."),
-        tokens: int = typer.Option(32768, min=64, help="Corpus size in tokens (small: it must be memorisable)."),
-        block_len: int = typer.Option(64, min=2, help="Block length; each training sequence is one block."),
-        p: float = typer.Option(0.5, help="Share of blocks whose tokens are permuted."),
-        steps: int = typer.Option(1500, min=1, help="Optimizer steps."),
-        batch_size: int = typer.Option(16, min=1, help="Blocks per step."),
-        eval_every: int = typer.Option(150, min=1, help="Steps between evaluations."),
-        pairs: str = typer.Option("8:8,16:16,32:32", help="(prompt:gen) lengths, comma-separated."),
-        n_eval: int = typer.Option(64, min=1, help="Evaluation blocks per split (clean, corrupted)."),
-        seed: int = typer.Option(0, min=0),
+        optimizers: str = typer.Option(",".join(_MEMO["optimizers"]), help="Comma-separated optimizer names."),
+        lrs: str = typer.Option(",".join(f"{x:g}" for x in _MEMO["lrs"]),
+                                help="Comma-separated lr grid; per optimizer the best clean accuracy is kept."),
+        preset: str = typer.Option(_MEMO["preset"], help="Model preset."),
+        corpus: str = typer.Option(_MEMO["corpus"], help="Corpus whose first --tokens training tokens are used."),
+        tokens: int = typer.Option(_MEMO["n_tokens"], min=64, help="Corpus size in tokens (small: it must be memorisable)."),
+        block_len: int = typer.Option(_MEMO["block_len"], min=2, help="Block length; each training sequence is one block."),
+        p: float = typer.Option(_MEMO["p"], help="Share of blocks whose tokens are permuted."),
+        steps: int = typer.Option(_MEMO["steps"], min=1, help="Optimizer steps."),
+        batch_size: int = typer.Option(_MEMO["batch_size"], min=1, help="Blocks per step."),
+        eval_every: int = typer.Option(_MEMO["eval_every"], min=1, help="Steps between evaluations."),
+        pairs: str = typer.Option(",".join(f"{a}:{b}" for a, b in _MEMO["pairs"]),
+                                  help="(prompt:gen) lengths, comma-separated."),
+        n_eval: int = typer.Option(_MEMO["n_eval"], min=1, help="Evaluation blocks per split (clean, corrupted)."),
+        seed: int = typer.Option(_MEMO["seed"], min=0),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
         out: Path = typer.Option(Path("memorization"), help="Output directory."),
     ) -> None:
@@ -174,8 +181,6 @@ def register(app: typer.Typer) -> None:
         from forgetless.models import PRESETS
         from forgetless.optim import OPTIMIZERS
         from forgetless.train.runtime import pick_device
-
-        from .memorization_config import MemorizationConfig
 
         unknown = [o for o in optimizers.split(",") if o not in OPTIMIZERS]
         if unknown:
