@@ -16,7 +16,6 @@ the training box and the report read the same declarations.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,11 +131,15 @@ def value(point: Any, name: str) -> float:
     """The metric `name` of an eval point, wherever it is kept: an attribute or key of its own
     (a store column, a report row's field), else its `extra` measurements. NaN when it was not
     measured; a missing accuracy stays None, as its column says."""
-    m = metric(name)
-    get = point.get if isinstance(point, Mapping) else (lambda k: getattr(point, k, None))
-    v = get(name)
-    if v is None and not m.column:
-        v = (get("extra") or {}).get(name)
+    m = METRICS.get(name) or metric(name)
+    if isinstance(point, dict):  # a dict row (a concrete check: this runs for every point of a verdict)
+        v = point.get(name)
+        if v is None and not m.column:
+            v = (point.get("extra") or {}).get(name)
+    else:  # a typed point or row
+        v = getattr(point, name, None)
+        if v is None and not m.column:
+            v = (getattr(point, "extra", None) or {}).get(name)
     if v is None:
         return None if name == "accuracy" else math.nan
     return float(v)

@@ -85,10 +85,14 @@ def parts_line(decisions: dict[str, Decision], shown: dict[str, Decision] | None
     return "; ".join(lines)
 
 
-def group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+def group(rows: list, *keys: str) -> dict[tuple, list]:
+    """Rows (typed, or dicts) grouped by the values of `keys`, groups in the order of their keys."""
+    groups: dict[tuple, list] = defaultdict(list)
     for row in rows:
-        groups[tuple(row.get(k) for k in keys)].append(row)
+        if isinstance(row, dict):
+            groups[tuple(row.get(k) for k in keys)].append(row)
+        else:
+            groups[tuple(getattr(row, k, None) for k in keys)].append(row)
     return dict(sorted(groups.items(), key=lambda kv: str(kv[0])))
 
 

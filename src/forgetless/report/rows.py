@@ -26,7 +26,7 @@ from forgetless import metrics
 OLD_NAMES = {"kind": "finetuning", "finetune_seed": "seed"}  # dict rows' keys -> Row fields
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a verdict builds thousands, and frozen init is slow
 class Row:
     """One finetuning eval point as the report reads it."""
 
@@ -93,17 +93,14 @@ class Row:
         `finetune_seed` for `seed`; any other measurement goes to `extra`)."""
         if isinstance(row, Row):
             return row
-        known, extra = {}, dict(row.get("extra") or {})
-        for key, value in row.items():
-            name = OLD_NAMES.get(key, key)
-            if name in _FIELDS and name != "extra":
-                known[name] = value
-            elif key != "extra" and key != "remedy":
-                extra[key] = value
-        return cls(**known, extra=extra)
+        known = {_FIELD_OF[k]: v for k, v in row.items() if k in _FIELD_OF}
+        extra = {k: v for k, v in row.items() if k not in _FIELD_OF and k not in _DERIVED}
+        return cls(**known, extra={**(row.get("extra") or {}), **extra})
 
 
 _FIELDS = {f.name for f in fields(Row)}
+_FIELD_OF = {**{f: f for f in _FIELDS if f != "extra"}, **OLD_NAMES}  # a dict row's key -> its field
+_DERIVED = {"extra", "remedy"}  # keys of a dict row that are not measurements (remedy: from method, wise)
 
 
 class _Keyed:
