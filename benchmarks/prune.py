@@ -4,6 +4,9 @@ compute used, and whether the verdicts change (issue 26 §2).
     .venv/bin/python benchmarks/prune.py --study remedies --workers 2
     FORGETLESS_CACHE=/tmp/cf/cache .venv/bin/python benchmarks/prune.py --full /tmp/cf/run --dir runs/prune-cf
     .venv/bin/python benchmarks/prune.py --full runs/convergence --simulate --window 1
+    .venv/bin/python benchmarks/prune.py --full /tmp/cf/run --grid     # 27 rules, offline
+    .venv/bin/python benchmarks/prune.py --study remedies --judged      # finetunes that have a peer
+    .venv/bin/python benchmarks/prune.py --study remedies --bases runs/quick   # quick's bases copied
 
 The full side: the study run unpruned in <dir>/full, or with --full DIR a finished sweep directory
 that is only read (its store opened read-only, its study the one the store recorded). The pruned

@@ -18,6 +18,10 @@ Why this never decides a verdict by itself:
 What pruning can change is a frontier the finished runs do not cover yet, e.g. a run dominated
 early whose later points would have reached forgetting no other run reaches; the warm-up is the
 guard against that, and tests/sweep/test_prune.py checks the verdicts on a store with a known answer.
+Measured on cpu-full (benchmarks/prune.py --grid, docs/BENCHMARKS.md): that case is the common one
+there (the highest learning rate's early points lie under the lower rates' later ones, its later
+points make the frontier's far end), so a margin of 0 or judging only the latest points (`window`)
+stop runs but change verdicts; the default stops none there.
 """
 
 from __future__ import annotations
