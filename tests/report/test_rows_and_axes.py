@@ -70,7 +70,7 @@ def test_claim2_on_kl_sees_what_the_loss_measure_does_not():
 
 
 def test_the_report_shows_claim_2_on_kl_when_the_points_carry_it(tmp_path):
-    from forgetless.report.document import kl_sections
+    from forgetless.report.document import second_view_sections
     from forgetless.sweep.records import EvalPoint
 
     rows = []
@@ -83,11 +83,11 @@ def test_the_report_shows_claim_2_on_kl_when_the_points_carry_it(tmp_path):
     points = [EvalPoint(run_id=r.run_id, step=r.step, tokens=None, forgetting=r.forgetting, learning=r.learning,
                         extra={"kl_to_base": r.value("kl_to_base")}, method=r.method, lr=r.lr,
                         meta={"base": r.base, "base_optimizer": r.base_optimizer, "task": r.task}) for r in typed]
-    (section,) = kl_sections(typed, points, tmp_path)
+    (section,) = second_view_sections(typed, points, tmp_path, "kl_to_base")
     assert section.title.startswith("Claim 2 on KL(base ‖ model)") and "Claim 2's test on it: holds" in section.paragraphs[0]
     assert all(path.is_file() for path, _ in section.figures)
     no_kl = [Row.of({**r, "kl_to_base": None}) for r in rows]  # a store from before the metric: no section
-    assert kl_sections(no_kl, points, tmp_path) == []
+    assert second_view_sections(no_kl, points, tmp_path, "kl_to_base") == []
 
 
 def test_the_report_reads_a_study_once(tmp_path):
