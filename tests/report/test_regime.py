@@ -17,12 +17,24 @@ from forgetless.report.regime import (
     token_ratios,
     unbracketed_grids,
 )
+from forgetless.report.rows import Row
+from forgetless.sweep.records import EvalPoint, Run
 from forgetless.sweep.study import RegimeWarning, load_study
 
 
+def _runs(rows):
+    """Runs as Store.run_records gives them (status done)."""
+    return [Run(status="done", **r) for r in rows]
+
+
+def _points(rows):
+    """Eval points as Store.eval_points gives them; only their tokens are read here."""
+    return [EvalPoint(step=0, forgetting=float("nan"), learning=float("nan"), **p) for p in rows]
+
+
 def _pt(method, lr, learning, step=10, seed=0):
-    return {"base_optimizer": "adamw", "base_seed": seed, "task": "arith", "method": method, "lr": lr,
-            "step": step, "learning": learning, "forgetting": 4.0}
+    return Row(base_optimizer="adamw", base_seed=seed, task="arith", method=method, lr=lr,
+               step=step, learning=learning, forgetting=4.0)
 
 
 def test_a_grid_whose_top_lr_learns_best_is_flagged():
@@ -36,10 +48,10 @@ def test_a_grid_whose_top_lr_learns_best_is_flagged():
 
 
 def test_token_ratio_from_the_last_eval_points():
-    runs = [{"cell_id": "b", "kind": "pretrain", "label": "adamw", "base_id": None},
-            {"cell_id": "f", "kind": "finetune", "label": "ft", "base_id": "b"}]
-    points = [{"run_id": "b", "tokens": 500_000}, {"run_id": "b", "tokens": 1_000_000},
-              {"run_id": "f", "tokens": 0}, {"run_id": "f", "tokens": 150_000}]
+    runs = _runs([{"cell_id": "b", "kind": "pretrain", "label": "adamw", "base_id": None},
+                  {"cell_id": "f", "kind": "finetune", "label": "ft", "base_id": "b"}])
+    points = _points([{"run_id": "b", "tokens": 500_000}, {"run_id": "b", "tokens": 1_000_000},
+                      {"run_id": "f", "tokens": 0}, {"run_id": "f", "tokens": 150_000}])
     assert token_ratios(runs, points) == {"ft": pytest.approx(0.15)}
     regime = check(runs, points, [])
     assert regime.max_ratio == pytest.approx(0.15)
@@ -47,7 +59,7 @@ def test_token_ratio_from_the_last_eval_points():
     assert "15.0%" in line
     # 10% of 1M tokens is 100k, above the 40,960-token floor: the budget allows 10%, so 15% is flagged.
     assert regime.over_target == ["ft"] and "1 above 10% where the budget allows 10%" in line
-    over = check(runs, points[:2] + [{"run_id": "f", "tokens": 300_000}], [])
+    over = check(runs, points[:2] + _points([{"run_id": "f", "tokens": 300_000}]), [])
     assert "1 above 20%" in over.lines()[1] and over.over_target == []
 
 
@@ -75,7 +87,7 @@ def _study_runs(tokens=200_704, vocab=2048, lrs=(1e-4, 3e-4, 1e-3, 3e-3), lora_l
                              "meta": {"base": f"adamw/s{seed}", "base_optimizer": "adamw", "base_seed": seed,
                                       "task": "arith", "method": method, "seed": 0}})
                 points.append({"run_id": fid, "tokens": 36_864})
-    return runs, points
+    return _runs(runs), _points(points)
 
 
 def test_budget_in_tokens_per_parameter_against_the_built_model():
@@ -105,9 +117,10 @@ def test_parameters_from_the_checkpoint_config_win_over_the_preset(tmp_path):
     """A BPE may end with fewer tokens than asked: the checkpoint's config.json is what was trained."""
     model = build_model("nano", 300)
     model.config.to_json_file(tmp_path / "config.json")
-    run = {"checkpoint": str(tmp_path), "config": {"model": "nano", "data": {"vocab_size": 512}}}
+    config = {"model": "nano", "data": {"vocab_size": 512}}
+    run = Run("b", "pretrain", "nano", "done", checkpoint=str(tmp_path), config=config)
     assert base_parameters(run) == count_parameters(model)
-    assert base_parameters({"config": {"model": "nano", "data": {"vocab_size": 512}}}) == \
+    assert base_parameters(Run("b", "pretrain", "nano", "done", config=config)) == \
         count_parameters(build_model("nano", 512))
     untied = json.loads((tmp_path / "config.json").read_text()) | {"tie_word_embeddings": False}
     assert llama_parameters(untied) == count_parameters(model) + 300 * 96  # a second V x d head

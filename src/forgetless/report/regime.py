@@ -21,10 +21,15 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from forgetless.report.rows import Row, as_rows
+from forgetless.sweep.records import EvalPoint, Run
 
 MAX_RATIO = 0.20  # never above this finetune/pretrain token ratio
 TARGET_RATIO = 0.10  # the top of the paper's 1.3-10%, wherever the budget allows
@@ -44,26 +49,81 @@ def token_cap(pretrain_tokens: float) -> float:
     return min(MAX_RATIO * pretrain_tokens, max(TARGET_RATIO * pretrain_tokens, MIN_FINETUNE_TOKENS))
 
 
-def llama_parameters(cfg: dict) -> int | None:
+def _pick(cls, values: Mapping[str, Any] | None):
+    """A record of `cls` from the keys of `values` that are its fields (any other key ignored)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The fields of a Llama-style config.json that fix its parameter count."""
+
+    vocab_size: int | None = None
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    head_dim: int | None = None
+    num_key_value_heads: int | None = None
+    tie_word_embeddings: bool | None = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The fields of a run's training config (PretrainConfig or FinetuneConfig, as the store keeps
+    it) that the check reads. Read leniently, not validated: a store of an older version still loads."""
+
+    model: str | None = None
+    lr: float | None = None
+    tokens: int | None = None  # a pretraining run's token budget
+    method: str | None = None  # what a finetune trains: "full" | "lora"
+    data: dict[str, Any] | None = None  # DataConfig: vocab_size
+
+    @classmethod
+    def of(cls, run: Run) -> Settings:
+        return _pick(cls, run.config)
+
+    @property
+    def vocab_size(self) -> int | None:
+        return _pick(LlamaShape, self.data).vocab_size
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A finetune's labels (Run.meta, study.expand's): its base and grid."""
+
+    base: str | None = None
+    base_optimizer: str | None = None
+    task: str | None = None
+    method: str | None = None
+    seed: Any = None
+
+    @classmethod
+    def of(cls, run: Run) -> Labels:
+        return _pick(cls, run.meta)
+
+
+def llama_parameters(cfg: Mapping[str, Any] | LlamaShape) -> int | None:
     """Distinct parameters of a Llama-style config (tied embedding once, no biases): the formula of
     forgetless.models.presets. None for a config without the fields."""
+    s = cfg if isinstance(cfg, LlamaShape) else _pick(LlamaShape, cfg)
     try:
-        v, d, f, n = (int(cfg[k]) for k in ("vocab_size", "hidden_size", "intermediate_size",
-                                            "num_hidden_layers"))
-    except (KeyError, TypeError, ValueError):
+        v, d, f, n = (int(x) for x in (s.vocab_size, s.hidden_size, s.intermediate_size, s.num_hidden_layers))
+    except (TypeError, ValueError):
         return None
-    heads = int(cfg.get("num_attention_heads") or 1)
-    head_dim = int(cfg.get("head_dim") or d // heads)
-    kv = int(cfg.get("num_key_value_heads") or heads)
+    heads = int(s.num_attention_heads or 1)
+    head_dim = int(s.head_dim or d // heads)
+    kv = int(s.num_key_value_heads or heads)
     attention = 2 * d * heads * head_dim + 2 * d * kv * head_dim  # q and o; k and v
-    embed = v * d * (1 if cfg.get("tie_word_embeddings", True) else 2)
+    embed = v * d * (1 if s.tie_word_embeddings else 2)
     return embed + n * (attention + 3 * d * f) + (2 * n + 1) * d
 
 
-def base_parameters(run: dict) -> int | None:
+def base_parameters(run: Run) -> int | None:
     """Parameters of a pretraining run's model: from its checkpoint's config.json (the vocabulary
     the tokenizer really has), else from the model preset and the study's vocabulary."""
-    for where in (run.get("checkpoint"), run.get("out_dir")):
+    for where in (run.checkpoint, run.out_dir):
         for path in ([Path(where) / "config.json", Path(where) / "final" / "config.json"] if where else []):
             if path.is_file():
                 return llama_parameters(json.loads(path.read_text()))
@@ -71,9 +131,9 @@ def base_parameters(run: dict) -> int | None:
     # finished runs (every one has its checkpoint's config.json) never needs.
     from forgetless.models.presets import PRESETS
 
-    config = run.get("config") or {}
-    preset = PRESETS.get(config.get("model"))
-    vocab = (config.get("data") or {}).get("vocab_size")
+    settings = Settings.of(run)
+    preset = PRESETS.get(settings.model)
+    vocab = settings.vocab_size
     return llama_parameters({**preset, "vocab_size": vocab}) if preset and vocab else None
 
 
@@ -177,72 +237,69 @@ def _count(n: int | None) -> str:
     return str(n)
 
 
-def _last_tokens(store_points: list[dict]) -> dict[str, int]:
+def _last_tokens(points: list[EvalPoint]) -> dict[str, int]:
     last: dict[str, int] = {}
-    for p in store_points:
-        if p.get("tokens") is not None:
-            last[p["run_id"]] = max(last.get(p["run_id"], 0), int(p["tokens"]))
+    for p in points:
+        if p.tokens is not None:
+            last[p.run_id] = max(last.get(p.run_id, 0), int(p.tokens))
     return last
 
 
-def token_ratios(runs: list[dict], store_points: list[dict]) -> dict[str, float]:
+def token_ratios(runs: list[Run], points: list[EvalPoint]) -> dict[str, float]:
     """Tokens of each finished finetune over the pretraining tokens of its base (last eval points)."""
-    last = _last_tokens(store_points)
+    last = _last_tokens(points)
     out = {}
     for r in runs:
-        base = r.get("base_id")
-        if r["kind"] == "finetune" and base and last.get(base) and r["cell_id"] in last:
-            out[r["label"]] = last[r["cell_id"]] / last[base]
+        if r.kind == "finetune" and r.base_id and last.get(r.base_id) and r.cell_id in last:
+            out[r.label] = last[r.cell_id] / last[r.base_id]
     return out
 
 
-def budgets(runs: list[dict], store_points: list[dict]) -> list[BaseBudget]:
+def budgets(runs: list[Run], points: list[EvalPoint]) -> list[BaseBudget]:
     """Every pretraining run's budget: measured tokens (its config's where it has no points yet)."""
-    last = _last_tokens(store_points)
+    last = _last_tokens(points)
     out = []
     for r in runs:
-        if r["kind"] != "pretrain":
+        if r.kind != "pretrain":
             continue
-        config = r.get("config") or {}
-        tokens = last.get(r["cell_id"]) or config.get("tokens")
+        settings = Settings.of(r)
+        tokens = last.get(r.cell_id) or settings.tokens
         if tokens:
-            out.append(BaseBudget(r["label"], int(tokens), base_parameters(r), config.get("lr")))
+            out.append(BaseBudget(r.label, int(tokens), base_parameters(r), settings.lr))
     return out
 
 
-def over_target(runs: list[dict], store_points: list[dict]) -> list[str]:
+def over_target(runs: list[Run], points: list[EvalPoint]) -> list[str]:
     """Finetunes above token_cap of their base but within MAX_RATIO (those above it are counted
     by the ratio line)."""
-    last = _last_tokens(store_points)
+    last = _last_tokens(points)
     out = []
     for r in runs:
-        base, own = last.get(r.get("base_id") or ""), last.get(r["cell_id"])
-        if r["kind"] == "finetune" and base and own and token_cap(base) < own <= MAX_RATIO * base:
-            out.append(r["label"])
+        base, own = last.get(r.base_id or ""), last.get(r.cell_id)
+        if r.kind == "finetune" and base and own and token_cap(base) < own <= MAX_RATIO * base:
+            out.append(r.label)
     return out
 
 
-def lr_ratios(runs: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
+def lr_ratios(runs: list[Run]) -> tuple[dict[str, float], dict[str, float]]:
     """(full, LoRA): finetune label -> its lr over its base's pretraining lr (pretrained bases only)."""
-    base_lr = {r["cell_id"]: (r.get("config") or {}).get("lr") for r in runs if r["kind"] == "pretrain"}
+    base_lr = {r.cell_id: Settings.of(r).lr for r in runs if r.kind == "pretrain"}
     full, lora = {}, {}
     for r in runs:
-        lr0 = base_lr.get(r.get("base_id") or "")
-        if r["kind"] == "finetune" and lr0 and r.get("lr"):
-            kind = (r.get("config") or {}).get("method")
-            (lora if kind == "lora" else full)[r["label"]] = r["lr"] / lr0
+        lr0 = base_lr.get(r.base_id or "")
+        if r.kind == "finetune" and lr0 and r.lr:
+            (lora if Settings.of(r).method == "lora" else full)[r.label] = r.lr / lr0
     return full, lora
 
 
-def single_lr_grids(runs: list[dict]) -> list[str]:
+def single_lr_grids(runs: list[Run]) -> list[str]:
     """(base family, task, method) grids that give some base a single lr, once per family."""
     lrs: dict[tuple, dict] = defaultdict(lambda: defaultdict(set))
     for r in runs:
-        if r["kind"] != "finetune" or r.get("lr") is None:
+        if r.kind != "finetune" or r.lr is None:
             continue
-        m = r.get("meta") or {}
-        key = (m.get("base_optimizer"), m.get("task"), r.get("method") or m.get("method"))
-        lrs[key][(m.get("base"), m.get("seed"))].add(r["lr"])
+        m = Labels.of(r)
+        lrs[(m.base_optimizer, m.task, r.method or m.method)][(m.base, m.seed)].add(r.lr)
     out = []
     for (base, task, method), by_unit in sorted(lrs.items(), key=str):
         single = sorted({next(iter(s)) for s in by_unit.values() if len(s) == 1})
@@ -251,14 +308,14 @@ def single_lr_grids(runs: list[dict]) -> list[str]:
     return out
 
 
-def unbracketed_grids(points: list[dict]) -> list[str]:
+def unbracketed_grids(rows: list[Row]) -> list[str]:
     """Grids (base, seed, task, method) with ≥ 2 lrs whose best learning is at their top lr."""
     grids: dict[tuple, dict[float, float]] = defaultdict(dict)
-    for r in points:
-        if r.get("step") == 0 or not np.isfinite(r["learning"]):
+    for r in rows:
+        if r.step == 0 or not np.isfinite(r.learning):
             continue
-        key = (r["base_optimizer"], r["base_seed"], r["task"], r["method"])
-        grids[key][r["lr"]] = min(grids[key].get(r["lr"], np.inf), r["learning"])
+        key = (r.base_optimizer, r.base_seed, r.task, r.method)
+        grids[key][r.lr] = min(grids[key].get(r.lr, np.inf), r.learning)
     out = []
     for (base, seed, task, method), by_lr in sorted(grids.items(), key=str):
         if len(by_lr) >= 2 and min(by_lr, key=by_lr.get) == max(by_lr):
@@ -266,8 +323,14 @@ def unbracketed_grids(points: list[dict]) -> list[str]:
     return out
 
 
-def check(runs: list[dict], store_points: list[dict], points: list[dict]) -> RegimeCheck:
+def check(runs: Iterable[Run] | Mapping[str, Run], points: Iterable[EvalPoint], rows: Iterable[Row]) -> RegimeCheck:
+    """The regime of a study from its runs (Store.run_records), its eval points (Store.eval_points)
+    and its finetuning rows (report.rows). Older callers' dicts (Store.runs, Store.points, dict
+    rows) are read too: each is turned into its record here."""
+    runs = list(runs.values()) if isinstance(runs, Mapping) else list(runs)
+    runs = [r if isinstance(r, Run) else Run.from_row(r) for r in runs]
+    points = [p if isinstance(p, EvalPoint) else EvalPoint.from_row(p) for p in points]
+    rows = as_rows(rows)
     full, lora = lr_ratios(runs)
-    return RegimeCheck(token_ratios(runs, store_points), unbracketed_grids(points),
-                       budgets(runs, store_points), over_target(runs, store_points), full, lora,
-                       single_lr_grids(runs))
+    return RegimeCheck(token_ratios(runs, points), unbracketed_grids(rows), budgets(runs, points),
+                       over_target(runs, points), full, lora, single_lr_grids(runs))

@@ -70,11 +70,11 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
         workers = default_workers()
     log(f"[1/4] sweep '{study.name}' -> {root} ({workers} worker(s))")
     counts = run_sweep(study, workers=workers, out_dir=root, progress=progress)
-    # The store is read once for the report: runs and points (typed, tables.read, and the rows
-    # the regime check takes); the stages below work on what was read.
+    # The store is read once for the report: runs and points, typed (tables.read); the stages
+    # below, the regime check among them, work on what was read.
     with Store(store_path(study, root), readonly=True) as store:
         read = tables.read(store, study.name)
-        runs, store_points = store.runs(study.name), store.points(study=study.name)
+    runs = list(read.runs.values())
     budgeted = convergence.has_budgets(read.runs)
     pretrain, points = read.pretrain, read.finetune
 
@@ -113,7 +113,7 @@ def reproduce(preset: str = "quick", seeds: int | None = None, workers: int | No
                  "activations": activations,
                  "memorization": tables.memorization_rows(mem_results)}
     verdicts = all_verdicts(table_set)
-    regime = check_regime(runs, store_points, points)
+    regime = check_regime(runs, read.points, points)
     for line in regime.lines():
         log(f"      regime: {line}")
     (root / "verdicts.json").write_text(json.dumps(
