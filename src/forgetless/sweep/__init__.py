@@ -3,7 +3,7 @@
     from forgetless.sweep import load_study, run_sweep, Store
     study = load_study("quick")                 # a YAML file or a preset name
     run_sweep(study, workers=2)                 # resumable; safe to run twice at once
-    Store("runs/quick/results.sqlite").points(study="quick")
+    Store("runs/quick/results.sqlite").eval_points(study="quick")  # typed EvalPoint records
 
 Frontiers of a study's points: forgetless.analysis.frontier (panels, summarize, plot).
 

@@ -16,15 +16,17 @@ EXTRA = tuple(name for name in metrics.METRICS if name not in POINT_COLUMNS)
 
 def export_rows(store: Store, study: str | None = None) -> list[dict]:
     """Flat rows (one per eval point) with the run's columns, for CSV/parquet."""
+    runs = store.run_records(study)  # a point's run status
     rows = []
-    for p in store.points(study=study):
-        row = {k: p[k] for k in ("run_id", "kind", "label", "method", "lr", "base_id", "status",
-                                 *POINT_COLUMNS)}
-        meta = p["meta"] or {}
+    for p in store.eval_points(study=study):
+        row = {k: getattr(p, k) for k in ("run_id", "kind", "label", "method", "lr", "base_id")}
+        row["status"] = runs[p.run_id].status
+        row.update({k: getattr(p, k) for k in POINT_COLUMNS})
+        meta = p.meta
         row.update(base=meta.get("base"), base_optimizer=meta.get("base_optimizer"),
-                   task=meta.get("task"), seed=meta.get("seed", meta.get("base_seed")))
-        row["sources"] = json.dumps(p["sources"], sort_keys=True) if p["sources"] else ""
-        row.update({name: metrics.value(p, name) for name in EXTRA})
+                   task=meta.get("task"), seed=meta.get("seed", meta.get("base_seed")),
+                   sources=json.dumps(p.sources, sort_keys=True) if p.sources else "")
+        row.update({name: p.value(name) for name in EXTRA})
         rows.append(row)
     return rows
 

@@ -34,6 +34,7 @@ import os
 import socket
 import sqlite3
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -390,8 +391,20 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
 
+    def eval_points(self, run_id: str | None = None, study: str | None = None) -> list[EvalPoint]:
+        """Eval points with their run's label/method/lr/kind/base/meta, ordered by run and step:
+        how every reader reads the store's points."""
+        return [EvalPoint.from_row(row) for row in self._point_rows(run_id, study)]
+
     def points(self, run_id: str | None = None, study: str | None = None) -> list[dict]:
-        """Eval points joined with their run's label/method/lr/kind/base, ordered by run and step."""
+        """Deprecated (issue 25): `eval_points`, typed. The same points as dicts (with the run's
+        status), kept for code written against earlier versions; it warns."""
+        warnings.warn("Store.points() is deprecated: use Store.eval_points(), which gives typed EvalPoint "
+                      "records (a run's status: Store.run_records())", DeprecationWarning, stacklevel=2)
+        return self._point_rows(run_id, study)
+
+    def _point_rows(self, run_id: str | None, study: str | None) -> list[dict]:
+        """The points joined with their run's columns, as dicts (what EvalPoint.from_row reads)."""
         sql = ("SELECT p.*, r.kind, r.label, r.method, r.lr, r.base_id, r.status, r.meta_json FROM points p "
                "JOIN runs r ON r.cell_id = p.run_id")
         args: list = []
@@ -416,10 +429,6 @@ class Store:
                     d[key] = math.nan
             out.append(d)
         return out
-
-    def eval_points(self, run_id: str | None = None, study: str | None = None) -> list[EvalPoint]:
-        """`points`, as typed records."""
-        return [EvalPoint.from_row(row) for row in self.points(run_id=run_id, study=study)]
 
 
 def owner_gone(owner: str | None, heartbeat: float | None, stale_after: float) -> bool:
