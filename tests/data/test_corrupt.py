@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgetless.data import corrupt_blocks, memorisation_samples
+from forgetless.data import corrupt_blocks, memorization_samples
 
 
 def stream(n=10_007, vocab=500, seed=0):
@@ -52,10 +52,10 @@ def test_seeded_and_bounds():
         corrupt_blocks(tokens, 10, 1.5, seed=0)
 
 
-def test_memorisation_samples_come_from_blocks_of_their_kind():
+def test_memorization_samples_come_from_blocks_of_their_kind():
     L = 32
     out, mask = corrupt_blocks(stream(), L, p=0.5, seed=2)
-    samples = memorisation_samples(out, mask, L, pairs=[(8, 4), (16, 16)], n=50, seed=0)
+    samples = memorization_samples(out, mask, L, pairs=[(8, 4), (16, 16)], n=50, seed=0)
     assert set(samples) == {(k, p, g) for k in ("clean", "corrupted") for p, g in [(8, 4), (16, 16)]}
     for (kind, P, G), s in samples.items():
         assert s.prompts.shape == (50, P) and s.targets.shape == (50, G)
@@ -65,4 +65,4 @@ def test_memorisation_samples_come_from_blocks_of_their_kind():
             window = out[b * L + off: b * L + off + P + G]
             assert np.array_equal(np.concatenate([s.prompts[i], s.targets[i]]), window)
     with pytest.raises(ValueError, match="fit in one block of block_len=32"):
-        memorisation_samples(out, mask, L, pairs=[(30, 8)], n=5, seed=0)
+        memorization_samples(out, mask, L, pairs=[(30, 8)], n=5, seed=0)

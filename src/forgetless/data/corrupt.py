@@ -9,6 +9,7 @@ continuations on corrupted vs clean blocks then separates memorisation from patt
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ def corrupt_blocks(tokens: np.ndarray, block_len: int, p: float,
 
 
 @dataclass(frozen=True)
-class MemorisationSample:
+class MemorizationSample:
     """Prompts and the true continuations, all taken from clean or all from corrupted blocks."""
 
     kind: str  # "clean" | "corrupted"
@@ -58,9 +59,9 @@ class MemorisationSample:
     offsets: np.ndarray  # (n,) start of the prompt inside its block
 
 
-def memorisation_samples(tokens: np.ndarray, corrupted: np.ndarray, block_len: int,
+def memorization_samples(tokens: np.ndarray, corrupted: np.ndarray, block_len: int,
                          pairs: list[tuple[int, int]], n: int, seed: int
-                         ) -> dict[tuple[str, int, int], MemorisationSample]:
+                         ) -> dict[tuple[str, int, int], MemorizationSample]:
     """For each (prompt length P, generation length G) in `pairs` and each kind (clean,
     corrupted): `n` windows of P + G tokens lying inside one block of that kind, split into the
     prompt and its target continuation. Keyed by (kind, P, G). Blocks are drawn with replacement,
@@ -84,7 +85,20 @@ def memorisation_samples(tokens: np.ndarray, corrupted: np.ndarray, block_len: i
             offsets = rng.integers(0, block_len - prompt_len - gen_len + 1, size=n)
             starts = blocks * block_len + offsets
             window = tokens[starts[:, None] + np.arange(prompt_len + gen_len)].astype(np.int64)
-            out[(kind, prompt_len, gen_len)] = MemorisationSample(
+            out[(kind, prompt_len, gen_len)] = MemorizationSample(
                 kind, prompt_len, gen_len, window[:, :prompt_len], window[:, prompt_len:],
                 blocks, offsets)
     return out
+
+
+# The names' older spelling (before issue 25 settled on "memorization" in public names): still
+# importable, with a DeprecationWarning on every use (PEP 562).
+_OLD_NAMES = {"MemorisationSample": "MemorizationSample", "memorisation_samples": "memorization_samples"}
+
+
+def __getattr__(name: str):
+    if name in _OLD_NAMES:
+        new = _OLD_NAMES[name]
+        warnings.warn(f"forgetless.data.corrupt.{name} is deprecated: use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
