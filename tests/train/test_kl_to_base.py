@@ -13,6 +13,7 @@ import transformers
 
 from forgetless.sweep.store import Store
 from forgetless.train import evaluate
+from forgetless.train import kl as base_kl  # KL_TOP_K, TAIL_EXACT, _base_terms
 from forgetless.train.evaluate import (
     IGNORE,
     BaseReference,
@@ -86,7 +87,7 @@ def test_kl_to_base_matches_the_brute_force(tmp_path, monkeypatch, plain, max_to
 
 
 def test_top_k_is_the_coarsened_kl_and_a_lower_bound(monkeypatch):
-    monkeypatch.setattr(evaluate, "KL_TOP_K", 16)
+    monkeypatch.setattr(base_kl, "KL_TOP_K", 16)
     base, tuned = _models()
     batches = _batches()
     ref = BaseReference()
@@ -140,8 +141,8 @@ def test_a_finetune_records_kl_to_base_against_its_base_checkpoint(base_run, cor
     x, y = sample_batch(val, tiny["eval_tokens"] // tiny["seq_len"], tiny["seq_len"], EVAL_SEED, 0)
     load = transformers.AutoModelForCausalLM.from_pretrained
     base, tuned = load(base_run.final_checkpoint).eval(), load(result.final_checkpoint).eval()
-    assert tiny["vocab_size"] > evaluate.KL_TOP_K  # kept: the base's top 256 of 512 tokens and the rest
-    want = _brute_kl(base, tuned, [(x, y)], top_k=evaluate.KL_TOP_K)
+    assert tiny["vocab_size"] > base_kl.KL_TOP_K  # kept: the base's top 256 of 512 tokens and the rest
+    want = _brute_kl(base, tuned, [(x, y)], top_k=base_kl.KL_TOP_K)
     assert first["kl_to_base"] == 0.0
     assert last["kl_to_base"] == pytest.approx(want, rel=1e-4) and want > 0
     assert want <= _brute_kl(base, tuned, [(x, y)])  # here within 0.4% of the full KL
@@ -185,7 +186,7 @@ def test_the_rest_bucket_is_exact_for_confident_and_spread_models(monkeypatch):
     """Positions where the model keeps almost all its mass on the base's kept tokens (its rest below
     TAIL_EXACT) and positions where it does not: each position's coarsened KL against a float64
     brute force."""
-    monkeypatch.setattr(evaluate, "KL_TOP_K", 4)
+    monkeypatch.setattr(base_kl, "KL_TOP_K", 4)
     g = torch.Generator().manual_seed(0)
     base = torch.randn(6, 50, generator=g) * 3
     model = base + torch.randn(6, 50, generator=g)
@@ -193,14 +194,14 @@ def test_the_rest_bucket_is_exact_for_confident_and_spread_models(monkeypatch):
         model[r, base[r].topk(4).indices] += 25.0
     lp, lq = base.log_softmax(-1), model.log_softmax(-1)
     kept: list = []
-    evaluate._base_terms(lp, 0, torch.arange(6), kept, None, None)
+    base_kl._base_terms(lp, 0, torch.arange(6), kept, None, None)
     kl = torch.zeros(6, dtype=torch.float64)
-    evaluate._base_terms(lq, 0, torch.arange(6), None, tuple(kept[0]), kl)
+    base_kl._base_terms(lq, 0, torch.arange(6), None, tuple(kept[0]), kl)
     p, q = base.double().log_softmax(-1), model.double().log_softmax(-1)  # in float64 from the logits
     idx = p.topk(4).indices
     rest = lambda x: x.scatter(1, idx, -math.inf).logsumexp(1, keepdim=True)  # noqa: E731  the tail's own sum
     cp, cq = torch.cat([p.gather(1, idx), rest(p)], 1), torch.cat([q.gather(1, idx), rest(q)], 1)
     want = (cp.exp() * (cp - cq)).sum(1)
-    assert (1 - q[:3].gather(1, idx[:3]).exp().sum(1) < evaluate.TAIL_EXACT).all()  # both cases are here
-    assert (1 - q[3:].gather(1, idx[3:]).exp().sum(1) > evaluate.TAIL_EXACT).all()
+    assert (1 - q[:3].gather(1, idx[:3]).exp().sum(1) < base_kl.TAIL_EXACT).all()  # both cases are here
+    assert (1 - q[3:].gather(1, idx[3:]).exp().sum(1) > base_kl.TAIL_EXACT).all()
     assert kl.tolist() == pytest.approx(want.tolist(), rel=1e-4)
