@@ -6,7 +6,7 @@ The verdicts, `compare`, the frontier tables and the figures all read `Row`s; a 
 by its name in forgetless.metrics (`row.value("kl_to_base")`), never by where it was stored. Tables
 built by hand (tests, simulations, older callers) may still pass dicts with the same keys: `as_rows`
 turns them into rows, so every reader takes both. A row also answers `row["key"]` and
-`row.get("key")` for readers of the older dict rows (forgetless.report.regime, benchmarks).
+`row.get("key")` for readers of the older dict rows (benchmarks, older callers).
 
 Names: `method` is the study's method label ("full-muon", "lora8-adamw"); `finetuning` what that
 method trains, "full" or "lora" (FinetuneConfig.method; the older dict rows called it `kind`, a
