@@ -37,11 +37,12 @@ MIN_FINETUNE_TOKENS = 20 * 16 * 128  # the shortest finetune that still traces a
 MAX_FULL_LR_RATIO = 1 / 3  # the paper's full-finetuning grids reach 1e-3 at pretraining lr 3e-3
 PAPER_TOKENS_PER_PARAM = 65  # GPT-2 small: 8B tokens on 124M parameters
 STUDY_TURN = 16  # the convergence study's smallest budget with the paper's direction on AdamW bases
-# Measured (docs/BENCHMARKS.md, the convergence study: width-64 nano, 3 seeds per family and budget).
+# Measured (docs/BENCHMARKS.md, the convergence study: width-64 nano, 3 seeds per family and budget, 0.25-32 tokens per parameter).
 CONVERGENCE_STUDY = ("how the effect depends on the budget is measured by the convergence study "
                      "(`forgetless reproduce --preset convergence`, docs/BENCHMARKS.md): there AdamW "
-                     "bases favour Muon finetuning up to 4 tokens per parameter, and the paper's direction "
-                     "appears at 16 (AdamW bases +0.135 nats, consistency effect +0.166, both decisive)")
+                     "bases favour Muon finetuning up to 4 tokens per parameter, the paper's direction "
+                     "appears at 16 (AdamW bases +0.135 nats, consistency effect +0.166, both decisive), "
+                     "and at 32 claim 2 holds on both bases (+0.167 and +0.181, 3 seeds each)")
 
 
 def token_cap(pretrain_tokens: float) -> float:
