@@ -134,8 +134,11 @@ def test_plain_progress_lines_without_a_terminal(base_run, tmp_path, capsys) -> 
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     lines = [line for line in err if " loss " in line and line.startswith("step ")]
-    assert lines == [f"step {r['step']}/4 loss {r['loss']:.4f} lr {r['lr']:.2e} {r['tokens_per_s']:,.0f} tok/s"
-                     for r in train]
+    # tok/s within 1: the printed rate and the one metrics.jsonl records can round apart (19,749 vs 19,748 seen in CI)
+    assert [line.rsplit(" ", 2)[0] for line in lines] == [
+        f"step {r['step']}/4 loss {r['loss']:.4f} lr {r['lr']:.2e}" for r in train]
+    assert all(abs(float(line.rsplit(" ", 2)[1].replace(",", "")) - r["tokens_per_s"]) <= 1
+               for line, r in zip(lines, train, strict=True))
     for label in ("evaluation (base)", "evaluation at step 2", "evaluation at step 4"):
         assert f"{label}: started" in err
         assert any(line.startswith(f"{label}: done in ") for line in err)
