@@ -26,8 +26,20 @@ from forgetless import metrics
 OLD_NAMES = {"kind": "finetuning", "finetune_seed": "seed"}  # dict rows' keys -> Row fields
 
 
+class _ReadsAsDict:
+    """`get` over `__getitem__`, for records that also read as the older dict rows."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
 @dataclass(slots=True)  # not frozen: a verdict builds thousands, and frozen init is slow
-class Row:
+class Row(_ReadsAsDict):
     """One finetuning eval point as the report reads it."""
 
     run_id: str | None = None
@@ -81,12 +93,6 @@ class Row:
             return getattr(self, key)
         raise KeyError(key)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
     @classmethod
     def of(cls, row: Row | Mapping[str, Any]) -> Row:
         """A row from a dict of the older format (keys as the fields, `kind` for `finetuning`,
@@ -103,7 +109,7 @@ _FIELD_OF = {**{f: f for f in _FIELDS if f != "extra"}, **OLD_NAMES}  # a dict r
 _DERIVED = {"extra", "remedy"}  # keys of a dict row that are not measurements (remedy: from method, wise)
 
 
-class _Keyed:
+class _Keyed(_ReadsAsDict):
     """Records that also read as the older dict rows (`r["seed"]`, `r.get("stable_rank")`), and are
     made from them by `of` (keys renamed by OLD; others dropped)."""
 
@@ -114,12 +120,6 @@ class _Keyed:
         if name not in {f.name for f in fields(self)}:
             raise KeyError(key)
         return getattr(self, name)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
 
     @classmethod
     def of(cls, row):
