@@ -191,16 +191,21 @@ def test_loo_reports_its_own_predictions(references):
 def test_shipped_references_transfer_to_a_held_out_size():
     """The shipped calibration, refitted without one size: no AdamW/SignSGD reference of that size
     is called Muon-like, and every Muon one is, unless it was trained longer than every reference
-    left in the calibration (nano's 2400-step run when nano is held out). Brute force over the
-    folds, not the evaluation code."""
+    left in the calibration (nano's 2400-step run when nano is held out) or its weights lie outside
+    the calibration's range, where the answer is "unknown", never Adam-like (gpt2-small's Muon run at
+    lr 1e-3: 80 steps barely move an 88M model, mlp_in_mpdev 0.0014 against the others' 0.0053 and
+    up). Brute force over the folds, not the evaluation code."""
     refs, _ = load_references()
     assert len({r.preset for r in refs}) >= 2
     for preset in sorted({r.preset for r in refs}):
         train = [r for r in refs if r.preset != preset]
         clf, _ = calibrate(train, FEATURE_SETS["weights"])
         for r in (r for r in refs if r.preset == preset and r.family in (ADAM, MUON)):
-            head = clf.predict(r.features).headline
+            p = clf.predict(r.features)
+            head = p.headline
             if r.family == ADAM:
                 assert head != "muon-like", r.name
             elif r.steps <= max(t.steps for t in train):
-                assert head == "muon-like", r.name
+                assert head != "adam-like", r.name
+                beyond = [o for o in p.out_of_range if (o["excess_sigma"] or 0) > clf.range_limit]
+                assert head == "muon-like" or (head == "unknown" and beyond), r.name
