@@ -32,6 +32,11 @@ trained and after a bf16 round trip (10 references), to the shipped file:
     python benchmarks/fingerprint_references.py --presets nano --steps 240 --seeds 0 --lrs 3e-3 \
         --weight-decays 0 --runs-dir /tmp/fp-extra/runs --activations --conversions bf16 \
         --out /tmp/fp-extra/wd0.json --add-to src/forgetless/analysis/fingerprint_reference.json
+
+and, the same way, nano × 2400 steps (10× the longest), nano × 240 steps untied (`--ties untied`)
+and gpt2-small (88M, 3.3× medium) × 80 steps × medium's two (seed, lr) pairs: 100 references.
+Classify new references with the calibration they have not joined yet before `--add-to`:
+`python benchmarks/fingerprint_out_of_sample.py NEW.json`. Commands and times: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
