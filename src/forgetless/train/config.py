@@ -233,7 +233,8 @@ class FinetuneConfig(TrainConfig):
     train_n: int | None = Field(None, ge=1, description="training records used (default: all)")
     eval_n: int = Field(256, ge=1, description="held-out task records for the learning loss")
     eval_tokens: int = Field(16384, ge=1, description="reference tokens per forgetting point: Δ's paired error "
-                                                      "≈ 0.0034 at 0.1 nats of forgetting (docs/training.md)")
+                                                      "≈ 0.0034 (128-token windows) to 0.0063 (1024) at 0.1 nats "
+                                                      "of forgetting (docs/training.md)")
     task_seed: int = Field(0, ge=0, description="seed choosing the task's records (not their order)")
     accuracy: bool = Field(False, description="also measure exact-match accuracy of greedy answers")
     accuracy_n: int = Field(64, ge=1, description="held-out records generated for accuracy")
