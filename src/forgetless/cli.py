@@ -56,6 +56,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "measuring forgetting and learning as it goes."),
     "consolidate": ("forgetless.train.commands", "Join a sharded (FSDP2) checkpoint into a plain "
                     "Hugging Face checkpoint (model.safetensors)."),
+    "convert": ("forgetless.models.commands", "Dequantise a GGUF file into a Hugging Face checkpoint "
+                "that every other command reads."),
     "sweep": ("forgetless.sweep.commands", "Run (or resume) every cell of a study; safe to "
               "interrupt and to run twice at once."),
     "status": ("forgetless.sweep.commands", "Every cell of a study: done / pruned / running / pending / "

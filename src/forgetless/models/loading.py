@@ -74,6 +74,9 @@ def _resolve(path_or_name: str | Path) -> str:
         raise NoCheckpoint(f"no such checkpoint: {path_or_name} (no such local path; a hub model is "
                            "named org/name)")
     if not path.is_dir():
+        if path.suffix.lower() == ".gguf":
+            raise NoCheckpoint(f"{path} is a GGUF file: convert it once, then give the directory: "
+                               f"forgetless convert {path} --out {path.with_suffix('')}-hf")
         raise NoCheckpoint(f"{path} is a file, not a checkpoint: give its directory (config.json, "
                            "model.safetensors) or a forgetless run directory")
     if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
