@@ -9,7 +9,7 @@ prior and without it, and the features out of the references' range. It shows wh
 drifts, with training length, toward the other group's range (issue 23 §1: real checkpoints are
 trained 10^4-10^6 steps; the references at most 2400). `--out`: each run's last checkpoint is
 measured as a reference (named as benchmarks/fingerprint_references.py names its runs, measured as
-it measures them, activations included) and written to FILE.json; `--add-to`: they also join
+it measures them, activations included) and its features written to FILE.json; `--add-to`: they also join
 that reference file, after their rows above were classified without them.
 """
 
@@ -27,6 +27,7 @@ from forgetless.analysis.calibration import RunSpec, reference_from_checkpoint
 from forgetless.analysis.fingerprint import fingerprint, model_features, save_references
 from forgetless.models import load_model
 from forgetless.train.config import PretrainConfig
+from forgetless.train.rundir import RunDir
 
 FEATURES = ("attn_in_mpdev", "mlp_in_mpdev", "down_mpdev")
 
@@ -73,15 +74,15 @@ def _measure(runs: list[Path], out: Path | None, add_to: Path | None) -> None:
         spec = RunSpec(preset=cfg.model, optimizer=cfg.optimizer, seed=cfg.seed, lr=cfg.lr, steps=steps,
                        weight_decay=cfg.weight_decay,
                        tied=cfg.model_overrides.get("tie_word_embeddings") is not False)
-        vals = [r for r in _metrics(run) if r.get("step") == steps and "val_loss" in r]
+        vals = [r for r in RunDir(run).read_metrics() if r.get("step") == steps and "val_loss" in r]
         refs.append(reference_from_checkpoint(
             last, cfg.optimizer, windows, name=spec.name, preset=cfg.model, seed=cfg.seed, lr=cfg.lr,
             tokens=steps * cfg.batch_size * cfg.seq_len, steps=steps,
             val_loss=vals[-1]["val_loss"] if vals else math.nan, weight_decay=cfg.weight_decay))
         print(f"{spec.name}: measured from {last}")
     settings = {"from": "benchmarks/fingerprint_drift.py", "runs": [str(r) for r in runs]}
-    if out is not None:
-        save_references(refs, out, settings)
+    if out is not None:  # test cases: their features, no evaluation of them as a calibration set
+        save_references(refs, out, settings, evaluation=False)
         print(f"{out}: {len(refs)} references")
     if add_to is None:
         return
@@ -93,12 +94,6 @@ def _measure(runs: list[Path], out: Path | None, add_to: Path | None) -> None:
         new = Path(tmp) / "long.json"
         save_references(refs, new, settings)
         module.add_references(new, add_to)
-
-
-def _metrics(run: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from forgetless.errors import CorruptCheckpoint, NoCheckpoint, UserError  # noqa: E402
+from forgetless.errors import BadValue, CorruptCheckpoint, NoCheckpoint, UserError  # noqa: E402
 from forgetless.models import build_model, convert_gguf, load_model, resolve_checkpoint  # noqa: E402
 
 TEXT = ["def add(a, b):\n    return a + b\n", "The cat sat on the mat.", "for i in range(10): print(i)"] * 20
@@ -150,6 +150,9 @@ def test_bad_inputs_name_the_fix(tiny, tmp_path):
     _write_gguf(model, tokenizer, tmp_path / "tiny.gguf")
     with pytest.raises(UserError, match="not empty"):
         convert_gguf(tmp_path / "tiny.gguf", busy)
+    with pytest.raises(BadValue, match="--dtype: dtype 'fp8' is unknown; allowed: float32, bfloat16, float16"):
+        convert_gguf(tmp_path / "tiny.gguf", tmp_path / "out-fp8", dtype="fp8")
+    assert not (tmp_path / "out-fp8").exists()
     # every other command is told to convert first, with the command to paste
     with pytest.raises(NoCheckpoint, match="forgetless convert .*tiny.gguf --out"):
         resolve_checkpoint(tmp_path / "tiny.gguf")

@@ -102,10 +102,13 @@ def evaluate(refs: list[Reference]) -> dict:
     return fingerprint_eval.evaluate(refs, FEATURE_SETS)
 
 
-def save_references(refs: list[Reference], path: str | Path, settings: dict | None = None) -> dict:
-    """Write references (features only) + their evaluation as one JSON file."""
+def save_references(refs: list[Reference], path: str | Path, settings: dict | None = None,
+                    evaluation: bool = True) -> dict:
+    """Write references (features only) + their evaluation as one JSON file. `evaluation=False`:
+    features only, for checkpoints kept as test cases (a held-out evaluation needs a calibration set)."""
     doc: dict = {"version": 2, "settings": settings or {}, "references": [asdict(r) for r in refs]}
-    doc["evaluation"] = evaluate(refs)
+    if evaluation:
+        doc["evaluation"] = evaluate(refs)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=1, allow_nan=True))
     return doc

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forgetless.errors import CorruptCheckpoint, NoCheckpoint, UserError
+from forgetless.errors import BadValue, CorruptCheckpoint, NoCheckpoint, UserError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -42,6 +42,10 @@ def convert_gguf(path: str | Path, out: str | Path, dtype: str = "float32") -> P
 
     from forgetless.models.loading import NO_CODE, _as_dtype, quiet
 
+    try:
+        torch_dtype = _as_dtype(dtype)
+    except ValueError as err:
+        raise BadValue(f"--dtype: {err}") from None
     path, out = check_gguf(path), Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty: give a new directory")
@@ -53,7 +57,7 @@ def convert_gguf(path: str | Path, out: str | Path, dtype: str = "float32") -> P
     kwargs = {"gguf_file": path.name, **NO_CODE}
     with quiet():
         tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, **kwargs)
-        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, dtype=_as_dtype(dtype), **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch_dtype, **kwargs)
     # transformers marks a model read from GGUF as quantised and refuses to save it; its weights
     # are already plain dequantised tensors, so the marks are dropped.
     model.hf_quantizer = None
@@ -61,7 +65,6 @@ def convert_gguf(path: str | Path, out: str | Path, dtype: str = "float32") -> P
     model.quantization_method = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    assert all(p.dtype == _as_dtype(dtype) for p in model.parameters() if p.is_floating_point())
     out.mkdir(parents=True, exist_ok=True)
     with quiet(), torch.no_grad():
         model.save_pretrained(out, safe_serialization=True)

@@ -16,9 +16,9 @@ from typing import Any
 # 0.15 nats from their base (benchmarks/paired_eval_noise.py, docs/BENCHMARKS.md: 0.0076 and 0.0099
 # on 32 windows). A longer window averages more tokens, but its tokens' changes are correlated
 # (they share a context): on a trained 88M gpt2-small finetune the spread fell from 0.40 on
-# 128-token blocks to 0.25 on the 1024-token windows that hold them, an exponent of 0.22 (0.24
-# cutting the sample into windows of 128 and of 1024), not the 0.5 of independent tokens
-# (benchmarks/paired_window_length.py). 0.2 rounds toward correlation: on a randomly initialised
+# 128-token blocks to 0.25 on the 1024-token windows that hold them, an exponent of 0.22, not the
+# 0.5 of independent tokens (benchmarks/paired_window_length.py; re-cut into windows of 128-512
+# the spread scattered at 0.42-0.46). 0.2 rounds toward correlation: on a randomly initialised
 # 135M model it was 0.05 (spread 0.61 on blocks of 128, 0.55 on windows of 1024), and on the real
 # SmolLM2-135M-Instruct the spread on 1024-token windows was 0.14, below the rule's 0.25. A guide,
 # not a bound; each evaluation prints the measured error (forgetting_delta_se).
